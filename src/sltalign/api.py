@@ -1,0 +1,117 @@
+"""SpeechTranslator: the stable, user-facing entry point.
+
+    from sltalign import SpeechTranslator
+    st = SpeechTranslator.from_pretrained("runs/demo/connector")
+    st.translate(["a.wav", "b.flac"])      # -> ["...", "..."]
+    st.translate("talk.mp3")               # -> "..."  (one input, one string)
+
+Inputs are paths (any format ``sltalign.audio`` reads) or 1-D float arrays at 16 kHz. Audio longer than the
+speech encoder's window is split at pauses with Silero VAD and the pieces are translated in order.
+Empty or silent input gives the empty string (a defined result, with a warning), never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .audio import as_waveform, load_audio
+from .checkpoint import load_connector
+from .model import AlignedST
+
+log = logging.getLogger(__name__)
+
+AudioInput = str | Path | np.ndarray | torch.Tensor
+SAMPLE_RATE = 16000
+#: shorter than this (in samples) a clip carries no speech worth translating
+MIN_SAMPLES = SAMPLE_RATE // 10
+
+
+class SpeechTranslator:
+    """A trained connector with its frozen foundations, ready to translate audio."""
+
+    def __init__(self, model: AlignedST, *, beam: int = 4, max_len: int = 150, length_penalty: float = 1.0, batch_size: int = 8) -> None:
+        if model.speech_encoder is None:
+            raise ValueError("SpeechTranslator needs an AlignedST with a speech encoder")
+        self.model = model.eval()
+        self.beam = beam
+        self.max_len = max_len
+        self.length_penalty = length_penalty
+        self.batch_size = batch_size
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, speech_encoder=None, translator=None, **decoding) -> "SpeechTranslator":
+        """Load a connector checkpoint directory and the foundations it names (checked by fingerprint).
+
+        Decoding defaults (beam, max_len, length_penalty) come from the checkpoint; keyword arguments override.
+        """
+        model, cfg = load_connector(path, speech_encoder=speech_encoder, translator=translator)
+        opts = {k: v for k, v in cfg.get("decoding", {}).items() if k in ("beam", "max_len", "length_penalty")}
+        opts.update(decoding)
+        return cls(model, **opts)
+
+    # ------------------------------------------------------------------------------------------
+    def _load(self, x: AudioInput) -> np.ndarray:
+        if isinstance(x, (str, Path)):
+            return load_audio(x, sample_rate=SAMPLE_RATE)
+        return as_waveform(x, SAMPLE_RATE)
+
+    def _pieces(self, wav: np.ndarray) -> list[np.ndarray]:
+        """Split audio longer than the encoder's window at pauses (Silero VAD); shorter audio is one piece."""
+        limit = self.model.speech_encoder.max_seconds
+        if limit is None or len(wav) <= limit * SAMPLE_RATE:
+            return [wav] if len(wav) >= MIN_SAMPLES else []
+        from .segment import split_long_audio
+
+        spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=min(28.0, limit - 1.0))
+        return [wav[a:b] for a, b in spans if b - a >= MIN_SAMPLES]
+
+    def translate(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        *,
+        beam: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> str | list[str]:
+        """Translate one input (-> str) or a list of inputs (-> list[str], same order)."""
+        single = isinstance(inputs, (str, Path, np.ndarray, torch.Tensor))
+        items = [inputs] if single else list(inputs)
+        t0 = time.perf_counter()
+        pieces: list[tuple[int, np.ndarray]] = []  # (input index, piece)
+        audio_seconds = 0.0
+        for i, x in enumerate(items):
+            wav = self._load(x)
+            audio_seconds += len(wav) / SAMPLE_RATE
+            parts = self._pieces(wav)
+            if not parts:
+                warnings.warn(f"input {i} ({x if isinstance(x, (str, Path)) else 'array'}) has no audio to translate; returning ''", stacklevel=2)
+            pieces.extend((i, p) for p in parts)
+        t_load = time.perf_counter()
+        results: list[list[str]] = [[] for _ in items]
+        bs = batch_size or self.batch_size
+        # Longest first in batches of similar length: least padding, and the slowest batch shows up first.
+        order = sorted(range(len(pieces)), key=lambda j: -len(pieces[j][1]))
+        texts: dict[int, str] = {}
+        with torch.inference_mode():
+            for s in tqdm(range(0, len(order), bs), desc="translate", unit="batch", disable=not progress):
+                idx = order[s : s + bs]
+                states, mask = self.model.encode_audio([pieces[j][1] for j in idx])
+                out = self.model.translate_states(
+                    states, mask, beam=beam or self.beam, max_len=self.max_len, length_penalty=self.length_penalty
+                )
+                texts.update(zip(idx, out))
+        for j, (i, _) in enumerate(pieces):
+            results[i].append(texts[j])
+        t_end = time.perf_counter()
+        self.last_timings = {"load_seconds": t_load - t0, "model_seconds": t_end - t_load, "audio_seconds": audio_seconds}
+        joined = [" ".join(t for t in r if t).strip() for r in results]
+        return joined[0] if single else joined

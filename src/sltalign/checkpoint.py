@@ -1,0 +1,202 @@
+"""Connector-only checkpoints: safetensors weights + a JSON config naming the frozen foundations.
+
+Layout of a checkpoint directory::
+
+    config.json          every setting needed to rebuild the AlignedST (foundation specs and fingerprints,
+                         connector name + sizes, arrangement, prompt, CTC/compression, decoding defaults)
+    connector.safetensors  the trainable weights only (connector.*, ctc_head.*)
+    trainer_state.pt     (training checkpoints only) optimizer, scheduler, RNG and loop state for resume
+
+Directories are written atomically: into a sibling temporary directory first, then renamed into place, so a
+crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .connectors import build_connector
+from .connectors.compress import TiedCTCHead
+from .foundation import load_speech_encoder, load_translator
+from .model import AlignedST
+
+CONFIG = "config.json"
+WEIGHTS = "connector.safetensors"
+TRAINER_STATE = "trainer_state.pt"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def model_config(model: AlignedST, *, translator_kwargs: dict | None = None, decoding: dict | None = None) -> dict[str, Any]:
+    se = model.speech_encoder
+    return {
+        "format": "sltalign-connector",
+        "sltalign_version": __version__,
+        "speech_encoder": None
+        if se is None
+        else {"spec": se.spec, "mode": getattr(se, "mode", None), "dim": se.dim, "fingerprint": se.fingerprint()},
+        "translator": {
+            "spec": model.translator.spec,
+            "kwargs": translator_kwargs or {},
+            "embed_dim": model.translator.embed_dim,
+            "fingerprint": model.translator.fingerprint(),
+        },
+        "connector": model.connector.config(),
+        "arrangement": model.arrangement,
+        "prompt": model.prompt,
+        "ctc": model.ctc_head is not None,
+        "compression": model.compression,
+        "compression_temperature": model.compression_temperature,
+        "decoding": decoding or {"beam": 4, "max_len": 150, "length_penalty": 1.0},
+        "parameters": model.parameter_report(),
+    }
+
+
+def trainable_state(model: AlignedST) -> dict[str, torch.Tensor]:
+    state = {f"connector.{k}": v for k, v in model.connector.state_dict().items()}
+    if model.ctc_head is not None:
+        state.update({f"ctc_head.{k}": v for k, v in model.ctc_head.state_dict().items()})
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> Path:
+    """Create ``path`` by filling a temporary sibling directory and renaming it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():  # data reaches the disk before the rename makes it visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def save_connector(
+    model: AlignedST,
+    path: str | Path,
+    *,
+    translator_kwargs: dict | None = None,
+    decoding: dict | None = None,
+    extra: dict | None = None,
+    trainer_state: dict | None = None,
+) -> Path:
+    """Write a connector checkpoint directory (atomically). Returns its path."""
+    cfg = model_config(model, translator_kwargs=translator_kwargs, decoding=decoding)
+    if extra:
+        cfg["training"] = extra
+    weights = trainable_state(model)
+
+    def fill(tmp: Path) -> None:
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+
+    return write_dir_atomically(Path(path), fill)
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    cfg_file = path / CONFIG
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is not a directory (expected a directory with {CONFIG} and {WEIGHTS})")
+    if not cfg_file.is_file():
+        raise CheckpointError(f"checkpoint {path} has no {CONFIG}; is this an sltalign connector directory?")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from e
+    if cfg.get("format") != "sltalign-connector":
+        raise CheckpointError(f"{cfg_file}: field 'format' should be 'sltalign-connector', got {cfg.get('format')!r}")
+    for key in ("translator", "connector", "arrangement"):
+        if key not in cfg:
+            raise CheckpointError(f"{cfg_file}: missing field {key!r}")
+    return cfg
+
+
+def build_model(cfg: dict[str, Any], *, speech_encoder=None, translator=None, load_speech: bool = True) -> AlignedST:
+    """An untrained AlignedST from a checkpoint/model config (foundations loaded unless passed in)."""
+    if translator is None:
+        translator = load_translator(cfg["translator"]["spec"], **cfg["translator"].get("kwargs", {}))
+    if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
+        se = cfg["speech_encoder"]
+        speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim")
+    conn_cfg = dict(cfg["connector"])
+    name = conn_cfg.pop("name")
+    connector = build_connector(name, **conn_cfg)
+    ctc_head = TiedCTCHead(embed_dim=translator.embed_dim) if cfg.get("ctc") else None
+    return AlignedST(
+        speech_encoder=speech_encoder,
+        connector=connector,
+        translator=translator,
+        arrangement=cfg["arrangement"],
+        prompt=cfg.get("prompt"),
+        ctc_head=ctc_head,
+        compression=cfg.get("compression"),
+        compression_temperature=cfg.get("compression_temperature", 1.0),
+    )
+
+
+def check_fingerprints(cfg: dict[str, Any], model: AlignedST, where: Path) -> None:
+    """Refuse foundations whose weights differ from the ones the connector was trained against."""
+    pairs = [("translator", model.translator)]
+    if model.speech_encoder is not None and cfg.get("speech_encoder"):
+        pairs.append(("speech_encoder", model.speech_encoder))
+    for key, module in pairs:
+        want = cfg[key].get("fingerprint")
+        got = module.fingerprint()
+        if want and want != got:
+            raise CheckpointError(
+                f"{where}: the connector was trained against {key} {cfg[key].get('spec')!r} with weight fingerprint "
+                f"{want}, but the loaded {key} ({module.spec!r}) has fingerprint {got}; load the same foundation model "
+                f"the connector was trained with"
+            )
+
+
+def load_connector(path: str | Path, *, speech_encoder=None, translator=None, load_speech: bool = True) -> tuple[AlignedST, dict]:
+    """Rebuild the AlignedST of a checkpoint directory; returns (model, config). Mismatched foundations fail."""
+    path = Path(path)
+    cfg = read_config(path)
+    model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech)
+    check_fingerprints(cfg, model, path)
+    wfile = path / WEIGHTS
+    if not wfile.is_file():
+        raise CheckpointError(f"checkpoint {path} has no {WEIGHTS}")
+    try:
+        state = load_file(str(wfile))
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise CheckpointError(f"{wfile}: cannot read weights ({e})") from e
+    conn = {k[len("connector.") :]: v for k, v in state.items() if k.startswith("connector.")}
+    head = {k[len("ctc_head.") :]: v for k, v in state.items() if k.startswith("ctc_head.")}
+    try:
+        model.connector.load_state_dict(conn, strict=True)
+        if model.ctc_head is not None:
+            model.ctc_head.load_state_dict(head, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{wfile}: weights do not match the connector described in {CONFIG}: {e}") from e
+    model.eval()
+    return model, cfg

@@ -1,0 +1,131 @@
+"""The command line: thin subcommands over library functions of the same names.
+
+    sltalign demo [--out DIR] [--quick]
+    sltalign data synth --out DIR [--n_train N ...] | kaldi | mustc | covost | realspeech
+    sltalign train CONFIG [key=value ...]
+    sltalign evaluate --model CKPT --manifest M.jsonl --out DIR
+    sltalign evaluate --cascade --asr NAME --mt NAME --manifest M.jsonl --out DIR
+    sltalign evaluate --mt-on-gold --mt NAME --manifest M.jsonl --out DIR
+    sltalign translate --model CKPT AUDIO... | --manifest M.jsonl --out hyps.jsonl
+    sltalign info --model CKPT            (parameter report of a checkpoint)
+
+Errors a user can fix (bad paths, bad configs, bad manifests) print one clear line and exit with status 2;
+they are never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from . import __version__
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="sltalign", description="End-to-end speech translation from frozen pretrained models.", version=__version__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subcommands(dest="command")
+
+    demo = ArgumentParser(description="Offline end-to-end run on the packaged models: synthesise, cache, train, evaluate.")
+    demo.add_argument("--out", type=str, default="runs/demo", help="output directory")
+    demo.add_argument("--quick", action="store_true", help="whisper-tiny.en and a few steps (about 5 minutes)")
+    demo.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: 18; quick: 2)")
+    demo.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
+    sub.add_subcommand("demo", demo, help="offline end-to-end demo")
+
+    data = ArgumentParser(description="Build manifests.")
+    dsub = data.add_subcommands(dest="source")
+    synth = ArgumentParser(description="Synthesise an English speech corpus with TTS; targets by the frozen MT or a parallel file.")
+    synth.add_argument("--out", type=str, required=True)
+    synth.add_argument("--sentences", type=str | None, default=None, help="English sentences, one per line (default: Debian trans-de-en)")
+    synth.add_argument("--translations", type=str | None, default=None, help="human translations, line-parallel to --sentences")
+    synth.add_argument("--mt", type=str, default="packaged:bergamot-en-pt", help="MT for distilled targets when no --translations")
+    synth.add_argument("--n_train", type=int, default=2000)
+    synth.add_argument("--n_dev", type=int, default=100)
+    synth.add_argument("--n_test", type=int, default=100)
+    synth.add_argument("--long_fraction", type=float, default=0.1, help="share of clips made of several sentences (20-40 s)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=2)
+    dsub.add_subcommand("synth", synth)
+    # How2 is usually prepared as Kaldi data dirs: `data how2` is `data kaldi` under the corpus's name.
+    dsub.add_subcommand("kaldi", _kaldi_parser())
+    dsub.add_subcommand("how2", _kaldi_parser())
+    mustc = ArgumentParser(description="MuST-C split dir (wav/, txt/<split>.yaml, .en, .<tgt>).")
+    mustc.add_argument("split_dir", type=str)
+    mustc.add_argument("--out", type=str, required=True)
+    mustc.add_argument("--target_lang", type=str, default="pt")
+    dsub.add_subcommand("mustc", mustc)
+    covost = ArgumentParser(description="CoVoST 2 TSV + clips dir.")
+    covost.add_argument("tsv", type=str)
+    covost.add_argument("--clips", type=str, required=True)
+    covost.add_argument("--out", type=str, required=True)
+    dsub.add_subcommand("covost", covost)
+    real = ArgumentParser(description="The project's small real-speech test set (human pt-BR references).")
+    real.add_argument("--out", type=str, required=True)
+    dsub.add_subcommand("realspeech", real)
+    sub.add_subcommand("data", data, help="build manifests")
+
+    train = ArgumentParser(description="Train a connector. CONFIG is YAML (see configs/); overrides are dotted key=value.")
+    train.add_argument("config", type=str)
+    train.add_argument("overrides", type=list[str], nargs="*", default=[])
+    sub.add_subcommand("train", train, help="train a connector (resumable)")
+
+    ev = ArgumentParser(description="Corpus BLEU/chrF (sacrebleu) of a connector, the cascade, or MT on gold transcripts.")
+    ev.add_argument("--model", type=str | None, default=None, help="connector checkpoint directory")
+    ev.add_argument("--cascade", action="store_true")
+    ev.add_argument("--mt_on_gold", "--mt-on-gold", action="store_true")
+    ev.add_argument("--asr", type=str, default="packaged:whisper-base")
+    ev.add_argument("--mt", type=str, default="packaged:bergamot-en-pt")
+    ev.add_argument("--manifest", type=str, required=True)
+    ev.add_argument("--out", type=str, required=True)
+    ev.add_argument("--beam", type=int | None, default=None)
+    ev.add_argument("--batch_size", type=int, default=8)
+    sub.add_subcommand("evaluate", ev, help="score a system on a manifest")
+
+    tr = ArgumentParser(description="Translate audio files or a manifest; one line per input.")
+    tr.add_argument("--model", type=str, required=True)
+    tr.add_argument("audio", type=list[str], nargs="*", default=[])
+    tr.add_argument("--manifest", type=str | None, default=None)
+    tr.add_argument("--out", type=str | None, default=None, help="hyps.jsonl (with --manifest); default: stdout")
+    tr.add_argument("--beam", type=int | None, default=None)
+    tr.add_argument("--batch_size", type=int, default=8)
+    sub.add_subcommand("translate", tr, help="translate audio")
+
+    info = ArgumentParser(description="Parameter report of a connector checkpoint.")
+    info.add_argument("--model", type=str, required=True)
+    sub.add_subcommand("info", info, help="describe a checkpoint")
+    return p
+
+
+def _kaldi_parser() -> ArgumentParser:
+    q = ArgumentParser(description="Kaldi-style data dir (How2): wav.scp, optional segments, text files per language.")
+    q.add_argument("data_dir", type=str)
+    q.add_argument("--out", type=str, required=True)
+    q.add_argument("--source_text", type=str, default="text.en")
+    q.add_argument("--target_text", type=str, default="text.pt")
+    return q
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from . import commands
+
+    try:
+        cmd = args.command
+        sub = args[cmd]
+        if cmd == "data":
+            return commands.data(sub.source, sub[sub.source])
+        return getattr(commands, cmd)(sub)
+    except (ValueError, FileNotFoundError, LookupError) as e:
+        # Errors about the user's input: one clear line, no traceback.
+        print(f"sltalign {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Implementations of the CLI subcommands (cli.py parses; this module does the work with library calls)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def demo(args: Any) -> int:
+    from .demo import run_demo
+
+    results = run_demo(Path(args.out), quick=args.quick, minutes=args.minutes, workers=args.workers)
+    aligned, cascade = results["aligned"], results["cascade"]
+    print(f"aligned  BLEU {aligned['bleu']:.1f} chrF {aligned['chrf']:.1f}   cascade BLEU {cascade['bleu']:.1f} chrF {cascade['chrf']:.1f}")
+    print(f"report: {Path(args.out) / 'report.md'}   connector: {Path(args.out) / 'connector'}")
+    return 0
+
+
+def data(source: str, args: Any) -> int:
+    from .data.manifest import write_manifest
+
+    out = Path(args.out)
+    if source == "synth":
+        from .data.synth import SynthConfig, synthesize_corpus
+
+        translate_fn = None
+        if not args.translations:
+            from .foundation import load_translator
+
+            mt = load_translator(args.mt)
+            translate_fn = lambda texts: mt.translate_text(texts, beam=1)  # noqa: E731
+        cfg = SynthConfig(
+            sentences=args.sentences,
+            translations=args.translations,
+            n_train=args.n_train,
+            n_dev=args.n_dev,
+            n_test=args.n_test,
+            long_fraction=args.long_fraction,
+            seed=args.seed,
+            workers=args.workers,
+            translation_source=None if args.translations else f"mt:{args.mt}",
+        )
+        paths = synthesize_corpus(cfg, out, translate_fn=translate_fn)
+        for split, p in paths.items():
+            print(f"{split}: {p}")
+        return 0
+    if source == "realspeech":
+        from .data.realspeech import build_realspeech_manifest
+
+        print(build_realspeech_manifest(out))
+        return 0
+    from .data import corpora
+
+    if source in ("kaldi", "how2"):
+        utts = corpora.kaldi_to_manifest(Path(args.data_dir), source_text=args.source_text, target_text=args.target_text)
+    elif source == "mustc":
+        utts = corpora.mustc_to_manifest(Path(args.split_dir), target_lang=args.target_lang)
+    elif source == "covost":
+        utts = corpora.covost_to_manifest(Path(args.tsv), clips_dir=Path(args.clips))
+    else:  # pragma: no cover - the parser only offers the sources above
+        raise ValueError(f"unknown data source {source!r}")
+    path = write_manifest(out / "manifest.jsonl", utts)
+    print(f"{len(utts)} utterances -> {path}")
+    return 0
+
+
+def train(args: Any) -> int:
+    from .config import load_config
+    from .train import train as run
+
+    cfg = load_config(args.config, list(args.overrides or []))
+    summary = run(cfg)
+    print(json.dumps({k: v for k, v in summary.items() if k != "parameters"}, indent=2))
+    return 0
+
+
+def evaluate(args: Any) -> int:
+    from .data.manifest import read_manifest
+    from .evaluate import write_results
+    from .systems import run_aligned, run_cascade, run_mt_on_gold
+
+    chosen = [bool(args.model), args.cascade, args.mt_on_gold]
+    if sum(chosen) != 1:
+        raise ValueError("evaluate: give exactly one of --model CKPT, --cascade or --mt-on-gold")
+    utts = read_manifest(args.manifest, require=("translation",))
+    refs = [u.translation for u in utts]
+    extra: dict[str, Any] = {"manifest": str(args.manifest), "reference_source": sorted({u.translation_source or "unknown" for u in utts})}
+    if args.model:
+        from .api import SpeechTranslator
+
+        st = SpeechTranslator.from_pretrained(args.model)
+        hyps, timings = run_aligned(st, utts, beam=args.beam, batch_size=args.batch_size)
+        extra.update(system="aligned", model=str(args.model))
+    elif args.cascade:
+        from .cascade import Cascade
+        from .foundation import load_translator
+
+        cascade = Cascade(args.asr, load_translator(args.mt))
+        if args.beam:
+            cascade.beam = args.beam
+        hyps, timings, _ = run_cascade(cascade, utts)
+        extra.update(system="cascade", asr=args.asr, mt=args.mt)
+    else:
+        from .foundation import load_translator
+
+        hyps, timings = run_mt_on_gold(load_translator(args.mt), utts, beam=args.beam or 4)
+        extra.update(system="mt_on_gold", mt=args.mt)
+    extra["timings"] = timings
+    metrics = write_results(Path(args.out), extra["system"], [u.id for u in utts], hyps, refs, [u.duration for u in utts], extra=extra)
+    print(f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  n={metrics['n']}  -> {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def translate(args: Any) -> int:
+    from .api import SpeechTranslator
+
+    if bool(args.audio) == bool(args.manifest):
+        raise ValueError("translate: give audio files or --manifest M.jsonl (not both)")
+    st = SpeechTranslator.from_pretrained(args.model)
+    if args.audio:
+        missing = [a for a in args.audio if not Path(a).is_file()]
+        if missing:
+            raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
+        hyps = st.translate(list(args.audio), beam=args.beam, batch_size=args.batch_size, progress=True)
+        for h in hyps:
+            print(h)
+        return 0
+    from .data.manifest import read_manifest
+    from .systems import run_aligned
+
+    utts = read_manifest(args.manifest, require=())
+    hyps, _ = run_aligned(st, utts, beam=args.beam, batch_size=args.batch_size)
+    lines = [json.dumps({"id": u.id, "hyp": h}, ensure_ascii=False) for u, h in zip(utts, hyps)]
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+def info(args: Any) -> int:
+    from .checkpoint import read_config
+
+    cfg = read_config(args.model)
+    print(json.dumps({k: cfg.get(k) for k in ("speech_encoder", "translator", "connector", "arrangement", "prompt", "ctc", "compression", "parameters")}, indent=2))
+    return 0

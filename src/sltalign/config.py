@@ -1,0 +1,251 @@
+"""Typed, documented training configs. YAML presets live under configs/; the CLI takes dotted overrides.
+
+    sltalign train configs/whisper-base_bergamot-en-pt_ste_eced.yaml train.stages.0.steps=200 out=runs/x
+
+A config is plain data (dataclasses): no objects are built inside YAML. ``load_config`` reads YAML, applies
+``key=value`` overrides (values parsed as YAML scalars), and validates every field, naming the offending
+dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """What to align and how."""
+
+    speech_encoder: str = "packaged:whisper-base"
+    #: "trim" (encode only real frames) or "pad30" (the paper's: pad to 30 s, keep frames of real audio)
+    encoder_mode: str = "trim"
+    translator: str = "packaged:bergamot-en-pt"
+    #: extra arguments for the translator loader (e.g. source_prefix, target_lang)
+    translator_kwargs: dict[str, Any] = field(default_factory=dict)
+    connector: str = "ste"
+    #: connector size preset: "small" (CPU-sized) or "paper" (FACTS.md sizes)
+    connector_preset: str | None = "small"
+    connector_args: dict[str, Any] = field(default_factory=dict)
+    #: "eced" (connector -> MT encoder -> decoder) or "ecd" (connector -> MT decoder)
+    arrangement: str = "eced"
+    #: text prompt embedded before the connector output in ECED (e.g. ">>por<<"); null for none
+    prompt: str | None = None
+    #: CTC head tied to the MT's source embeddings (needed by the ctc objective and by compression)
+    ctc: bool = False
+    #: CTC compression before the MT: null, "hard", "soft" or "posterior"
+    compression: str | None = None
+    compression_temperature: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    dev: str = ""
+    #: encoder-output cache directory (shared by runs that use the same encoder and mode)
+    cache_dir: str = "cache"
+    #: "float16" or "int8" cache storage
+    cache_dtype: str = "float16"
+    #: a batch holds at most this many padded speech frames (T_s x B) ...
+    max_frames: int = 12000
+    #: ... and at most this many utterances
+    batch_size: int = 32
+    min_duration: float = 0.2
+    max_duration: float = 30.0
+    #: use at most this many dev utterances for periodic evaluation (0: all)
+    max_dev: int = 200
+
+
+@dataclass
+class StageConfig:
+    """One training stage. Stages run in order; each has its own objectives, steps and schedule."""
+
+    name: str = "translate"
+    steps: int = 1000
+    lr: float = 2e-4
+    warmup: int = 100
+    #: weights of the loss terms: ce (the paper's), ctc, kd
+    objectives: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
+    #: end this stage after this many minutes of training (0: no limit)
+    max_minutes: float = 0.0
+    #: evaluate dev BLEU periodically in this stage (with the model's compression, if any)
+    evaluate: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything one ``sltalign train`` run needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    out: str = "runs/train"
+    seed: int = 0
+    weight_decay: float = 1e-5
+    grad_clip: float = 5.0
+    grad_accum: int = 1
+    #: "no", "bf16" or "fp16" (accelerate; bf16/fp16 only where the device supports them)
+    mixed_precision: str = "no"
+    label_smoothing: float = 0.0
+    kd_temperature: float = 1.0
+    kd_top_k: int = 16
+    ctc_sampled_vocab: int = 4096
+    eval_every: int = 200
+    save_every: int = 200
+    log_every: int = 20
+    #: stop after this many evaluations without a dev-BLEU improvement (0: never)
+    patience: int = 10
+    #: stop all stages after this many minutes of training (0: no limit); the best checkpoint is kept
+    time_budget_minutes: float = 0.0
+    eval_beam: int = 1
+    decode_beam: int = 4
+    max_len: int = 150
+    num_threads: int = 0
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _check(value: Any, tp: Any, where: str) -> Any:
+    """Validate/convert ``value`` against the annotation ``tp``; errors name the dotted key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where or 'config'}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        names = {f.name: f for f in dataclasses.fields(tp)}
+        unknown = set(value) - set(names)
+        if unknown:
+            raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        hints = typing.get_type_hints(tp)
+        kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in value.items()}
+        return tp(**kwargs)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    return value
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = tree
+    for i, p in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            idx = int(p)
+            while len(node) <= idx:
+                node.append({})
+            node = node[idx]
+        else:
+            node = node.setdefault(p, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping or list")
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = int(last)
+        while len(node) <= idx:
+            node.append({})
+        node[idx] = value
+    else:
+        node[last] = value
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """YAML file (optional) + ``key=value`` overrides -> a validated TrainConfig."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    base = to_dict(TrainConfig())
+    # Stages given in the file replace the default list wholesale; each stage is filled with defaults.
+    merged = _merge(base, tree)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. data.batch_size=16)")
+        key, raw = item.split("=", 1)
+        _set_dotted(merged, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    merged["stages"] = [_merge(to_dict(StageConfig()), s if isinstance(s, dict) else {}) for s in merged.get("stages", [])]
+    cfg = _check(merged, TrainConfig, "")
+    validate(cfg)
+    return cfg
+
+
+def _merge(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("objectives", "translator_kwargs", "connector_args"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def validate(cfg: TrainConfig) -> None:
+    m = cfg.model
+    if m.encoder_mode not in ("trim", "pad30"):
+        raise ConfigError(f"model.encoder_mode: expected 'trim' or 'pad30', got {m.encoder_mode!r}")
+    if m.arrangement not in ("ecd", "eced"):
+        raise ConfigError(f"model.arrangement: expected 'ecd' or 'eced', got {m.arrangement!r}")
+    if m.compression not in (None, "hard", "soft", "posterior"):
+        raise ConfigError(f"model.compression: expected null, 'hard', 'soft' or 'posterior', got {m.compression!r}")
+    if cfg.data.cache_dtype not in ("float16", "int8"):
+        raise ConfigError(f"data.cache_dtype: expected 'float16' or 'int8', got {cfg.data.cache_dtype!r}")
+    if not cfg.stages:
+        raise ConfigError("stages: at least one stage is needed")
+    for i, s in enumerate(cfg.stages):
+        if s.steps < 0 or s.lr <= 0 or s.warmup < 0:
+            raise ConfigError(f"stages.{i}: steps >= 0, lr > 0 and warmup >= 0 expected, got {s}")
+        unknown = set(s.objectives) - {"ce", "ctc", "kd"}
+        if unknown:
+            raise ConfigError(f"stages.{i}.objectives: unknown {sorted(unknown)}; known: ce, ctc, kd")
+        if not any(w > 0 for w in s.objectives.values()):
+            raise ConfigError(f"stages.{i}.objectives: at least one weight must be > 0")
+        if s.objectives.get("ctc", 0) > 0 and not m.ctc:
+            raise ConfigError(f"stages.{i}.objectives: the ctc objective needs model.ctc: true")
+    if m.compression and not m.ctc:
+        raise ConfigError("model.compression needs model.ctc: true (segments come from the CTC head)")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"mixed_precision: expected no, bf16 or fp16, got {cfg.mixed_precision!r}")

@@ -1,0 +1,813 @@
+"""The TTS corpus builder: English sentences -> synthetic speech clips + manifests with translations.
+
+No speech-translation corpus can be downloaded here, so training data is made: real English sentences
+(by default the English side of Debian's trans-de-en dictionary, 20k sentences) are spoken by eSpeak NG
+with many voices, rates and pitches, optionally with noise and a synthetic room. Targets come from a
+line-parallel human translation file ("human") or from the frozen MT through ``translate_fn``
+("mt:<spec>", distillation targets).
+
+Output of ``synthesize_corpus(config, DIR)``::
+
+    DIR/synth_config.json                 the settings that fix the audio (a rerun must match them)
+    DIR/audio/<split>/<id>.flac           16 kHz mono, 16-bit
+    DIR/audio/<split>/<id>.json           what the clip holds (sentences, voice, rate, pitch, noise, ...)
+    DIR/<split>.jsonl                     manifests: id, audio, duration, transcript, translation, translation_source
+
+Guarantees:
+
+* Deterministic: the same config (seed) gives the same ids, texts, voice settings and the same audio bytes,
+  whatever ``workers`` is. Every clip draws from its own generator seeded by (seed, split, index), and
+  each clip is rendered in a process forked from a freshly initialised eSpeak: libespeak-ng keeps state
+  between utterances (a pitch-flutter phase that is never reset), so two identical requests in one process
+  differ. Forking (~5 ms) restores the pristine state for every clip.
+* Resumable: a clip is finished when its ``.json`` exists (written after its ``.flac``, both atomically);
+  finished clips are kept, everything else is rendered again.
+* Splits never share a sentence. Long clips (``long_fraction``) join several sentences of their split into
+  20-40 s of speech with short pauses; their transcript (and translation) is the sentences' joined with spaces.
+
+TTS backends: ``espeak`` (libespeak-ng from the ``espeakng-loader`` wheel through ctypes; the ``espeak-ng``
+program when the wheel is missing), ``espeak-cli``, and ``flite`` / ``festival`` when their programs are
+installed (Debian packages ``flite``, ``festival``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import json
+import logging
+import math
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from ..audio import resample, write_audio
+from .manifest import Utterance, write_manifest
+
+__all__ = [
+    "SynthConfig",
+    "synthesize_corpus",
+    "load_sentences",
+    "ding_sentences",
+    "ENGLISH_VOICES",
+    "ESPEAK_VARIANTS",
+    "DEFAULT_VOICES",
+    "available_backends",
+]
+
+log = logging.getLogger(__name__)
+
+#: English sentences: the Ding dictionary of Debian's trans-de-en ("german :: english" per line)
+DEFAULT_SENTENCES = Path("/usr/share/trans/de-en")
+SPLITS = ("train", "dev", "test")
+#: English voices of eSpeak NG 1.51/1.52 (language/accent); all are combined with the variants below
+ENGLISH_VOICES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+#: eSpeak NG voice variants: male m1-m7, female f1-f5 (they change formants, breathiness and pitch range)
+ESPEAK_VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1, 6))
+DEFAULT_VOICES = tuple(f"{v}+{x}" for v in ENGLISH_VOICES for x in ESPEAK_VARIANTS)
+FLITE_VOICES = ("slt", "kal", "awb", "rms")
+BACKENDS = ("espeak", "espeak-cli", "flite", "festival")
+_PEAK = 0.9  # clips are scaled to this peak after noise and reverb
+_GAP_SECONDS = (0.2, 0.6)  # pause between the sentences of a long clip
+_LONG_CANDIDATES = 32  # sentences drawn for a long clip; it uses as many as fit its target length
+_SENTENCES_PER_LONG = 8  # reserved per long clip when sizing the dev / test sentence pools
+_FORMAT = 1  # bump when the rendering changes, so that old directories are not silently mixed
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthConfig:
+    """Everything that determines the synthetic corpus. ``workers`` and batch sizes only change speed."""
+
+    #: English sentences, one per line, or a Ding dictionary file; None: Debian trans-de-en
+    sentences: str | None = None
+    #: human translations line-parallel to ``sentences`` (translation_source "human")
+    translations: str | None = None
+    n_train: int = 2000
+    n_dev: int = 100
+    n_test: int = 100
+    #: share of each split's clips made of several sentences, ``long_range`` seconds long
+    long_fraction: float = 0.1
+    long_range: tuple[float, float] = (20.0, 40.0)
+    #: sentences outside this many words are dropped
+    min_words: int = 3
+    max_words: int = 40
+    seed: int = 0
+    backend: str = "espeak"
+    #: voice names for the backend; None: DEFAULT_VOICES for eSpeak (96), FLITE_VOICES for flite
+    voices: tuple[str, ...] | None = None
+    #: speaking rate in words per minute (eSpeak ``-s``; flite/festival get the equivalent duration stretch)
+    rate_range: tuple[int, int] = (130, 200)
+    #: eSpeak base pitch 0-99 (ignored by flite/festival)
+    pitch_range: tuple[int, int] = (30, 70)
+    #: additive noise: SNR drawn from this range (dB) for a ``noise_prob`` share of clips; None: no noise
+    noise_snr_db: tuple[float, float] | None = None
+    noise_prob: float = 0.5
+    #: a synthetic room (exponentially decaying noise impulse response) for a ``reverb_prob`` share of clips
+    reverb_prob: float = 0.0
+    rt60_range: tuple[float, float] = (0.2, 0.7)
+    sample_rate: int = 16000
+    #: processes rendering clips (0: in this process)
+    workers: int = 2
+    #: manifest translation_source; None: "human" with ``translations``, else "mt:<translate_fn.spec>"
+    translation_source: str | None = None
+    translate_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("long_range", "rate_range", "pitch_range", "noise_snr_db", "rt60_range", "voices"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))  # lists from YAML / CLI
+        problems = []
+        for name in ("n_train", "n_dev", "n_test"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0")
+        if self.n_train + self.n_dev + self.n_test == 0:
+            problems.append("n_train + n_dev + n_test must be > 0")
+        for name in ("long_fraction", "noise_prob", "reverb_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("long_range", "rate_range", "pitch_range", "noise_snr_db", "rt60_range"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 2 or value[0] > value[1]):
+                problems.append(f"{name} must be (low, high) with low <= high, got {value}")
+        if self.long_range[0] <= 0:
+            problems.append(f"long_range must be positive seconds, got {self.long_range}")
+        if not 1 <= self.min_words <= self.max_words:
+            problems.append(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.voices is not None and not self.voices:
+            problems.append("voices must not be empty (None picks the backend's defaults)")
+        if self.workers < 0 or self.translate_batch_size < 1:
+            problems.append("workers must be >= 0 and translate_batch_size >= 1")
+        if self.translations and not self.sentences:
+            problems.append("translations needs sentences (the line-parallel English file)")
+        if problems:
+            raise ValueError("SynthConfig: " + "; ".join(problems))
+
+    def counts(self) -> dict[str, int]:
+        return {"train": self.n_train, "dev": self.n_dev, "test": self.n_test}
+
+
+# ---------------------------------------------------------------------------------------------------
+# sentences
+
+_ANNOTATION = re.compile(r"\{[^}]*\}|\[[^\]]*\]")
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
+
+
+def _clean(text: str) -> str:
+    return " ".join(_ANNOTATION.sub(" ", text).translate(_QUOTES).split())
+
+
+def ding_sentences(path: str | os.PathLike) -> list[str]:
+    """English sentences of a Ding dictionary file (Debian trans-de-en): ``german :: english`` per line.
+
+    The English side holds ``|``-separated entries of ``;``-separated alternatives; ``{...}`` and ``[...]``
+    annotations are removed. Only whole sentences are kept (a capital first letter, a final ``.``, ``!`` or
+    ``?``, no ``/`` alternatives or parenthesised glosses); dictionary phrases are not sentences.
+    """
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or "::" not in line:
+                continue
+            english = line.split("::", 1)[1]
+            if "." not in english and "!" not in english and "?" not in english:
+                continue
+            for entry in english.split("|"):
+                for alt in entry.split(";"):
+                    # cheap tests first: 200k lines hold ~550k alternatives, few of them sentences
+                    if "{" in alt or "[" in alt:
+                        alt = _ANNOTATION.sub(" ", alt)
+                    s = alt.strip()
+                    if s[:1].isupper() and s[-1:] in ".!?" and "/" not in s and "(" not in s and ")" not in s:
+                        out.append(_clean(s))
+    return out
+
+
+def load_sentences(
+    path: str | os.PathLike | None = None,
+    *,
+    translations: str | os.PathLike | None = None,
+    min_words: int = 3,
+    max_words: int = 40,
+) -> list[tuple[str, str | None]]:
+    """(English sentence, human translation or None) pairs: cleaned, filtered by length, first copy kept.
+
+    ``path`` is a plain file (one sentence per line) or a Ding dictionary (detected by its `` :: `` lines);
+    None reads Debian's trans-de-en. ``translations`` must have exactly as many lines as ``path``.
+    """
+    p = Path(path).expanduser() if path else DEFAULT_SENTENCES
+    if not p.is_file():
+        if path is None:
+            raise FileNotFoundError(
+                f"default English sentences not found at {p}: install the Debian package trans-de-en "
+                f"(apt-get install trans-de-en) or pass sentences=<file with one English sentence per line>"
+            )
+        raise FileNotFoundError(f"sentences file not found: {p}")
+    with p.open(encoding="utf-8") as f:
+        head = [next(f, "") for _ in range(50)]
+    is_ding = sum(" :: " in line for line in head) > len([h for h in head if h.strip()]) // 2
+    if is_ding:
+        if translations:
+            raise ValueError(f"{p} is a Ding dictionary; translations must pair with a plain sentence file")
+        raw: list[tuple[str, str | None]] = [(s, None) for s in ding_sentences(p)]
+    else:
+        english = p.read_text(encoding="utf-8").splitlines()
+        targets: list[str | None] = [None] * len(english)
+        if translations:
+            t = Path(translations).expanduser()
+            if not t.is_file():
+                raise FileNotFoundError(f"translations file not found: {t}")
+            targets = list(t.read_text(encoding="utf-8").splitlines())
+            if len(targets) != len(english):
+                raise ValueError(f"{t} has {len(targets)} lines but {p} has {len(english)}; expected line-parallel files")
+        raw = [(_clean(e), _clean(x) if x is not None else None) for e, x in zip(english, targets)]
+    seen: set[str] = set()
+    pairs = []
+    for en, tr in raw:
+        n = len(en.split())
+        if not (min_words <= n <= max_words) or en in seen or (translations and not tr):
+            continue
+        seen.add(en)
+        pairs.append((en, tr))
+    if not pairs:
+        raise ValueError(f"{p}: no sentences of {min_words}-{max_words} words")
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------
+# planning: everything random is drawn here, per clip, from (seed, split, index)
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    id: str
+    split: str
+    #: candidate sentences; a short clip speaks the one, a long clip as many as fit ``target_seconds``
+    sentences: tuple[str, ...]
+    long: bool
+    target_seconds: float
+    max_seconds: float
+    voice: str
+    rate: int
+    pitch: int
+    snr_db: float | None
+    noise_color: float  # spectral slope: 0 white, 1 pink, 2 brown
+    rt60: float | None
+    seed: int  # for the gaps, noise samples, room response and eSpeak's own random generator
+
+
+def _split_pools(cfg: SynthConfig, n_sentences: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Disjoint sentence indices per split: test and dev take what they need, train the rest."""
+    order = rng.permutation(n_sentences)
+    pools: dict[str, np.ndarray] = {}
+    start = 0
+    for split in ("test", "dev"):
+        n = cfg.counts()[split]
+        n_long = round(n * cfg.long_fraction)
+        need = (n - n_long) + n_long * _SENTENCES_PER_LONG
+        pools[split] = order[start : start + need]
+        start += need
+    pools["train"] = order[start:]
+    for split, n in cfg.counts().items():
+        if n and len(pools[split]) == 0:
+            raise ValueError(f"not enough sentences ({n_sentences}) for the dev/test/train splits asked; lower n_dev / n_test")
+    if cfg.n_train and len(pools["train"]) < cfg.n_train - round(cfg.n_train * cfg.long_fraction):
+        log.warning("train: %d sentences for %d clips; sentences repeat (with other voices)", len(pools["train"]), cfg.n_train)
+    return pools
+
+
+def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]) -> list[ClipPlan]:
+    """Every clip of every split, in manifest order. Depends only on the config and the sentences."""
+    pools = _split_pools(cfg, len(sentences), np.random.default_rng([cfg.seed, 0]))
+    plans = []
+    for s_idx, split in enumerate(SPLITS, start=1):
+        n = cfg.counts()[split]
+        pool = pools[split]
+        n_long = round(n * cfg.long_fraction)
+        # long clips are spread evenly through the split (not all at its end)
+        is_long = np.zeros(n, dtype=bool)
+        if n_long:
+            is_long[np.linspace(0, n - 1, n_long).round().astype(int)] = True
+        k = 0  # next unused sentence of the pool for short clips
+        for i in range(n):
+            rng = np.random.default_rng([cfg.seed, s_idx, i])
+            if is_long[i]:
+                m = min(_LONG_CANDIDATES, len(pool))
+                texts = tuple(sentences[j] for j in pool[rng.choice(len(pool), size=m, replace=False)])
+                lo, hi = cfg.long_range
+                target = float(rng.uniform(lo, hi))
+            else:
+                texts = (sentences[pool[k % len(pool)]],)
+                k += 1
+                target, hi = 0.0, math.inf
+            noisy = cfg.noise_snr_db is not None and rng.random() < cfg.noise_prob
+            reverb = rng.random() < cfg.reverb_prob
+            plans.append(
+                ClipPlan(
+                    id=f"{split}-{i:06d}",
+                    split=split,
+                    sentences=texts,
+                    long=bool(is_long[i]),
+                    target_seconds=target,
+                    max_seconds=hi,
+                    voice=str(voices[rng.integers(len(voices))]),
+                    rate=int(rng.integers(cfg.rate_range[0], cfg.rate_range[1] + 1)),
+                    pitch=int(rng.integers(cfg.pitch_range[0], cfg.pitch_range[1] + 1)),
+                    snr_db=float(rng.uniform(*cfg.noise_snr_db)) if noisy and cfg.noise_snr_db else None,
+                    noise_color=float(rng.choice([0.0, 1.0, 2.0])),
+                    rt60=float(rng.uniform(*cfg.rt60_range)) if reverb else None,
+                    seed=int(rng.integers(2**31 - 1)),
+                )
+            )
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------------
+# TTS backends: synth(text, voice, rate, pitch, seed) -> (samples float32, sample rate)
+
+
+class EspeakLibrary:
+    """libespeak-ng from the espeakng-loader wheel, through ctypes, synchronous mode (no audio device)."""
+
+    name = "espeak"
+    #: renders must run in a process forked from the freshly initialised library (see module docstring)
+    needs_fresh_state = True
+    _RATE, _PITCH = 1, 3  # espeak_PARAMETER values
+    _CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+    def __init__(self) -> None:
+        import espeakng_loader
+
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p
+        ]
+        self._seed_fn = getattr(lib, "espeak_ng_SetRandSeed", None)  # 1.52+; older builds are seeded per process
+        if self._seed_fn is not None:
+            self._seed_fn.argtypes = [ctypes.c_long]
+        # 2 = AUDIO_OUTPUT_SYNCHRONOUS: samples come through the callback, nothing is played
+        rate = lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)
+        if rate <= 0:
+            raise OSError(f"espeak_Initialize failed ({rate}) with data at {espeakng_loader.get_data_path()}")
+        self.sample_rate = int(rate)  # 22050
+        self._chunks: list[np.ndarray] = []
+
+        def collect(wav: Any, n: int, events: Any) -> int:  # noqa: ARG001 - ctypes callback signature
+            if n > 0:
+                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0  # 0: continue synthesis
+
+        self._callback = self._CB(collect)  # keep a reference: ctypes does not
+        lib.espeak_SetSynthCallback(self._callback)
+        self._lib = lib
+
+    def synth(self, text: str, voice: str, rate: int, pitch: int, seed: int) -> tuple[np.ndarray, int]:
+        lib = self._lib
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"eSpeak NG has no voice {voice!r} (names look like 'en-us' or 'en-us+f3')")
+        lib.espeak_SetParameter(self._RATE, int(rate), 0)
+        lib.espeak_SetParameter(self._PITCH, int(pitch), 0)
+        if self._seed_fn is not None:
+            self._seed_fn(int(seed))
+        self._chunks = []
+        data = text.encode("utf-8")
+        # position 0, POS_CHARACTER (1), end 0, flags espeakCHARS_UTF8 (1)
+        err = lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 1, None, None)
+        if err != 0:
+            raise RuntimeError(f"espeak_Synth failed with code {err} for {text[:60]!r}")
+        lib.espeak_Synchronize()
+        if not self._chunks:
+            raise RuntimeError(f"eSpeak NG produced no audio for {text[:60]!r} (voice {voice})")
+        return np.concatenate(self._chunks).astype(np.float32) / 32768.0, self.sample_rate
+
+
+class _CommandBackend:
+    """A TTS program run once per sentence (a fresh process each time, hence deterministic)."""
+
+    name = ""
+    program = ""
+    needs_fresh_state = False
+
+    def __init__(self) -> None:
+        if shutil.which(self.program) is None:
+            raise OSError(f"TTS backend {self.name!r} needs the program {self.program!r} (apt-get install {self.apt})")
+
+    apt = ""
+
+    def _run(self, cmd: list[str], text: str, out: Path | None) -> bytes:
+        proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-300:]}")
+        return out.read_bytes() if out is not None else proc.stdout
+
+    @staticmethod
+    def _decode(data: bytes, what: str) -> tuple[np.ndarray, int]:
+        if not data:
+            raise RuntimeError(f"{what}: no audio produced")
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return wav.mean(axis=1), int(sr)
+
+
+class EspeakCommand(_CommandBackend):
+    """The ``espeak-ng`` program (Debian package espeak-ng): text on stdin, WAV on stdout."""
+
+    name, program, apt = "espeak-cli", "espeak-ng", "espeak-ng"
+
+    def synth(self, text: str, voice: str, rate: int, pitch: int, seed: int) -> tuple[np.ndarray, int]:  # noqa: ARG002
+        cmd = [self.program, "-b", "1", "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout"]
+        return self._decode(self._run(cmd, text, None), f"espeak-ng -v {voice}")
+
+
+class FliteCommand(_CommandBackend):
+    """CMU flite (Debian package flite); rate becomes a duration stretch relative to 175 words/min."""
+
+    name, program, apt = "flite", "flite", "flite"
+
+    def synth(self, text: str, voice: str, rate: int, pitch: int, seed: int) -> tuple[np.ndarray, int]:  # noqa: ARG002
+        with tempfile.TemporaryDirectory() as tmp:
+            txt, out = Path(tmp) / "in.txt", Path(tmp) / "out.wav"
+            txt.write_text(text, encoding="utf-8")
+            cmd = [self.program, "-voice", voice, "-f", str(txt), "-o", str(out), "--setf", f"duration_stretch={175.0 / rate:.3f}"]
+            return self._decode(self._run(cmd, "", out), f"flite -voice {voice}")
+
+
+class FestivalCommand(_CommandBackend):
+    """Festival's ``text2wave`` (Debian package festival); ``voice`` is a festival voice name."""
+
+    name, program, apt = "festival", "text2wave", "festival"
+
+    def synth(self, text: str, voice: str, rate: int, pitch: int, seed: int) -> tuple[np.ndarray, int]:  # noqa: ARG002
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out.wav"
+            cmd = [self.program, "-o", str(out), "-eval", f"(Parameter.set 'Duration_Stretch {175.0 / rate:.3f})"]
+            if voice != "default":
+                cmd += ["-eval", f"(voice_{voice})"]
+            return self._decode(self._run(cmd, text, out), f"text2wave voice {voice}")
+
+
+def make_backend(name: str) -> Any:
+    """A ready backend. ``espeak`` prefers the library and falls back to the ``espeak-ng`` program."""
+    if name == "espeak":
+        try:
+            return EspeakLibrary()
+        except (ImportError, OSError, RuntimeError) as err:
+            if shutil.which("espeak-ng"):
+                log.warning("libespeak-ng unavailable (%s); using the espeak-ng program", err)
+                return EspeakCommand()
+            raise OSError(
+                f"no eSpeak NG: the library failed ({err}) and the espeak-ng program is not installed; "
+                f"pip install espeakng-loader, or apt-get install espeak-ng"
+            ) from err
+    classes = {"espeak-cli": EspeakCommand, "flite": FliteCommand, "festival": FestivalCommand}
+    if name not in classes:
+        raise ValueError(f"unknown TTS backend {name!r}; known: {BACKENDS}")
+    return classes[name]()
+
+
+def available_backends() -> list[str]:
+    """Backends that can run on this machine."""
+    found = []
+    for name in BACKENDS:
+        try:
+            make_backend(name)
+            found.append(name)
+        except (OSError, ImportError):
+            continue
+    return found
+
+
+def _default_voices(backend_name: str) -> tuple[str, ...]:
+    if backend_name == "flite":
+        return FLITE_VOICES
+    if backend_name == "festival":
+        return ("default",)
+    return DEFAULT_VOICES
+
+
+# ---------------------------------------------------------------------------------------------------
+# rendering one clip
+
+
+def _colored_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise whose power falls as 1/f**slope (0 white, 1 pink, 2 brown), unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec), dtype=np.float64)
+    f[0] = 1.0
+    noise = np.fft.irfft(spec / f ** (slope / 2), n)
+    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
+
+
+def _room(wav: np.ndarray, sr: int, rt60: float, rng: np.random.Generator) -> np.ndarray:
+    """Convolve with a synthetic impulse response: a direct path plus noise decaying 60 dB in ``rt60`` s."""
+    n = max(1, int(rt60 * sr))
+    t = np.arange(n) / sr
+    rir = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60) * 0.3  # ln(1000) = 6.9078: -60 dB at rt60
+    rir[0] = 1.0
+    size = len(wav) + n - 1
+    out = np.fft.irfft(np.fft.rfft(wav, size) * np.fft.rfft(rir, size), size)[: len(wav)]
+    return out.astype(np.float32)
+
+
+def render_clip(plan: ClipPlan, backend: Any, audio_path: Path, sample_rate: int) -> dict[str, Any]:
+    """Speak the plan, post-process, write the FLAC; returns the clip's record (written as its .json)."""
+    rng = np.random.default_rng(plan.seed)
+    pieces: list[np.ndarray] = []
+    used: list[str] = []
+    total = 0.0
+    tts_rate = 0
+    for k, text in enumerate(plan.sentences):
+        wav, tts_rate = backend.synth(text, plan.voice, plan.rate, plan.pitch, plan.seed + k)
+        gap = float(rng.uniform(*_GAP_SECONDS)) if pieces else 0.0
+        seconds = len(wav) / tts_rate + gap
+        if plan.long and total + seconds > plan.max_seconds:
+            continue  # this sentence would overshoot: try a shorter one
+        if gap:
+            pieces.append(np.zeros(int(round(gap * tts_rate)), dtype=np.float32))
+        pieces.append(wav)
+        used.append(text)
+        total += seconds
+        if not plan.long or total >= plan.target_seconds:
+            break
+    if not used:
+        raise RuntimeError(f"clip {plan.id}: no sentence fits {plan.max_seconds} s")
+    wav = resample(np.concatenate(pieces), tts_rate, sample_rate)
+    if plan.rt60 is not None:
+        wav = _room(wav, sample_rate, plan.rt60, rng)
+    if plan.snr_db is not None:
+        power = float(np.mean(wav.astype(np.float64) ** 2))
+        noise = _colored_noise(len(wav), plan.noise_color, rng)
+        wav = wav + noise * np.float32(math.sqrt(power / 10 ** (plan.snr_db / 10)))
+    peak = float(np.max(np.abs(wav))) or 1.0
+    wav = (wav * (_PEAK / peak)).astype(np.float32)
+    write_audio(audio_path, wav, sample_rate)  # atomic: temporary name, then rename
+    return {
+        "id": plan.id,
+        "split": plan.split,
+        "sentences": used,
+        "duration": round(len(wav) / sample_rate, 6),
+        "voice": plan.voice,
+        "rate": plan.rate,
+        "pitch": plan.pitch,
+        "snr_db": plan.snr_db,
+        "noise_color": plan.noise_color if plan.snr_db is not None else None,
+        "rt60": plan.rt60,
+        "backend": backend.name,
+    }
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+def _in_fork(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``fn`` in a forked child (which sees this process's memory as it is now) and return its result.
+
+    The child's changes to library state (eSpeak's) die with it, so every call starts from the same state.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into the caller's code
+        code = 0
+        try:
+            payload = json.dumps({"ok": fn()})
+        except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+            payload = json.dumps({"error": "".join(traceback.format_exception(err))})
+            code = 1
+        try:
+            with os.fdopen(w, "w", encoding="utf-8") as f:
+                f.write(payload)
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, encoding="utf-8") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        result = json.loads(data)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"clip renderer died (wait status {status}) without a result") from None
+    if "error" in result:
+        raise RuntimeError(f"clip rendering failed in the child process:\n{result['error']}")
+    return result["ok"]
+
+
+class _Renderer:
+    """Owns one backend (one per process) and renders plans into ``out_dir``."""
+
+    def __init__(self, backend_name: str, out_dir: Path, sample_rate: int) -> None:
+        self.backend = make_backend(backend_name)
+        self.out_dir = out_dir
+        self.sample_rate = sample_rate
+        self.fork = getattr(self.backend, "needs_fresh_state", False) and hasattr(os, "fork")
+        if getattr(self.backend, "needs_fresh_state", False) and not self.fork:
+            log.warning("no os.fork on this platform: eSpeak clips are not bit-reproducible across runs")
+
+    def __call__(self, plan: ClipPlan) -> dict[str, Any]:
+        audio = self.out_dir / "audio" / plan.split / f"{plan.id}.flac"
+
+        def work() -> dict[str, Any]:
+            record = render_clip(plan, self.backend, audio, self.sample_rate)
+            _write_json(audio.with_suffix(".json"), record)  # after the audio: marks the clip finished
+            return record
+
+        return _in_fork(work) if self.fork else work()
+
+
+_WORKER: _Renderer | None = None
+
+
+def _worker_init(backend_name: str, out_dir: str, sample_rate: int) -> None:
+    global _WORKER
+    _WORKER = _Renderer(backend_name, Path(out_dir), sample_rate)
+
+
+def _worker_render(plan: ClipPlan) -> dict[str, Any]:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER(plan)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the corpus
+
+
+def _fingerprint(cfg: SynthConfig, backend: str, pool_sha: str) -> dict[str, Any]:
+    d = asdict(cfg)
+    for speed_only in ("workers", "translate_batch_size", "translation_source", "translations", "sentences"):
+        d.pop(speed_only)
+    d = json.loads(json.dumps(d))  # tuples -> lists, as they come back from the file
+    d.update(format=_FORMAT, resolved_backend=backend, sentences_sha256=pool_sha)
+    return d
+
+
+def _check_or_write_state(out_dir: Path, state: dict[str, Any]) -> None:
+    path = out_dir / "synth_config.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in set(old) | set(state) if old.get(k) != state.get(k))
+        if diff:
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {state.get(k)!r}" for k in diff[:6])
+            raise ValueError(
+                f"{out_dir} holds a corpus made with other settings ({details}); resuming would mix the two. "
+                f"Use another output directory or the same settings."
+            )
+        return
+    _write_json(path, state)
+
+
+def _resolve_backend(name: str) -> str:
+    """The concrete backend the workers will use (the library and the program sound different)."""
+    return make_backend(name).name
+
+
+def synthesize_corpus(
+    config: SynthConfig,
+    out_dir: str | os.PathLike,
+    *,
+    translate_fn: Callable[[list[str]], list[str]] | None = None,
+    mt_spec: str | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Render the corpus into ``out_dir`` (resuming a previous run) and write one manifest per split.
+
+    Targets: ``config.translations`` (human, line-parallel to ``config.sentences``), or ``translate_fn``
+    (a frozen MT: list of English sentences -> list of translations, called ``translate_batch_size``
+    sentences at a time; each sentence is translated alone, a long clip's translation is its sentences'
+    joined), or none (manifests with transcripts only). ``mt_spec`` names the MT in translation_source
+    ("mt:<mt_spec>"); by default ``config.translation_source`` or ``translate_fn.spec``.
+    Returns {split: manifest path} for the splits with clips.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config
+    out = Path(out_dir).expanduser().resolve()
+    if cfg.translations and translate_fn is not None:
+        raise ValueError("synthesize_corpus: give human translations (config.translations) or translate_fn, not both")
+    pairs = load_sentences(cfg.sentences, translations=cfg.translations, min_words=cfg.min_words, max_words=cfg.max_words)
+    sentences = [en for en, _ in pairs]
+    human = {en: tr for en, tr in pairs if tr is not None}
+    backend = _resolve_backend(cfg.backend)
+    voices = cfg.voices or _default_voices(backend)
+    pool_sha = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_state(out, _fingerprint(cfg, backend, pool_sha))
+
+    plans = plan_clips(cfg, sentences, voices)
+    for split in SPLITS:
+        d = out / "audio" / split
+        d.mkdir(parents=True, exist_ok=True)
+        for stale in d.glob(".*.tmp"):  # half-written files of an interrupted run
+            stale.unlink(missing_ok=True)
+    records: dict[str, dict[str, Any]] = {}
+    todo: list[ClipPlan] = []
+    for plan in plans:
+        audio = out / "audio" / plan.split / f"{plan.id}.flac"
+        meta = audio.with_suffix(".json")
+        if audio.is_file() and meta.is_file():
+            records[plan.id] = json.loads(meta.read_text(encoding="utf-8"))
+        else:
+            todo.append(plan)
+
+    t0 = time.perf_counter()
+    if todo:
+        bar = tqdm(total=len(todo), unit="clip", desc="synthesising", disable=not progress, dynamic_ncols=True)
+        if cfg.workers == 0:
+            renderer = _Renderer(backend, out, cfg.sample_rate)
+            for plan in todo:
+                records[plan.id] = renderer(plan)
+                bar.update()
+        else:
+            # spawn: a clean interpreter per worker (the caller may hold torch/OpenMP threads, which fork copies
+            # badly); an executor, unlike mp.Pool, fails instead of hanging when a worker cannot start
+            ctx = mp.get_context("spawn")
+            initargs = (backend, str(out), cfg.sample_rate)
+            with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=initargs) as pool:
+                futures = [pool.submit(_worker_render, plan) for plan in todo]
+                try:
+                    for fut in as_completed(futures):
+                        rec = fut.result()
+                        records[rec["id"]] = rec
+                        bar.update()
+                except BrokenProcessPool as err:
+                    raise RuntimeError(
+                        "a synthesis worker process died; when calling synthesize_corpus from a script, put the call "
+                        "under `if __name__ == '__main__':` (worker processes are spawned and import the main module)"
+                    ) from err
+                finally:
+                    for fut in futures:
+                        fut.cancel()
+        bar.close()
+        wall = time.perf_counter() - t0
+        audio_s = sum(records[p.id]["duration"] for p in todo)
+        log.info("synthesised %d clips (%.1f s of audio) in %.1f s: %.1f clips/s, %.0fx real time",
+                 len(todo), audio_s, wall, len(todo) / wall, audio_s / wall)
+
+    # targets
+    translations: dict[str, str] = dict(human)
+    source: str | None = None
+    if cfg.translations:
+        source = cfg.translation_source or "human"
+    elif translate_fn is not None:
+        spec = mt_spec or (cfg.translation_source[3:] if (cfg.translation_source or "").startswith("mt:") else None)
+        spec = spec or getattr(translate_fn, "spec", None) or getattr(translate_fn, "__name__", "unknown")
+        source = cfg.translation_source or f"mt:{spec}"
+        needed = list(dict.fromkeys(s for p in plans for s in records[p.id]["sentences"]))
+        translations.update(_translate(needed, translate_fn, cfg.translate_batch_size, progress))
+
+    paths: dict[str, Path] = {}
+    for split in SPLITS:
+        split_plans = [p for p in plans if p.split == split]
+        if not split_plans:
+            continue
+        utts = []
+        for p in split_plans:
+            rec = records[p.id]
+            target = " ".join(translations[s] for s in rec["sentences"]) if source else None
+            utts.append(
+                Utterance(
+                    id=p.id,
+                    audio=str(out / "audio" / split / f"{p.id}.flac"),
+                    duration=float(rec["duration"]),
+                    transcript=" ".join(rec["sentences"]),
+                    translation=target,
+                    translation_source=source,
+                )
+            )
+        paths[split] = write_manifest(out / f"{split}.jsonl", utts)
+    return paths
+
+
+def _translate(texts: list[str], fn: Callable[[list[str]], list[str]], batch_size: int, progress: bool) -> dict[str, str]:
+    from tqdm.auto import tqdm
+
+    out: dict[str, str] = {}
+    for i in tqdm(range(0, len(texts), batch_size), desc="translating", unit="batch", disable=not progress):
+        batch = texts[i : i + batch_size]
+        result = list(fn(batch))
+        if len(result) != len(batch) or not all(isinstance(r, str) for r in result):
+            raise ValueError(f"translate_fn returned {len(result)} items for a batch of {len(batch)}; expected one string each")
+        out.update(zip(batch, result))
+    return out

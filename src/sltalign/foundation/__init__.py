@@ -1,0 +1,49 @@
+"""Frozen pretrained foundations behind two interfaces (see base.py for the shape legend).
+
+``load_speech_encoder(spec)`` and ``load_translator(spec)`` take the same kinds of names everywhere:
+``packaged:NAME`` (models pip installs, see packaged.py), a local directory, or a hub id (``hf:ID`` or a bare
+``owner/name``), which goes through the very same ``from_pretrained`` code as a local directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import SpeechEncoder, Translator
+from .packaged import PackagedModelError, is_packaged, resolve
+
+__all__ = ["SpeechEncoder", "Translator", "load_speech_encoder", "load_translator", "PackagedModelError"]
+
+
+def load_speech_encoder(spec: str, *, mode: str = "trim") -> SpeechEncoder:
+    """A frozen speech encoder from ``packaged:NAME``, a directory (HF or CTranslate2) or a hub id."""
+    from .speech_encoder import load_speech_encoder as _load
+
+    return _load(spec, mode=mode)
+
+
+def _is_marian_native_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("model*.bin")) and any(path.glob("*.spm"))
+
+
+def load_translator(spec: str, **kwargs) -> Translator:
+    """A frozen translator from ``packaged:NAME``, a Marian-native (Bergamot) or HF directory, or a hub id.
+
+    Keyword arguments go to the family's loader: ``shortlist`` for Marian-native models; ``source_prefix``,
+    ``target_lang``, ``src_lang`` for transformers models.
+    """
+    if is_packaged(spec):
+        entry, _ = resolve(spec)
+        if entry.kind != "bergamot":
+            raise ValueError(f"{spec!r} is a speech model, not a translator")
+        from .bergamot import load_bergamot
+
+        return load_bergamot(spec, **kwargs)
+    path = Path(spec).expanduser()
+    if _is_marian_native_dir(path) or (path.is_file() and path.suffix in (".bin", ".npz")):
+        from .bergamot import load_bergamot
+
+        return load_bergamot(path, **kwargs)
+    from .translator import load_hf_translator
+
+    return load_hf_translator(spec, **kwargs)

@@ -1,0 +1,180 @@
+"""AlignedST: frozen speech encoder -> trainable connector -> frozen translation model.
+
+Shapes follow the legend in ``sltalign.foundation.base`` (B, T_s, S, L, V, D_s, D_m).
+
+Two arrangements (arXiv 2411.18294):
+- ``ecd``:  connector output is the MT decoder's cross-attention memory; the MT encoder is bypassed.
+- ``eced``: connector output enters the MT encoder in place of token embeddings, optionally after an
+  embedded text prompt, and the MT encoder's output is the decoder's memory.
+
+Beyond the paper (the "fast alignment" recipes): an optional CTC head tied to the MT's frozen
+source-embedding matrix, and CTC compression (hard / soft / posterior) of the connector output before it
+reaches the MT. AlignedST alone knows ECD from ECED; the connector knows nothing of either foundation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .connectors import Connector
+from .connectors.compress import TiedCTCHead, compress
+from .foundation.base import SpeechEncoder, Translator
+
+ARRANGEMENTS = ("ecd", "eced")
+#: padding value of target and source token batches (PyTorch's ignore index)
+IGNORE = -100
+COMPRESSION_MODES = (None, "hard", "soft", "posterior")
+
+
+@dataclass
+class BridgeOutput:
+    """What the connector side hands to the MT decoder, plus what the objectives need."""
+
+    memory: torch.Tensor  # (B, S', D_m) decoder cross-attention memory
+    memory_mask: torch.Tensor  # (B, S')
+    connector_out: torch.Tensor  # (B, S, D_m) raw connector output
+    connector_mask: torch.Tensor  # (B, S)
+    ctc_logits: torch.Tensor | None  # (B, S, V+1), blank last; None without a CTC head
+
+
+class AlignedST(nn.Module):
+    """The aligned speech translator. Only ``connector`` (and ``ctc_head``) train.
+
+    Freezing is decided here, once: the foundations' parameters never require grad and they stay in eval
+    mode whatever ``train()`` is called with (they are FrozenModules), so dropout runs only in the connector.
+    """
+
+    def __init__(
+        self,
+        *,
+        speech_encoder: SpeechEncoder | None,
+        connector: Connector,
+        translator: Translator,
+        arrangement: str = "eced",
+        prompt: str | None = None,
+        ctc_head: TiedCTCHead | None = None,
+        compression: str | None = None,
+        compression_temperature: float = 1.0,
+    ) -> None:
+        super().__init__()
+        arrangement = arrangement.lower()
+        if arrangement not in ARRANGEMENTS:
+            raise ValueError(f"arrangement must be one of {ARRANGEMENTS}, got {arrangement!r}")
+        if compression not in COMPRESSION_MODES:
+            raise ValueError(f"compression must be one of {COMPRESSION_MODES}, got {compression!r}")
+        if compression is not None and ctc_head is None:
+            raise ValueError("CTC compression needs a CTC head (set ctc: true in the model config)")
+        if prompt and arrangement != "eced":
+            raise ValueError("a text prompt only applies to the ECED arrangement (it is embedded and fed to the MT encoder)")
+        if speech_encoder is not None and getattr(connector, "in_dim", speech_encoder.dim) != speech_encoder.dim:
+            raise ValueError(f"connector in_dim {connector.in_dim} != speech encoder dim {speech_encoder.dim}")
+        if getattr(connector, "out_dim", translator.embed_dim) != translator.embed_dim:
+            raise ValueError(f"connector out_dim {connector.out_dim} != translator embed_dim {translator.embed_dim}")
+        # The speech encoder is optional so that training on cached states never loads it.
+        self.speech_encoder = speech_encoder
+        self.connector = connector
+        self.translator = translator
+        self.ctc_head = ctc_head
+        self.arrangement = arrangement
+        self.prompt = prompt or None
+        self.compression = compression
+        self.compression_temperature = compression_temperature
+        for frozen in (speech_encoder, translator):
+            if frozen is not None:
+                frozen.freeze()
+        # The prompt is embedded once with the MT's own frozen table: a buffer, not a parameter.
+        prompt_emb = translator.embed_prompt(self.prompt).detach() if self.prompt else torch.zeros(0, translator.embed_dim)
+        self.register_buffer("prompt_embeddings", prompt_emb, persistent=False)  # (L_p, D_m)
+
+    # ------------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_report(self) -> dict[str, int | float]:
+        """Trainable vs frozen parameter counts and the connector's share of the aligned models."""
+        count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+        connector = count(self.connector) + count(self.ctc_head)
+        speech = count(self.speech_encoder)
+        mt = count(self.translator)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        total = connector + speech + mt
+        return {
+            "connector": connector,
+            "speech_encoder": speech,
+            "translator": mt,
+            "trainable": sum(p.numel() for p in self.trainable_parameters()),
+            "frozen": frozen,
+            "connector_share": connector / total if total else float("nan"),
+        }
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_audio(self, waveforms: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen speech encoder: list of 16 kHz waveforms -> states (B, T_s, D_s), mask (B, T_s)."""
+        if self.speech_encoder is None:
+            raise RuntimeError("this AlignedST was built without a speech encoder (training on cached states)")
+        return self.speech_encoder.encode(waveforms)
+
+    def bridge(self, states: torch.Tensor, mask: torch.Tensor) -> BridgeOutput:
+        """states (B, T_s, D_s), mask (B, T_s) -> decoder memory (B, S', D_m) and its mask."""
+        if states.dim() != 3 or mask.shape != states.shape[:2]:
+            raise ValueError(f"expected states (B, T_s, D_s) and mask (B, T_s), got {tuple(states.shape)} and {tuple(mask.shape)}")
+        out, out_mask = self.connector(states, mask)  # (B, S, D_m), (B, S)
+        ctc_logits = None
+        if self.ctc_head is not None:
+            ctc_logits = self.ctc_head(out, self.translator.source_embedding_matrix())  # (B, S, V+1)
+        x, x_mask = out, out_mask
+        if self.compression is not None:
+            x, x_mask = compress(
+                out,
+                out_mask,
+                ctc_logits,
+                mode=self.compression,
+                embedding_matrix=self.translator.source_embedding_matrix(),
+                temperature=self.compression_temperature,
+            )  # (B, S', D_m)
+        if self.arrangement == "eced":
+            if self.prompt_embeddings.numel():
+                p = self.prompt_embeddings.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, L_p, D_m)
+                x = torch.cat([p, x], dim=1)
+                x_mask = torch.cat([torch.ones(p.shape[:2], dtype=torch.bool, device=x_mask.device), x_mask], dim=1)
+            memory = self.translator.encode_embeddings(x, x_mask)
+        else:
+            memory = x
+        return BridgeOutput(memory, x_mask, out, out_mask, ctc_logits)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, BridgeOutput]:
+        """Teacher-forced: -> logits (B, L, V) over target tokens, and the bridge output."""
+        bridged = self.bridge(states, mask)
+        # Batches pad targets with -100 (the ignore index) because some MT models (Marian-native) use one id
+        # for both EOS and padding; the decoder itself gets the translator's own pad id there.
+        dec_targets = targets.masked_fill(targets == IGNORE, self.translator.pad_id)
+        logits = self.translator.decoder_logits(bridged.memory, bridged.memory_mask, dec_targets)
+        return logits, bridged
+
+    def loss(self, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+        """The paper's objective: token cross-entropy of the frozen MT decoder on the target translation."""
+        logits, _ = self(states, mask, targets)
+        return target_cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+    @torch.no_grad()
+    def generate(self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150, length_penalty: float = 1.0) -> list[list[int]]:
+        """Batched beam search (beam 1: greedy) -> target token ids per utterance."""
+        bridged = self.bridge(states, mask)
+        return self.translator.generate(bridged.memory, bridged.memory_mask, beam=beam, max_len=max_len, length_penalty=length_penalty)
+
+    @torch.no_grad()
+    def translate_states(self, states: torch.Tensor, mask: torch.Tensor, **kw) -> list[str]:
+        return self.translator.detokenize(self.generate(states, mask, **kw))
+
+
+def target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean token cross-entropy; logits (B, L, V), targets (B, L) padded with -100. The final EOS counts."""
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE, label_smoothing=label_smoothing
+    )

@@ -1,0 +1,366 @@
+"""One readable training loop for the connector.
+
+    sltalign train configs/whisper-base_bergamot-en-pt_ste_eced.yaml out=runs/x
+    accelerate launch -m sltalign train CONFIG ...     # several processes / GPUs (DDP)
+
+What happens, in order:
+1. The frozen speech encoder runs once per utterance and its outputs go to the encoder cache
+   (``data/cache.py``); every epoch after that reads the cache. Only the main process encodes.
+2. Stages run in order (e.g. CTC pre-training, then translation); each has its objectives, steps, learning
+   rate with linear warmup and linear decay, and an optional time limit.
+3. AdamW sees only parameters that require grad (the connector and CTC head), gradients are clipped,
+   dev BLEU is measured every ``eval_every`` steps, the best connector is kept in OUT/best, and a stage ends
+   early after ``patience`` evaluations without improvement.
+4. OUT/last holds the full trainer state, written atomically every ``save_every`` steps: a killed run
+   started again with the same command resumes from it (same batches, same RNG).
+Logs: OUT/metrics.csv (long format: step, minutes, split, name, value) and OUT/training.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import TRAINER_STATE, build_model, load_connector, save_connector
+from .config import TrainConfig, to_dict
+from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
+from .data.cache import EncoderCache
+from .data.manifest import Utterance, read_manifest
+from .evaluate import plot_training_curve, score
+from .model import IGNORE, AlignedST
+from .objectives import ObjectiveConfig, Objectives
+
+log = logging.getLogger(__name__)
+
+
+class _Step(nn.Module):
+    """Wraps model + objectives so that all computation goes through one forward (what DDP syncs on)."""
+
+    def __init__(self, model: AlignedST, objectives: Objectives) -> None:
+        super().__init__()
+        self.model = model
+        self.objectives = objectives
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.objectives(self.model, batch)
+
+
+@dataclass
+class LoopState:
+    """Everything besides tensors that a resumed run needs to continue exactly where it stopped."""
+
+    stage: int = 0
+    stage_step: int = 0
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_bleu: float = -1.0
+    best_step: int = -1
+    bad_evals: int = 0
+    minutes: float = 0.0
+    finished: bool = False
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warmup to the peak, then linear decay to 0 at ``total`` steps."""
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+def filter_utterances(utts: list[Utterance], cfg: TrainConfig, *, need_transcript: bool) -> list[Utterance]:
+    keep = [u for u in utts if cfg.data.min_duration <= u.duration <= cfg.data.max_duration]
+    if need_transcript:
+        missing = [u.id for u in keep if not u.transcript]
+        if missing:
+            raise ValueError(f"the ctc/kd objectives need transcripts; {len(missing)} utterances have none (e.g. {missing[:3]})")
+    return keep
+
+
+def build_cache(cfg: TrainConfig, model: AlignedST, utts: list[Utterance], accelerator: Accelerator) -> EncoderCache:
+    enc = model.speech_encoder
+    cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.mode, dtype=cfg.data.cache_dtype)
+    if accelerator.is_main_process:
+        cache.build(enc, utts, batch_size=8, progress=True)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:  # re-open to see what the main process wrote
+        cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.mode, dtype=cfg.data.cache_dtype)
+    return cache
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate_dev(model: AlignedST, dataset: CachedSpeechDataset, *, beam: int, max_len: int, batch_size: int = 16) -> dict[str, Any]:
+    """Corpus BLEU/chrF of the model on cached dev states (sacrebleu, with signatures)."""
+    was_training = model.training
+    model.eval()
+    hyps: list[str] = []
+    refs: list[str] = []
+    durations: list[float] = []
+    order = sorted(range(len(dataset)), key=lambda i: dataset.lengths[i])
+    for s in range(0, len(order), batch_size):
+        items = [dataset[i] for i in order[s : s + batch_size]]
+        batch = collate(items, pad_id=IGNORE)
+        hyps.extend(model.translate_states(batch["states"], batch["states_mask"], beam=beam, max_len=max_len))
+        refs.extend(dataset.utterances[i].translation or "" for i in order[s : s + batch_size])
+        durations.extend(batch["durations"])
+    model.train(was_training)
+    return score(hyps, refs, durations=list(map(float, durations)))
+
+
+class MetricsLog:
+    """Long-format CSV (step, minutes, split, name, value), appended and flushed per row."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        if enabled and not path.exists():
+            path.write_text("step,minutes,split,name,value\n")
+
+    def write(self, step: int, minutes: float, split: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            w = csv.writer(f)
+            for k, v in values.items():
+                w.writerow([step, f"{minutes:.3f}", split, k, f"{float(v):.6g}"])
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = None) -> dict[str, Any]:
+    """Train a connector as configured; returns the summary also written to OUT/summary.json."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    main = accelerator.is_main_process
+    if main:
+        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    mcfg = cfg.model
+    model_cfg = {
+        "speech_encoder": {"spec": mcfg.speech_encoder, "mode": mcfg.encoder_mode},
+        "translator": {"spec": mcfg.translator, "kwargs": mcfg.translator_kwargs},
+        "arrangement": mcfg.arrangement,
+        "prompt": mcfg.prompt,
+        "ctc": mcfg.ctc,
+        "compression": mcfg.compression,
+        "compression_temperature": mcfg.compression_temperature,
+    }
+    if model is None:
+        from .connectors import build_connector
+        from .foundation import load_speech_encoder, load_translator
+
+        speech = load_speech_encoder(mcfg.speech_encoder, mode=mcfg.encoder_mode)
+        translator = load_translator(mcfg.translator, **mcfg.translator_kwargs)
+        connector = build_connector(
+            mcfg.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=mcfg.connector_preset, **mcfg.connector_args
+        )
+        model_cfg["connector"] = connector.config()
+        model = build_model(model_cfg, speech_encoder=speech, translator=translator)
+        model.connector.load_state_dict(connector.state_dict())
+    translator = model.translator
+    decoding = {"beam": cfg.decode_beam, "max_len": cfg.max_len, "length_penalty": 1.0}
+    if main:
+        report = model.parameter_report()
+        log.info("parameters: %s", report)
+        (out / "parameters.json").write_text(json.dumps(report, indent=2))
+
+    # --- data -------------------------------------------------------------------------------------
+    needs_text = any(s.objectives.get("ctc", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
+    train_utts = filter_utterances(read_manifest(cfg.data.train, require=("translation",)), cfg, need_transcript=needs_text)
+    dev_utts = read_manifest(cfg.data.dev, require=("translation",)) if cfg.data.dev else []
+    if cfg.data.max_dev and len(dev_utts) > cfg.data.max_dev:
+        dev_utts = dev_utts[: cfg.data.max_dev]
+    if not train_utts:
+        raise ValueError(f"{cfg.data.train}: no utterance between {cfg.data.min_duration} and {cfg.data.max_duration} s")
+    cache = build_cache(cfg, model, train_utts + dev_utts, accelerator)
+    src_tok = lambda texts: translator.tokenize_source(texts)  # noqa: E731  (transcript tokens for CTC)
+    train_set = CachedSpeechDataset(cache, train_utts, translator.tokenize_target, src_tok if needs_text else None)
+    dev_set = CachedSpeechDataset(cache, dev_utts, translator.tokenize_target, None) if dev_utts else None
+    sampler = LengthBucketSampler(
+        train_set.lengths, max_frames=cfg.data.max_frames, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed
+    )
+    transcripts = {u.id: u.transcript or "" for u in train_utts}
+
+    # --- resume -----------------------------------------------------------------------------------
+    state = LoopState()
+    last = out / "last"
+    resume = (last / TRAINER_STATE).is_file()
+    if resume:
+        trainer = torch.load(last / TRAINER_STATE, weights_only=False)
+        loaded, _ = load_connector(last, speech_encoder=model.speech_encoder, translator=translator)
+        model.connector.load_state_dict(loaded.connector.state_dict())
+        if model.ctc_head is not None:
+            model.ctc_head.load_state_dict(loaded.ctc_head.state_dict())
+        state = LoopState(**trainer["loop"])
+        if main:
+            log.info("resuming from %s at stage %d step %d", last, state.stage, state.stage_step)
+    metrics = MetricsLog(out / "metrics.csv", main)
+    device = accelerator.device
+    model.to(device)
+    t_start = time.perf_counter() - state.minutes * 60
+
+    def minutes() -> float:
+        return (time.perf_counter() - t_start) / 60
+
+    def save_last(optimizer, scheduler) -> None:
+        if not main:
+            return
+        trainer_state = {"loop": vars(state).copy(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+        save_connector(accelerator.unwrap_model(step_module).model, last, decoding=decoding, trainer_state=trainer_state,
+                       translator_kwargs=mcfg.translator_kwargs, extra={"loop": vars(state).copy()})
+
+    def evaluate_and_select() -> None:
+        if dev_set is None or not main:
+            return
+        res = evaluate_dev(model, dev_set, beam=cfg.eval_beam, max_len=cfg.max_len)
+        metrics.write(state.global_step, minutes(), "dev", {"bleu": res["bleu"], "chrf": res["chrf"]})
+        log.info("step %d dev BLEU %.2f chrF %.2f", state.global_step, res["bleu"], res["chrf"])
+        if res["bleu"] > state.best_bleu:
+            state.best_bleu, state.best_step, state.bad_evals = res["bleu"], state.global_step, 0
+            save_connector(model, out / "best", decoding=decoding, translator_kwargs=mcfg.translator_kwargs,
+                           extra={"step": state.global_step, "dev": res})
+        else:
+            state.bad_evals += 1
+
+    step_module = None
+    while state.stage < len(cfg.stages) and not state.finished:
+        stage = cfg.stages[state.stage]
+        objectives = Objectives(
+            ObjectiveConfig(
+                weights=stage.objectives,
+                label_smoothing=cfg.label_smoothing,
+                ctc_sampled_vocab=cfg.ctc_sampled_vocab,
+                kd_temperature=cfg.kd_temperature,
+                kd_top_k=cfg.kd_top_k,
+            ),
+            transcripts=transcripts,
+            seed=cfg.seed + state.stage,
+        )
+        step_module = _Step(model, objectives)
+        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage.warmup, max(1, stage.steps)))
+        step_module, optimizer, scheduler = accelerator.prepare(step_module, optimizer, scheduler)
+        if resume:
+            optimizer.load_state_dict(trainer["optimizer"])
+            scheduler.load_state_dict(trainer["scheduler"])
+            _set_rng_state(trainer["rng"])
+            resume = False
+        stage_start = minutes()
+        bar = tqdm(total=stage.steps, initial=state.stage_step, desc=f"stage {state.stage + 1}/{len(cfg.stages)} {stage.name}",
+                   unit="step", disable=not (progress and main), dynamic_ncols=True)
+        step_module.train()
+        running: dict[str, float] = {}
+        stop_stage = False
+        while state.stage_step < stage.steps and not stop_stage:
+            sampler.set_epoch(state.epoch)
+            batches = list(sampler)
+            # Each process takes its share of the same global batch order (DDP); resume skips what was done.
+            world, rank = accelerator.num_processes, accelerator.process_index
+            usable = len(batches) - len(batches) % world
+            for b in range(state.batch_in_epoch, usable, world):
+                batch = to_device(collate([train_set[i] for i in batches[b + rank]], pad_id=IGNORE), device)
+                with accelerator.autocast():
+                    terms = step_module(batch)
+                accelerator.backward(terms["total"])
+                if cfg.grad_clip:
+                    accelerator.clip_grad_norm_(model.trainable_parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.batch_in_epoch = b + world
+                state.stage_step += 1
+                state.global_step += 1
+                for k, v in terms.items():
+                    running[k] = running.get(k, 0.0) + float(v.detach())
+                bar.update(1)
+                if state.global_step % cfg.log_every == 0:
+                    avg = {k: v / cfg.log_every for k, v in running.items()}
+                    avg["lr"] = scheduler.get_last_lr()[0]
+                    metrics.write(state.global_step, minutes(), "train", avg)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items() if k != "lr"})
+                    running = {}
+                state.minutes = minutes()
+                if stage.evaluate and cfg.eval_every and state.global_step % cfg.eval_every == 0:
+                    evaluate_and_select()
+                    step_module.train()
+                    if cfg.patience and state.bad_evals >= cfg.patience:
+                        log.info("stage %s: no dev improvement in %d evaluations; next stage", stage.name, cfg.patience)
+                        stop_stage = True
+                if cfg.save_every and state.global_step % cfg.save_every == 0:
+                    save_last(optimizer, scheduler)
+                over_budget = cfg.time_budget_minutes and minutes() >= cfg.time_budget_minutes
+                over_stage = stage.max_minutes and minutes() - stage_start >= stage.max_minutes
+                if over_budget:
+                    state.finished = True
+                if state.stage_step >= stage.steps or stop_stage or over_budget or over_stage:
+                    stop_stage = True
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+        bar.close()
+        # End of stage: evaluate once more so every stage's final weights compete for "best".
+        if stage.evaluate:
+            evaluate_and_select()
+        state.stage += 1
+        state.stage_step = 0
+        state.bad_evals = 0
+        state.minutes = minutes()
+        save_last(optimizer, scheduler)
+
+    state.finished = True
+    summary: dict[str, Any] = {"steps": state.global_step, "minutes": minutes(), "best_dev_bleu": state.best_bleu, "best_step": state.best_step}
+    if main:
+        if dev_set is None or state.best_step < 0:
+            # No dev set: the final weights are the result.
+            save_connector(model, out / "best", decoding=decoding, translator_kwargs=mcfg.translator_kwargs, extra={"step": state.global_step})
+        save_last(optimizer, scheduler)
+        summary["parameters"] = model.parameter_report()
+        summary["checkpoint"] = str(out / "best")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        try:
+            plot_training_curve(out / "metrics.csv", out / "training.png")
+        except Exception as e:  # a plot must never lose a finished run
+            log.warning("could not plot %s: %s", out / "training.png", e)
+    accelerator.wait_for_everyone()
+    return summary
+
