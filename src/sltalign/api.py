@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .audio import as_waveform, load_audio
+from .audio import AudioError, as_waveform, duration_of, load_audio
 from .checkpoint import load_connector
 from .model import AlignedST
 
@@ -32,6 +32,13 @@ AudioInput = str | Path | np.ndarray | torch.Tensor
 SAMPLE_RATE = 16000
 #: shorter than this (in samples) a clip carries no speech worth translating
 MIN_SAMPLES = SAMPLE_RATE // 10
+
+
+def _is_empty_file(path: str | Path) -> bool:
+    try:
+        return duration_of(path) == 0
+    except (AudioError, OSError):
+        return False
 
 
 class SpeechTranslator:
@@ -60,8 +67,16 @@ class SpeechTranslator:
 
     # ------------------------------------------------------------------------------------------
     def _load(self, x: AudioInput) -> np.ndarray:
+        """-> (N,) float32 at 16 kHz; an empty clip (array or file) gives 0 samples, other problems raise."""
         if isinstance(x, (str, Path)):
-            return load_audio(x, sample_rate=SAMPLE_RATE)
+            try:
+                return load_audio(x, sample_rate=SAMPLE_RATE)
+            except AudioError:
+                if Path(x).is_file() and _is_empty_file(x):
+                    return np.zeros(0, dtype=np.float32)
+                raise
+        if getattr(x, "size", None) == 0 or (hasattr(x, "numel") and x.numel() == 0):
+            return np.zeros(0, dtype=np.float32)
         return as_waveform(x, SAMPLE_RATE)
 
     def _pieces(self, wav: np.ndarray) -> list[np.ndarray]:

@@ -90,7 +90,10 @@ def load_audio(
     if not p.is_file():
         raise AudioError(f"audio path is not a file: {p}")
     if p.suffix.lower() in RAW_SUFFIXES:
-        wav, sr = _read_soundfile(p, offset, duration, raw=True)
+        try:
+            wav, sr = _read_soundfile(p, offset, duration, raw=True)
+        except _Unsupported as err:
+            raise AudioError(f"cannot read {p} as headerless 16 kHz 16-bit mono: {err}") from None
     else:
         try:
             wav, sr = _read_soundfile(p, offset, duration)

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .connectors import build_connector
+from .connectors import connector_from_config
 from .connectors.compress import TiedCTCHead
 from .foundation import load_speech_encoder, load_translator
 from .model import AlignedST
@@ -145,9 +145,7 @@ def build_model(cfg: dict[str, Any], *, speech_encoder=None, translator=None, lo
     if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
         se = cfg["speech_encoder"]
         speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim")
-    conn_cfg = dict(cfg["connector"])
-    name = conn_cfg.pop("name")
-    connector = build_connector(name, **conn_cfg)
+    connector = connector_from_config(cfg["connector"])
     ctc_head = TiedCTCHead(embed_dim=translator.embed_dim) if cfg.get("ctc") else None
     return AlignedST(
         speech_encoder=speech_encoder,

@@ -58,7 +58,7 @@ class Objectives:
         self.config = config
         self.transcripts = transcripts or {}
         self._teacher: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._gen = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def weight(self, name: str) -> float:
         return float(self.config.weights.get(name, 0.0))
@@ -95,7 +95,7 @@ class Objectives:
         if model.training and k and k < emb.shape[0]:
             # Sampled softmax: the batch's own tokens + k random rows; targets renumbered into the subset.
             present = torch.unique(tgt[source_mask])
-            negatives = torch.randint(0, emb.shape[0], (k,), generator=self._gen)
+            negatives = torch.randint(0, emb.shape[0], (k,), generator=self.generator)
             rows = torch.unique(torch.cat([present, negatives]))  # sorted
             emb = emb[rows]
             tgt = torch.searchsorted(rows, tgt)

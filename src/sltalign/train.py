@@ -18,6 +18,7 @@ Logs: OUT/metrics.csv (long format: step, minutes, split, name, value) and OUT/t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -241,10 +242,18 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     def minutes() -> float:
         return (time.perf_counter() - t_start) / 60
 
-    def save_last(optimizer, scheduler) -> None:
+    def save_last(optimizer, scheduler, *, stage_done: bool = False) -> None:
+        """Write OUT/last. After a finished stage the next stage starts fresh (new optimizer, schedule and
+        objective RNG), so only the loop position and global RNG are kept then."""
         if not main:
             return
-        trainer_state = {"loop": vars(state).copy(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+        trainer_state = {
+            "loop": vars(state).copy(),
+            "optimizer": None if stage_done else optimizer.state_dict(),
+            "scheduler": None if stage_done else scheduler.state_dict(),
+            "rng": _rng_state(),
+            "objectives_rng": None if stage_done else objectives.generator.get_state(),
+        }
         save_connector(accelerator.unwrap_model(step_module).model, last, decoding=decoding, trainer_state=trainer_state,
                        translator_kwargs=mcfg.translator_kwargs, extra={"loop": vars(state).copy()})
 
@@ -278,10 +287,14 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         step_module = _Step(model, objectives)
         optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage.warmup, max(1, stage.steps)))
-        step_module, optimizer, scheduler = accelerator.prepare(step_module, optimizer, scheduler)
+        # The scheduler is not prepared: accelerate would step it once per process, but our schedule counts
+        # optimizer steps, whatever the number of processes.
+        step_module, optimizer = accelerator.prepare(step_module, optimizer)
         if resume:
-            optimizer.load_state_dict(trainer["optimizer"])
-            scheduler.load_state_dict(trainer["scheduler"])
+            if trainer["optimizer"] is not None:  # None: saved at a stage boundary
+                optimizer.load_state_dict(trainer["optimizer"])
+                scheduler.load_state_dict(trainer["scheduler"])
+                objectives.generator.set_state(trainer["objectives_rng"])
             _set_rng_state(trainer["rng"])
             resume = False
         stage_start = minutes()
@@ -293,29 +306,36 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         while state.stage_step < stage.steps and not stop_stage:
             sampler.set_epoch(state.epoch)
             batches = list(sampler)
-            # Each process takes its share of the same global batch order (DDP); resume skips what was done.
-            world, rank = accelerator.num_processes, accelerator.process_index
-            usable = len(batches) - len(batches) % world
-            for b in range(state.batch_in_epoch, usable, world):
-                batch = to_device(collate([train_set[i] for i in batches[b + rank]], pad_id=IGNORE), device)
-                with accelerator.autocast():
-                    terms = step_module(batch)
-                accelerator.backward(terms["total"])
+            # One optimizer step consumes world x grad_accum batches of the global order: process r takes
+            # micro-batches r, r + world, ... so N processes and N-fold accumulation see the same data.
+            world, rank, accum = accelerator.num_processes, accelerator.process_index, max(1, cfg.grad_accum)
+            per_step = world * accum
+            usable = len(batches) - len(batches) % per_step
+            for b in range(state.batch_in_epoch, usable, per_step):
+                step_terms: dict[str, torch.Tensor] = {}
+                for a in range(accum):
+                    batch = to_device(collate([train_set[i] for i in batches[b + a * world + rank]], pad_id=IGNORE), device)
+                    sync = a == accum - 1  # DDP all-reduces gradients only on the last micro-batch
+                    with (contextlib.nullcontext() if sync else accelerator.no_sync(step_module)), accelerator.autocast():
+                        terms = step_module(batch)
+                        accelerator.backward(terms["total"] / accum)
+                    for k, v in terms.items():
+                        step_terms[k] = step_terms.get(k, 0.0) + v.detach() / accum
                 if cfg.grad_clip:
                     accelerator.clip_grad_norm_(model.trainable_parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                state.batch_in_epoch = b + world
+                state.batch_in_epoch = b + per_step
                 state.stage_step += 1
                 state.global_step += 1
-                for k, v in terms.items():
-                    running[k] = running.get(k, 0.0) + float(v.detach())
+                for k, v in step_terms.items():  # logged values are means over all processes
+                    running[k] = running.get(k, 0.0) + float(accelerator.reduce(v, "mean") if world > 1 else v)
                 bar.update(1)
                 if state.global_step % cfg.log_every == 0:
                     avg = {k: v / cfg.log_every for k, v in running.items()}
                     avg["lr"] = scheduler.get_last_lr()[0]
-                    metrics.write(state.global_step, minutes(), "train", avg)
+                    metrics.write(state.global_step, minutes(), "train", {("lr" if k == "lr" else f"loss_{k}"): v for k, v in avg.items()})
                     bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items() if k != "lr"})
                     running = {}
                 state.minutes = minutes()
@@ -345,7 +365,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         state.stage_step = 0
         state.bad_evals = 0
         state.minutes = minutes()
-        save_last(optimizer, scheduler)
+        save_last(optimizer, scheduler, stage_done=True)
 
     state.finished = True
     summary: dict[str, Any] = {"steps": state.global_step, "minutes": minutes(), "best_dev_bleu": state.best_bleu, "best_step": state.best_step}
@@ -353,7 +373,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         if dev_set is None or state.best_step < 0:
             # No dev set: the final weights are the result.
             save_connector(model, out / "best", decoding=decoding, translator_kwargs=mcfg.translator_kwargs, extra={"step": state.global_step})
-        save_last(optimizer, scheduler)
+        if step_module is not None:
+            save_last(optimizer, scheduler, stage_done=True)
         summary["parameters"] = model.parameter_report()
         summary["checkpoint"] = str(out / "best")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

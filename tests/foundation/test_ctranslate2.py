@@ -166,15 +166,22 @@ def tiny_hf_whisper():
     return model
 
 
-def write_ct2_dir(root: Path, model, *, dtype: str = "float16", split_at: float | None = None) -> list[Path]:
-    """Write ``model`` as a CTranslate2 Whisper directory; with ``split_at`` model.bin is cut at that
-    fraction of its bytes into model.bin.part1 (first dir) and model.bin.part2 (second dir, with the rest)."""
+def write_ct2_dir(root: Path, model, *, dtype: str = "float16", split_at: float | str | None = None) -> list[Path]:
+    """Write ``model`` as a CTranslate2 Whisper directory; with ``split_at`` model.bin is cut into
+    model.bin.part1 (first dir) and model.bin.part2 (second dir, with the rest) at that fraction of its
+    bytes, or inside the data of the variable of that name."""
     sd = model.state_dict()
-    data = model_bin_bytes(ct2_whisper_variables(sd, model.config, dtype), {"decoder/projection/weight": "decoder/embeddings/weight"})
+    aliases = {"decoder/projection/weight": "decoder/embeddings/weight"}
+    data = model_bin_bytes(ct2_whisper_variables(sd, model.config, dtype), aliases)
     vocab = [f"tok{i}" for i in range(model.config.vocab_size)]
     for tok, i in SPECIALS.items():
         vocab[i] = tok
-    config = {"suppress_ids": [11, 12], "suppress_ids_begin": [13, 1], "alignment_heads": [[1, 0], [1, 1]], "lang_ids": [3]}
+    config = {
+        "suppress_ids": [11, 12],
+        "suppress_ids_begin": [13, 1],
+        "alignment_heads": [[1, 0], [1, 1]],
+        "lang_ids": [3],
+    }
     if split_at is None:
         dirs = [root / "ct2"]
         dirs[0].mkdir(parents=True)
@@ -183,7 +190,10 @@ def write_ct2_dir(root: Path, model, *, dtype: str = "float16", split_at: float 
         dirs = [root / "part-a", root / "part-b"]
         for d in dirs:
             d.mkdir(parents=True)
-        cut = int(len(data) * split_at)
+        if isinstance(split_at, str):
+            cut = data.index(split_at.encode() + b"\0") + len(split_at) + 40
+        else:
+            cut = int(len(data) * split_at)
         (dirs[0] / "model.bin.part1").write_bytes(data[:cut])
         (dirs[1] / "model.bin.part2").write_bytes(data[cut:])
     (dirs[-1] / "vocabulary.json").write_text(json.dumps(vocab))
@@ -214,8 +224,12 @@ def test_round_trip_parameters_equal(tmp_path, tiny_hf_whisper, dtype):
     assert converted.proj_out.weight is converted.model.decoder.embed_tokens.weight  # tied, as in Whisper
     c = converted.config
     ref = tiny_hf_whisper.config
-    for field in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
-                  "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins", "vocab_size", "max_source_positions", "max_target_positions"):
+    fields = (
+        "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+        "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins", "vocab_size", "max_source_positions",
+        "max_target_positions",
+    )
+    for field in fields:
         assert getattr(c, field) == getattr(ref, field), field
 
 
@@ -232,8 +246,8 @@ def test_generation_config_from_vocabulary_and_config_json(tmp_path, tiny_hf_whi
 def test_converted_model_computes_like_the_original(tmp_path, tiny_hf_whisper):
     converted = load_ctranslate2_whisper(write_ct2_dir(tmp_path, tiny_hf_whisper, dtype="float32")[0])
     torch.manual_seed(1)
-    mel = torch.randn(2, 80, 3000)
-    tokens = torch.tensor([[2, 5, 9, 17], [2, 5, 9, 40]])
+    mel = torch.randn(1, 80, 3000)
+    tokens = torch.tensor([[2, 5, 9, 17, 40]])
     with torch.no_grad():
         a = tiny_hf_whisper(input_features=mel, decoder_input_ids=tokens).logits
         b = converted(input_features=mel, decoder_input_ids=tokens).logits
@@ -256,7 +270,8 @@ def test_split_model_bin_in_two_directories(tmp_path, tiny_hf_whisper, split_at)
 def test_encoder_only_loader_skips_the_decoder(tmp_path, tiny_hf_whisper):
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    dirs = write_ct2_dir(tmp_path, tiny_hf_whisper, split_at=0.5)
+    # cut inside a decoder tensor: skipping it must carry on into the second part
+    dirs = write_ct2_dir(tmp_path, tiny_hf_whisper, split_at="decoder/embeddings/weight")
     enc = load_ctranslate2_whisper_encoder(dirs)
     assert isinstance(enc, WhisperEncoder)
     full = load_ctranslate2_whisper(dirs).model.encoder.state_dict()
@@ -342,6 +357,17 @@ def test_wrong_model_kind_and_bad_config(tmp_path, tiny_hf_whisper):
     (d / "model.bin").write_bytes(model_bin_bytes({"x": torch.zeros(2)}, {}, spec="TransformerSpec"))
     with pytest.raises(ValueError, match="TransformerSpec, not a Whisper model"):
         load_ctranslate2_whisper(d)
+    # a variable missing, and one that would be silently dropped
+    variables = ct2_whisper_variables(tiny_hf_whisper.state_dict(), tiny_hf_whisper.config, "float32")
+    aliases = {"decoder/projection/weight": "decoder/embeddings/weight"}
+    missing = {k: v for k, v in variables.items() if k != "encoder/layer_1/ffn/linear_0/bias"}
+    (d / "model.bin").write_bytes(model_bin_bytes(missing, aliases))
+    with pytest.raises(ValueError, match="missing variable 'encoder/layer_1/ffn/linear_0/bias'") as err:
+        load_ctranslate2_whisper(d)
+    assert str(d / "model.bin") in str(err.value)
+    (d / "model.bin").write_bytes(model_bin_bytes({**variables, "encoder/extra/weight": torch.ones(3)}, aliases))
+    with pytest.raises(ValueError, match=r"no place in transformers' Whisper: \['encoder/extra/weight'\]"):
+        load_ctranslate2_whisper_encoder(d)
     d2 = write_ct2_dir(tmp_path / "b", tiny_hf_whisper)[0]
     (d2 / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=re.escape(str(d2 / "config.json"))):

@@ -1,7 +1,7 @@
 """The TTS corpus builder: English sentences -> synthetic speech clips + manifests with translations.
 
 No speech-translation corpus can be downloaded here, so training data is made: real English sentences
-(by default the English side of Debian's trans-de-en dictionary, 20k sentences) are spoken by eSpeak NG
+(by default the English side of Debian's trans-de-en dictionary, 18.5k sentences) are spoken by eSpeak NG
 with many voices, rates and pitches, optionally with noise and a synthetic room. Targets come from a
 line-parallel human translation file ("human") or from the frozen MT through ``translate_fn``
 ("mt:<spec>", distillation targets).
@@ -17,13 +17,14 @@ Guarantees:
 
 * Deterministic: the same config (seed) gives the same ids, texts, voice settings and the same audio bytes,
   whatever ``workers`` is. Every clip draws from its own generator seeded by (seed, split, index), and
-  each clip is rendered in a process forked from a freshly initialised eSpeak: libespeak-ng keeps state
-  between utterances (a pitch-flutter phase that is never reset), so two identical requests in one process
-  differ. Forking (~5 ms) restores the pristine state for every clip.
+  every sentence is synthesised by a process forked from a freshly initialised eSpeak (see
+  ``EspeakLibrary``): libespeak-ng keeps state between utterances (a pitch-flutter phase that is never
+  reset), so two identical requests in one process would differ.
 * Resumable: a clip is finished when its ``.json`` exists (written after its ``.flac``, both atomically);
   finished clips are kept, everything else is rendered again.
 * Splits never share a sentence. Long clips (``long_fraction``) join several sentences of their split into
   20-40 s of speech with short pauses; their transcript (and translation) is the sentences' joined with spaces.
+* Workers are spawned processes: a script calling synthesize_corpus needs `if __name__ == "__main__":`.
 
 TTS backends: ``espeak`` (libespeak-ng from the ``espeakng-loader`` wheel through ctypes; the ``espeak-ng``
 program when the wheel is missing), ``espeak-cli``, and ``flite`` / ``festival`` when their programs are
@@ -32,7 +33,6 @@ installed (Debian packages ``flite``, ``festival``).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import io
 import json
@@ -47,7 +47,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-import traceback
+import struct
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ __all__ = [
     "ENGLISH_VOICES",
     "ESPEAK_VARIANTS",
     "DEFAULT_VOICES",
-    "available_backends",
+    "make_backend",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ ENGLISH_VOICES = ("en-us", "en", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-u
 ESPEAK_VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1, 6))
 DEFAULT_VOICES = tuple(f"{v}+{x}" for v in ENGLISH_VOICES for x in ESPEAK_VARIANTS)
 FLITE_VOICES = ("slt", "kal", "awb", "rms")
+_DEFAULT_VOICES = {"flite": FLITE_VOICES, "festival": ("default",)}
 BACKENDS = ("espeak", "espeak-cli", "flite", "festival")
 _PEAK = 0.9  # clips are scaled to this peak after noise and reverb
 _GAP_SECONDS = (0.2, 0.6)  # pause between the sentences of a long clip
@@ -132,31 +134,21 @@ class SynthConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))  # lists from YAML / CLI
-        problems = []
-        for name in ("n_train", "n_dev", "n_test"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0")
-        if self.n_train + self.n_dev + self.n_test == 0:
-            problems.append("n_train + n_dev + n_test must be > 0")
-        for name in ("long_fraction", "noise_prob", "reverb_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("long_range", "rate_range", "pitch_range", "noise_snr_db", "rt60_range"):
-            value = getattr(self, name)
-            if value is not None and (len(value) != 2 or value[0] > value[1]):
-                problems.append(f"{name} must be (low, high) with low <= high, got {value}")
-        if self.long_range[0] <= 0:
-            problems.append(f"long_range must be positive seconds, got {self.long_range}")
-        if not 1 <= self.min_words <= self.max_words:
-            problems.append(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
-        if self.backend not in BACKENDS:
-            problems.append(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.voices is not None and not self.voices:
-            problems.append("voices must not be empty (None picks the backend's defaults)")
-        if self.workers < 0 or self.translate_batch_size < 1:
-            problems.append("workers must be >= 0 and translate_batch_size >= 1")
-        if self.translations and not self.sentences:
-            problems.append("translations needs sentences (the line-parallel English file)")
+        checks = [
+            (min(self.n_train, self.n_dev, self.n_test) >= 0 and self.n_train + self.n_dev + self.n_test > 0,
+             "n_train, n_dev, n_test must be >= 0 and not all 0"),
+            (self.backend in BACKENDS, f"backend must be one of {BACKENDS}, got {self.backend!r}"),
+            (1 <= self.min_words <= self.max_words, f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}"),
+            (len(self.long_range) == 2 and self.long_range[0] > 0, f"long_range must be positive seconds, got {self.long_range}"),
+            (self.voices is None or len(self.voices) > 0, "voices must not be empty (None picks the backend's defaults)"),
+            (self.workers >= 0 and self.translate_batch_size >= 1, "workers must be >= 0 and translate_batch_size >= 1"),
+            (not self.translations or bool(self.sentences), "translations needs sentences (the line-parallel English file)"),
+        ]
+        checks += [(0.0 <= getattr(self, k) <= 1.0, f"{k} must be in [0, 1], got {getattr(self, k)}")
+                   for k in ("long_fraction", "noise_prob", "reverb_prob")]
+        checks += [(v is None or (len(v) == 2 and v[0] <= v[1]), f"{k} must be (low, high) with low <= high, got {v}")
+                   for k in ("long_range", "rate_range", "pitch_range", "noise_snr_db", "rt60_range") for v in [getattr(self, k)]]
+        problems = [msg for ok, msg in checks if not ok]
         if problems:
             raise ValueError("SynthConfig: " + "; ".join(problems))
 
@@ -263,6 +255,8 @@ class ClipPlan:
     #: candidate sentences; a short clip speaks the one, a long clip as many as fit ``target_seconds``
     sentences: tuple[str, ...]
     long: bool
+    #: a long clip stops adding sentences at target_seconds, never exceeds max_seconds, should reach min_seconds
+    min_seconds: float
     target_seconds: float
     max_seconds: float
     voice: str
@@ -282,7 +276,7 @@ def _split_pools(cfg: SynthConfig, n_sentences: int, rng: np.random.Generator) -
     for split in ("test", "dev"):
         n = cfg.counts()[split]
         n_long = round(n * cfg.long_fraction)
-        need = (n - n_long) + n_long * _SENTENCES_PER_LONG
+        need = (n - n_long) + (max(_LONG_CANDIDATES, n_long * _SENTENCES_PER_LONG) if n_long else 0)
         pools[split] = order[start : start + need]
         start += need
     pools["train"] = order[start:]
@@ -317,7 +311,7 @@ def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]
             else:
                 texts = (sentences[pool[k % len(pool)]],)
                 k += 1
-                target, hi = 0.0, math.inf
+                lo, target, hi = 0.0, 0.0, math.inf
             noisy = cfg.noise_snr_db is not None and rng.random() < cfg.noise_prob
             reverb = rng.random() < cfg.reverb_prob
             plans.append(
@@ -326,6 +320,7 @@ def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]
                     split=split,
                     sentences=texts,
                     long=bool(is_long[i]),
+                    min_seconds=lo,
                     target_seconds=target,
                     max_seconds=hi,
                     voice=str(voices[rng.integers(len(voices))]),
@@ -344,76 +339,140 @@ def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]
 # TTS backends: synth(text, voice, rate, pitch, seed) -> (samples float32, sample rate)
 
 
+# The eSpeak server: a stdlib-only Python process holding libespeak-ng. It forks once per request, so every
+# request is synthesised from the library's freshly initialised state (libespeak-ng keeps state between
+# utterances: a pitch-flutter phase that is never reset, so two identical requests in one process differ).
+# Kept free of numpy / torch, the server is small and forks in ~1-2 ms.
+# Protocol: the server writes its int32 sample rate once; per request (one JSON line on stdin) it answers
+# int32 status + int64 byte count + int16 samples. Status: 0 ok, 1000 + code: unknown voice,
+# 2000 + code: espeak_Synth failed, 3000: no audio, 4000: the forked child crashed.
+_ESPEAK_SERVER = r"""
+import ctypes, json, os, struct, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+seed_fn = getattr(lib, "espeak_ng_SetRandSeed", None)  # 1.52+; older builds start from the same seed anyway
+if seed_fn is not None:
+    seed_fn.argtypes = [ctypes.c_long]
+rate = lib.espeak_Initialize(2, 0, sys.argv[2].encode(), 0)  # 2: synchronous, samples via the callback
+chunks = []
+CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+def collect(wav, n, events):
+    if n > 0:
+        chunks.append(ctypes.string_at(wav, 2 * n))
+    return 0
+callback = CB(collect)
+lib.espeak_SetSynthCallback(callback)
+out = sys.stdout.buffer
+def send(status, data=b""):
+    out.write(struct.pack("<iq", status, len(data)) + data)
+    out.flush()
+def synth(req):
+    status = lib.espeak_SetVoiceByName(req["voice"].encode())
+    if status != 0:
+        return send(1000 + status)
+    lib.espeak_SetParameter(1, int(req["rate"]), 0)   # espeakRATE, words per minute
+    lib.espeak_SetParameter(3, int(req["pitch"]), 0)  # espeakPITCH, 0-99
+    if seed_fn is not None:
+        seed_fn(int(req["seed"]))
+    text = req["text"].encode("utf-8")
+    status = lib.espeak_Synth(text, len(text) + 1, 0, 1, 0, 1, None, None)  # POS_CHARACTER, espeakCHARS_UTF8
+    lib.espeak_Synchronize()
+    data = b"".join(chunks)
+    send(2000 + status if status else (0 if data else 3000), data)
+out.write(struct.pack("<i", rate))
+out.flush()
+for line in sys.stdin:
+    req = json.loads(line)
+    if not hasattr(os, "fork"):
+        chunks.clear()
+        synth(req)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        try:
+            synth(req)
+        finally:
+            os._exit(0)
+    _, wait_status = os.waitpid(pid, 0)
+    if wait_status != 0:
+        send(4000)
+"""
+
+
 class EspeakLibrary:
-    """libespeak-ng from the espeakng-loader wheel, through ctypes, synchronous mode (no audio device)."""
+    """libespeak-ng from the espeakng-loader wheel, through ctypes, in a small forking server process.
+
+    Every ``synth`` call starts from the library's freshly initialised state, so a clip's audio depends
+    only on its request, not on what this process synthesised before.
+    """
 
     name = "espeak"
-    #: renders must run in a process forked from the freshly initialised library (see module docstring)
-    needs_fresh_state = True
-    _RATE, _PITCH = 1, 3  # espeak_PARAMETER values
-    _CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
     def __init__(self) -> None:
         import espeakng_loader
 
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p
-        ]
-        self._seed_fn = getattr(lib, "espeak_ng_SetRandSeed", None)  # 1.52+; older builds are seeded per process
-        if self._seed_fn is not None:
-            self._seed_fn.argtypes = [ctypes.c_long]
-        # 2 = AUDIO_OUTPUT_SYNCHRONOUS: samples come through the callback, nothing is played
-        rate = lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)
-        if rate <= 0:
-            raise OSError(f"espeak_Initialize failed ({rate}) with data at {espeakng_loader.get_data_path()}")
-        self.sample_rate = int(rate)  # 22050
-        self._chunks: list[np.ndarray] = []
-
-        def collect(wav: Any, n: int, events: Any) -> int:  # noqa: ARG001 - ctypes callback signature
-            if n > 0:
-                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-            return 0  # 0: continue synthesis
-
-        self._callback = self._CB(collect)  # keep a reference: ctypes does not
-        lib.espeak_SetSynthCallback(self._callback)
-        self._lib = lib
+        lib_path, data_path = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+        if not Path(lib_path).is_file():
+            raise OSError(f"espeakng-loader ships no library at {lib_path}")
+        # -I -S: isolated, no site-packages: the server needs the standard library only
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _ESPEAK_SERVER, lib_path, data_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        head = self._proc.stdout.read(4)  # type: ignore[union-attr]
+        if len(head) != 4:
+            raise OSError(f"the eSpeak NG server did not start (library {lib_path}, data {data_path})")
+        self.sample_rate = struct.unpack("<i", head)[0]  # 22050
+        if self.sample_rate <= 0:
+            raise OSError(f"espeak_Initialize failed ({self.sample_rate}) with data at {data_path}")
 
     def synth(self, text: str, voice: str, rate: int, pitch: int, seed: int) -> tuple[np.ndarray, int]:
-        lib = self._lib
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        req = json.dumps({"text": text, "voice": voice, "rate": int(rate), "pitch": int(pitch), "seed": int(seed)})
+        proc = self._proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"the eSpeak NG server has exited (code {proc.returncode})")
+        proc.stdin.write(req.encode("utf-8") + b"\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        head = proc.stdout.read(12)  # type: ignore[union-attr]
+        if len(head) != 12:
+            raise RuntimeError("the eSpeak NG server died while synthesising")
+        status, nbytes = struct.unpack("<iq", head)
+        data = proc.stdout.read(nbytes) if nbytes else b""  # type: ignore[union-attr]
+        if 1000 <= status < 2000:
             raise ValueError(f"eSpeak NG has no voice {voice!r} (names look like 'en-us' or 'en-us+f3')")
-        lib.espeak_SetParameter(self._RATE, int(rate), 0)
-        lib.espeak_SetParameter(self._PITCH, int(pitch), 0)
-        if self._seed_fn is not None:
-            self._seed_fn(int(seed))
-        self._chunks = []
-        data = text.encode("utf-8")
-        # position 0, POS_CHARACTER (1), end 0, flags espeakCHARS_UTF8 (1)
-        err = lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 1, None, None)
-        if err != 0:
-            raise RuntimeError(f"espeak_Synth failed with code {err} for {text[:60]!r}")
-        lib.espeak_Synchronize()
-        if not self._chunks:
-            raise RuntimeError(f"eSpeak NG produced no audio for {text[:60]!r} (voice {voice})")
-        return np.concatenate(self._chunks).astype(np.float32) / 32768.0, self.sample_rate
+        if status != 0:
+            what = {3000: "produced no audio", 4000: "crashed"}.get(status, f"failed (espeak_Synth {status - 2000})")
+            raise RuntimeError(f"eSpeak NG {what} on {text[:60]!r} with voice {voice}")
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0, self.sample_rate
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()  # type: ignore[union-attr]  # EOF: the server's loop ends
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
 
 class _CommandBackend:
     """A TTS program run once per sentence (a fresh process each time, hence deterministic)."""
 
-    name = ""
-    program = ""
-    needs_fresh_state = False
+    name = program = apt = ""  # backend name, executable, Debian package
 
     def __init__(self) -> None:
         if shutil.which(self.program) is None:
             raise OSError(f"TTS backend {self.name!r} needs the program {self.program!r} (apt-get install {self.apt})")
-
-    apt = ""
 
     def _run(self, cmd: list[str], text: str, out: Path | None) -> bytes:
         proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=120, check=False)
@@ -485,26 +544,6 @@ def make_backend(name: str) -> Any:
     return classes[name]()
 
 
-def available_backends() -> list[str]:
-    """Backends that can run on this machine."""
-    found = []
-    for name in BACKENDS:
-        try:
-            make_backend(name)
-            found.append(name)
-        except (OSError, ImportError):
-            continue
-    return found
-
-
-def _default_voices(backend_name: str) -> tuple[str, ...]:
-    if backend_name == "flite":
-        return FLITE_VOICES
-    if backend_name == "festival":
-        return ("default",)
-    return DEFAULT_VOICES
-
-
 # ---------------------------------------------------------------------------------------------------
 # rendering one clip
 
@@ -520,10 +559,10 @@ def _colored_noise(n: int, slope: float, rng: np.random.Generator) -> np.ndarray
 
 def _room(wav: np.ndarray, sr: int, rt60: float, rng: np.random.Generator) -> np.ndarray:
     """Convolve with a synthetic impulse response: a direct path plus noise decaying 60 dB in ``rt60`` s."""
-    n = max(1, int(rt60 * sr))
-    t = np.arange(n) / sr
-    rir = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60) * 0.3  # ln(1000) = 6.9078: -60 dB at rt60
-    rir[0] = 1.0
+    n = max(2, int(rt60 * sr))
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * np.arange(n) / (sr * rt60))  # ln(1000): -60 dB at rt60
+    tail *= math.sqrt(0.3 / float(np.sum(tail[1:] ** 2)))  # reverberant energy 0.3 x direct: about +5 dB DRR
+    rir = np.concatenate([[1.0], tail[1:]])
     size = len(wav) + n - 1
     out = np.fft.irfft(np.fft.rfft(wav, size) * np.fft.rfft(rir, size), size)[: len(wav)]
     return out.astype(np.float32)
@@ -551,6 +590,8 @@ def render_clip(plan: ClipPlan, backend: Any, audio_path: Path, sample_rate: int
             break
     if not used:
         raise RuntimeError(f"clip {plan.id}: no sentence fits {plan.max_seconds} s")
+    if total < plan.min_seconds:
+        log.warning("clip %s: %.1f s, shorter than %.1f s (its sentences ran out)", plan.id, total, plan.min_seconds)
     wav = resample(np.concatenate(pieces), tts_rate, sample_rate)
     if plan.rt60 is not None:
         wav = _room(wav, sample_rate, plan.rt60, rng)
@@ -583,38 +624,6 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _in_fork(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``fn`` in a forked child (which sees this process's memory as it is now) and return its result.
-
-    The child's changes to library state (eSpeak's) die with it, so every call starts from the same state.
-    """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into the caller's code
-        code = 0
-        try:
-            payload = json.dumps({"ok": fn()})
-        except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
-            payload = json.dumps({"error": "".join(traceback.format_exception(err))})
-            code = 1
-        try:
-            with os.fdopen(w, "w", encoding="utf-8") as f:
-                f.write(payload)
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, encoding="utf-8") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    try:
-        result = json.loads(data)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"clip renderer died (wait status {status}) without a result") from None
-    if "error" in result:
-        raise RuntimeError(f"clip rendering failed in the child process:\n{result['error']}")
-    return result["ok"]
-
-
 class _Renderer:
     """Owns one backend (one per process) and renders plans into ``out_dir``."""
 
@@ -622,19 +631,12 @@ class _Renderer:
         self.backend = make_backend(backend_name)
         self.out_dir = out_dir
         self.sample_rate = sample_rate
-        self.fork = getattr(self.backend, "needs_fresh_state", False) and hasattr(os, "fork")
-        if getattr(self.backend, "needs_fresh_state", False) and not self.fork:
-            log.warning("no os.fork on this platform: eSpeak clips are not bit-reproducible across runs")
 
     def __call__(self, plan: ClipPlan) -> dict[str, Any]:
         audio = self.out_dir / "audio" / plan.split / f"{plan.id}.flac"
-
-        def work() -> dict[str, Any]:
-            record = render_clip(plan, self.backend, audio, self.sample_rate)
-            _write_json(audio.with_suffix(".json"), record)  # after the audio: marks the clip finished
-            return record
-
-        return _in_fork(work) if self.fork else work()
+        record = render_clip(plan, self.backend, audio, self.sample_rate)
+        _write_json(audio.with_suffix(".json"), record)  # after the audio: marks the clip finished
+        return record
 
 
 _WORKER: _Renderer | None = None
@@ -678,11 +680,6 @@ def _check_or_write_state(out_dir: Path, state: dict[str, Any]) -> None:
     _write_json(path, state)
 
 
-def _resolve_backend(name: str) -> str:
-    """The concrete backend the workers will use (the library and the program sound different)."""
-    return make_backend(name).name
-
-
 def synthesize_corpus(
     config: SynthConfig,
     out_dir: str | os.PathLike,
@@ -700,8 +697,6 @@ def synthesize_corpus(
     ("mt:<mt_spec>"); by default ``config.translation_source`` or ``translate_fn.spec``.
     Returns {split: manifest path} for the splits with clips.
     """
-    from tqdm.auto import tqdm
-
     cfg = config
     out = Path(out_dir).expanduser().resolve()
     if cfg.translations and translate_fn is not None:
@@ -709,8 +704,8 @@ def synthesize_corpus(
     pairs = load_sentences(cfg.sentences, translations=cfg.translations, min_words=cfg.min_words, max_words=cfg.max_words)
     sentences = [en for en, _ in pairs]
     human = {en: tr for en, tr in pairs if tr is not None}
-    backend = _resolve_backend(cfg.backend)
-    voices = cfg.voices or _default_voices(backend)
+    backend = make_backend(cfg.backend).name  # what the workers will run: the library and the program sound different
+    voices = cfg.voices or _DEFAULT_VOICES.get(backend, DEFAULT_VOICES)
     pool_sha = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
     _check_or_write_state(out, _fingerprint(cfg, backend, pool_sha))
@@ -731,39 +726,8 @@ def synthesize_corpus(
         else:
             todo.append(plan)
 
-    t0 = time.perf_counter()
     if todo:
-        bar = tqdm(total=len(todo), unit="clip", desc="synthesising", disable=not progress, dynamic_ncols=True)
-        if cfg.workers == 0:
-            renderer = _Renderer(backend, out, cfg.sample_rate)
-            for plan in todo:
-                records[plan.id] = renderer(plan)
-                bar.update()
-        else:
-            # spawn: a clean interpreter per worker (the caller may hold torch/OpenMP threads, which fork copies
-            # badly); an executor, unlike mp.Pool, fails instead of hanging when a worker cannot start
-            ctx = mp.get_context("spawn")
-            initargs = (backend, str(out), cfg.sample_rate)
-            with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=initargs) as pool:
-                futures = [pool.submit(_worker_render, plan) for plan in todo]
-                try:
-                    for fut in as_completed(futures):
-                        rec = fut.result()
-                        records[rec["id"]] = rec
-                        bar.update()
-                except BrokenProcessPool as err:
-                    raise RuntimeError(
-                        "a synthesis worker process died; when calling synthesize_corpus from a script, put the call "
-                        "under `if __name__ == '__main__':` (worker processes are spawned and import the main module)"
-                    ) from err
-                finally:
-                    for fut in futures:
-                        fut.cancel()
-        bar.close()
-        wall = time.perf_counter() - t0
-        audio_s = sum(records[p.id]["duration"] for p in todo)
-        log.info("synthesised %d clips (%.1f s of audio) in %.1f s: %.1f clips/s, %.0fx real time",
-                 len(todo), audio_s, wall, len(todo) / wall, audio_s / wall)
+        records.update(_render_all(todo, backend, out, cfg, progress))
 
     # targets
     translations: dict[str, str] = dict(human)
@@ -798,6 +762,45 @@ def synthesize_corpus(
             )
         paths[split] = write_manifest(out / f"{split}.jsonl", utts)
     return paths
+
+
+def _render_all(todo: list[ClipPlan], backend: str, out: Path, cfg: SynthConfig, progress: bool) -> dict[str, dict[str, Any]]:
+    """Render the clips (``cfg.workers`` processes, or this one for 0); returns their records by id."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    records: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(todo), unit="clip", desc="synthesising", disable=not progress, dynamic_ncols=True)
+    if cfg.workers == 0:
+        renderer = _Renderer(backend, out, cfg.sample_rate)
+        for plan in todo:
+            records[plan.id] = renderer(plan)
+            bar.update()
+    else:
+        # spawn: a clean interpreter per worker (the caller may hold torch/OpenMP threads, which fork copies
+        # badly); an executor, unlike mp.Pool, fails instead of hanging when a worker cannot start
+        ctx, initargs = mp.get_context("spawn"), (backend, str(out), cfg.sample_rate)
+        with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=initargs) as pool:
+            futures = [pool.submit(_worker_render, plan) for plan in todo]
+            try:
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    records[rec["id"]] = rec
+                    bar.update()
+            except BrokenProcessPool as err:
+                raise RuntimeError(
+                    "a synthesis worker process died; when calling synthesize_corpus from a script, put the call "
+                    "under `if __name__ == '__main__':` (worker processes are spawned and import the main module)"
+                ) from err
+            finally:
+                for fut in futures:
+                    fut.cancel()
+    bar.close()
+    wall = time.perf_counter() - t0
+    audio_s = sum(r["duration"] for r in records.values())
+    log.info("synthesised %d clips (%.1f s of audio) in %.1f s: %.1f clips/s, %.0fx real time",
+             len(records), audio_s, wall, len(records) / wall, audio_s / wall)
+    return records
 
 
 def _translate(texts: list[str], fn: Callable[[list[str]], list[str]], batch_size: int, progress: bool) -> dict[str, str]:

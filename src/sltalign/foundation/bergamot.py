@@ -32,11 +32,17 @@ import numpy as np
 import sentencepiece as spm
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from .base import Translator
-from .marian_binary import LexicalShortlist, MarianFileError, MarianModelFile, read_marian_model, read_shortlist
+from .marian_binary import (
+    LexicalShortlist,
+    MarianFileError,
+    MarianModelFile,
+    find_model_files,
+    read_marian_model,
+    read_shortlist,
+)
 from .packaged import is_packaged, resolve
 
 LN_EPS = 1e-6
@@ -86,7 +92,7 @@ class BergamotConfig:
         autoreg = expect("transformer-decoder-autoreg", ("rnn", "self-attention"), "self-attention")
         if autoreg == "rnn":
             expect("dec-cell", ("ssru",), "ssru")
-        activation = expect("transformer-ffn-activation", tuple(_ACTIVATIONS), "relu")
+        activation = expect("transformer-ffn-activation", tuple(_ACTIVATIONS), "swish")  # Marian's default
         vocabs = get("dim-vocabs")
         if not isinstance(vocabs, list) or len(vocabs) != 2:
             raise MarianFileError(f"{where}: model.yml dim-vocabs should list 2 sizes (source, target), got {vocabs!r}")
@@ -257,20 +263,44 @@ class _DecoderState:
     values so far (N, H, t, D/H), the cached cross-attention keys/values (N, H, S, D/H), the memory bias, and
     the position t of the next input."""
 
-    def __init__(self, cells: list, cross: list, bias: torch.Tensor, position: int = 0) -> None:
-        self.cells, self.cross, self.bias, self.position = cells, cross, bias, position
+    def __init__(self, cells: list, cross: list, bias: torch.Tensor, positions: torch.Tensor, position: int = 0):
+        self.cells, self.cross, self.bias = cells, cross, bias
+        self.positions, self.position = positions, position  # (steps, D) position signal, next step index
 
     def select(self, index: torch.Tensor) -> "_DecoderState":
-        pick = lambda t: t.index_select(0, index)  # noqa: E731
-        cells = [pick(c) if isinstance(c, torch.Tensor) else (None if c is None else (pick(c[0]), pick(c[1]))) for c in self.cells]
-        return _DecoderState(cells, [(pick(k), pick(v)) for k, v in self.cross], pick(self.bias), self.position)
+        """Keep / reorder hypotheses: row i of the result is row index[i] of this state."""
+
+        def pick(x: Any) -> Any:
+            if x is None:
+                return None
+            if isinstance(x, tuple):
+                return tuple(t.index_select(0, index) for t in x)
+            return x.index_select(0, index)
+
+        cells = [pick(c) for c in self.cells]
+        return _DecoderState(cells, [pick(kv) for kv in self.cross], pick(self.bias), self.positions, self.position)
+
+
+@dataclass
+class _Output:
+    """The output layer used while decoding: all of V, or the shortlist's union V' with a per-row mask."""
+
+    weight: torch.Tensor  # (V', D)
+    bias: torch.Tensor | None  # (V',)
+    ids: torch.Tensor | None  # (V',) target id of each column; None: column = id
+    row_mask: torch.Tensor | None  # (B, V') 0 / -inf: each row's own shortlist inside the union
+    unk_col: int | None
+    eos_col: int
+
+    def token_ids(self, cols: torch.Tensor) -> torch.Tensor:
+        return cols if self.ids is None else self.ids[cols]
 
 
 class BergamotTranslator(Translator):
     """A Marian-native transformer (Bergamot tiny/base) as a frozen ``Translator``.
 
     Build it with ``load_bergamot``; the constructor takes already-parsed parts. ``tensors`` are Marian-named
-    arrays (``read_marian_model(...).tensors``); None gives a seeded random model (tests, smoke runs).
+    arrays (``read_marian_model(...).tensors``); None gives a random model from torch's RNG (tests, smoke runs).
     """
 
     def __init__(
@@ -290,9 +320,12 @@ class BergamotTranslator(Translator):
         self.embed_dim = config.dim
         self.sp_source = _load_spm(source_vocab)
         self.sp_target = self.sp_source if target_vocab in (None, source_vocab) else _load_spm(target_vocab)
-        for name, sp, size in (("source", self.sp_source, config.src_vocab_size), ("target", self.sp_target, config.tgt_vocab_size)):
+        for side, sp, size in (
+            ("source", self.sp_source, config.src_vocab_size),
+            ("target", self.sp_target, config.tgt_vocab_size),
+        ):
             if sp.get_piece_size() != size:
-                raise ValueError(f"{name} vocabulary has {sp.get_piece_size()} pieces but the model expects {size}")
+                raise ValueError(f"{side} vocabulary has {sp.get_piece_size()} pieces but the model expects {size}")
         self.eos_id = int(self.sp_target.eos_id())
         self.unk_id = int(self.sp_target.unk_id())
         if self.eos_id < 0 or self.unk_id < 0:
@@ -378,14 +411,13 @@ class BergamotTranslator(Translator):
         with torch.no_grad():
             for name, param, transpose in self._marian_names():
                 if name not in tensors:
-                    raise MarianFileError(f"{where}: item {name!r} is missing (model.yml describes a model that needs it)")
+                    raise MarianFileError(f"{where}: item {name!r} is missing (the architecture in model.yml needs it)")
                 value = torch.from_numpy(np.asarray(tensors[name], dtype=np.float32))
                 value = value.T if transpose else value.reshape(-1) if param.dim() == 1 else value
                 if tuple(value.shape) != tuple(param.shape):
                     expected = tuple(param.shape[::-1]) if transpose else tuple(param.shape)
-                    raise MarianFileError(
-                        f"{where}: item {name!r} has shape {tuple(tensors[name].shape)}, expected {expected} from model.yml"
-                    )
+                    got = tuple(tensors[name].shape)
+                    raise MarianFileError(f"{where}: item {name!r} has shape {got}, model.yml implies {expected}")
                 param.copy_(value)
 
     def _init_random(self) -> None:
@@ -438,11 +470,14 @@ class BergamotTranslator(Translator):
     def encode_embeddings(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, D_m) scaled embeddings + mask (B, L) -> memory (B, L, D_m); positions are added here."""
         if x.dim() != 3 or x.shape[-1] != self.embed_dim or mask.shape != x.shape[:2]:
-            raise ValueError(f"encode_embeddings: expected x (B, L, {self.embed_dim}) and mask (B, L), got {tuple(x.shape)} and {tuple(mask.shape)}")
+            raise ValueError(
+                f"encode_embeddings: expected x (B, L, {self.embed_dim}) and mask (B, L), "
+                f"got {tuple(x.shape)} and {tuple(mask.shape)}"
+            )
         h = x + sinusoidal_positions(x.shape[1], self.embed_dim).to(x)
         bias = _additive_mask(mask.bool()).to(x)
         for layer in self.encoder:
-            h = layer(h, bias * 0)
+            h = layer(h, bias)
         return h
 
     def _target_inputs(self, targets: torch.Tensor) -> torch.Tensor:
@@ -478,13 +513,14 @@ class BergamotTranslator(Translator):
         return self.output_logits(self.decoder_hidden(memory, memory_mask, targets))
 
     # --- incremental decoding --------------------------------------------------------------------
-    def _start_state(self, memory: torch.Tensor, memory_mask: torch.Tensor) -> _DecoderState:
+    def _start_state(self, memory: torch.Tensor, memory_mask: torch.Tensor, steps: int = 1) -> _DecoderState:
         n = memory.shape[0]
         cells: list = []
         for layer in self.decoder:
             cells.append(memory.new_zeros(n, self.embed_dim) if isinstance(layer.autoreg, _SSRU) else None)
         cross = [layer.context.keys_values(memory) for layer in self.decoder]
-        return _DecoderState(cells, cross, _additive_mask(memory_mask.bool()).to(memory))
+        positions = sinusoidal_positions(steps, self.embed_dim).to(memory)  # (steps, D), computed once
+        return _DecoderState(cells, cross, _additive_mask(memory_mask.bool()).to(memory), positions)
 
     def _step(self, state: _DecoderState, prev: torch.Tensor | None, n: int) -> torch.Tensor:
         """One decoder step for N hypotheses: previous ids (N,) or None at t = 0 -> hidden (N, D_m)."""
@@ -492,7 +528,9 @@ class BergamotTranslator(Translator):
             x = self.tgt_embed.new_zeros(n, 1, self.embed_dim)
         else:
             x = F.embedding(prev, self.tgt_embed)[:, None] * self.scale
-        x = x + sinusoidal_positions(1, self.embed_dim, start=state.position).to(x)
+        if state.position >= len(state.positions):
+            state.positions = sinusoidal_positions(2 * state.position + 1, self.embed_dim).to(x)
+        x = x + state.positions[state.position]
         for i, layer in enumerate(self.decoder):
             if isinstance(layer.autoreg, _SSRU):
                 y, state.cells[i] = layer.autoreg.step(x[:, 0], state.cells[i])
@@ -508,31 +546,42 @@ class BergamotTranslator(Translator):
         state.position += 1
         return x[:, 0]
 
-    def _vocab_restriction(
-        self, source_ids: Sequence[Sequence[int]] | None, batch: int, device: torch.device
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Shortlist -> (sorted union of allowed ids (V',), per-row additive mask (B, V') or None)."""
+    def _output_for(self, source_ids: Sequence[Sequence[int]] | None, batch: int, device: torch.device) -> _Output:
+        """The decoding output layer: the full vocabulary, or with a shortlist and source ids, the sorted union of
+        the rows' allowed ids (one smaller matmul per step) plus a per-row mask (batch-independent results)."""
         if self.shortlist is None or source_ids is None:
-            return None, None
+            return _Output(self.out_weight, self.out_bias, None, None, self.unk_id, self.eos_id)
         if len(source_ids) != batch:
             raise ValueError(f"generate: source_ids has {len(source_ids)} rows for a batch of {batch}")
         rows = [self.shortlist.allowed(ids, self.target_vocab_size) for ids in source_ids]
-        union = np.unique(np.concatenate(rows))
+        union = np.unique(np.concatenate(rows + [np.array([self.eos_id])]))
         allowed = np.zeros((batch, len(union)), dtype=bool)
         for b, row in enumerate(rows):
             allowed[b, np.searchsorted(union, row)] = True
-        mask = torch.zeros(allowed.shape, device=device).masked_fill(torch.from_numpy(~allowed).to(device), -math.inf)
-        return torch.from_numpy(union).long().to(device), mask
+        row_mask = torch.zeros(allowed.shape, device=device)
+        row_mask.masked_fill_(torch.from_numpy(~allowed).to(device), -math.inf)
+        ids = torch.from_numpy(union).long().to(device)
+        unk = np.flatnonzero(union == self.unk_id)
+        return _Output(
+            self.out_weight.index_select(0, ids),
+            None if self.out_bias is None else self.out_bias.index_select(0, ids),
+            ids,
+            row_mask,
+            int(unk[0]) if len(unk) else None,
+            int(np.flatnonzero(union == self.eos_id)[0]),
+        )
 
-    def _scores(self, h: torch.Tensor, vocab: torch.Tensor | None, row_mask: torch.Tensor | None, unk_col: int | None) -> torch.Tensor:
-        logits = self.output_logits(h, vocab)
-        if row_mask is not None:
-            logits = logits + row_mask
-        if unk_col is not None:
-            logits[:, unk_col] = -math.inf  # Marian's default: never emit <unk>
+    @staticmethod
+    def _scores(h: torch.Tensor, out: _Output, rows: torch.Tensor) -> torch.Tensor:
+        """Hidden (N, D) of the batch rows ``rows`` (N,) -> logits (N, V') as decoding sees them."""
+        logits = F.linear(h, out.weight, out.bias)
+        if out.row_mask is not None:
+            logits = logits + out.row_mask[rows]
+        if out.unk_col is not None:
+            logits[:, out.unk_col] = -math.inf  # Marian's default: never emit <unk>
         return logits
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         memory: torch.Tensor,
@@ -551,7 +600,10 @@ class BergamotTranslator(Translator):
         factor x its memory length (Marian's ``max-length-factor``; meaningful when the memory comes from text).
         """
         if memory.dim() != 3 or memory_mask.shape != memory.shape[:2]:
-            raise ValueError(f"generate: expected memory (B, S, D) and mask (B, S), got {tuple(memory.shape)}, {tuple(memory_mask.shape)}")
+            raise ValueError(
+                "generate: expected memory (B, S, D) and mask (B, S), "
+                f"got {tuple(memory.shape)} and {tuple(memory_mask.shape)}"
+            )
         if beam < 1 or max_len < 1:
             raise ValueError(f"generate: beam ({beam}) and max_len ({max_len}) must be >= 1")
         n = memory.shape[0]
@@ -559,44 +611,48 @@ class BergamotTranslator(Translator):
         if max_len_factor is not None:
             src_len = memory_mask.sum(1).cpu()
             limits = torch.minimum(limits, (src_len.float() * max_len_factor).long().clamp(min=1))
-        vocab, row_mask = self._vocab_restriction(source_ids, n, memory.device)
-        if vocab is None:
-            unk_col: int | None = self.unk_id
-        else:
-            hit = (vocab == self.unk_id).nonzero()
-            unk_col = int(hit[0, 0]) if len(hit) else None
-        eos_col = self.eos_id if vocab is None else int((vocab == self.eos_id).nonzero()[0, 0])
-        args = (memory, memory_mask, limits, vocab, row_mask, unk_col, eos_col)
+        out = self._output_for(source_ids, n, memory.device)
         if beam == 1:
-            return self._greedy(*args)
-        return self._beam(*args, beam=beam, length_penalty=length_penalty)
+            return self._greedy(memory, memory_mask, limits, out)
+        return self._beam(memory, memory_mask, limits, out, beam=beam, length_penalty=length_penalty)
 
-    def _greedy(self, memory, memory_mask, limits, vocab, row_mask, unk_col, eos_col) -> list[list[int]]:
+    def _greedy(
+        self, memory: torch.Tensor, memory_mask: torch.Tensor, limits: torch.Tensor, out: _Output
+    ) -> list[list[int]]:
         n = memory.shape[0]
-        state = self._start_state(memory, memory_mask)
-        out: list[list[int]] = [[] for _ in range(n)]
+        state = self._start_state(memory, memory_mask, int(limits.max()))
+        hyps: list[list[int]] = [[] for _ in range(n)]
         active = torch.arange(n)  # rows of the original batch still decoding
         prev: torch.Tensor | None = None
         for t in range(int(limits.max())):
             h = self._step(state, prev, len(active))
-            cols = self._scores(h, vocab, None if row_mask is None else row_mask[active], unk_col).argmax(-1)
-            ids = cols if vocab is None else vocab[cols]
-            keep = (cols != eos_col) & (t + 1 < limits[active])
+            cols = self._scores(h, out, active).argmax(-1).cpu()
+            ids = out.token_ids(cols)
+            keep = (cols != out.eos_col) & (t + 1 < limits[active])
             for row, token, col in zip(active.tolist(), ids.tolist(), cols.tolist()):
-                if col != eos_col:
-                    out[row].append(token)
+                if col != out.eos_col:
+                    hyps[row].append(token)
             if not bool(keep.any()):
                 break
             idx = keep.nonzero()[:, 0]
             if len(idx) < len(active):  # drop finished rows so later steps only compute live ones
                 state, active = state.select(idx.to(memory.device)), active[idx]
-            prev = ids[idx]
-        return out
+            prev = ids[idx].to(memory.device)
+        return hyps
 
-    def _beam(self, memory, memory_mask, limits, vocab, row_mask, unk_col, eos_col, *, beam: int, length_penalty: float) -> list[list[int]]:
+    def _beam(
+        self,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        limits: torch.Tensor,
+        out: _Output,
+        *,
+        beam: int,
+        length_penalty: float,
+    ) -> list[list[int]]:
         n, k = memory.shape[0], beam
         expand = torch.arange(n, device=memory.device).repeat_interleave(k)
-        state = self._start_state(memory.index_select(0, expand), memory_mask.index_select(0, expand))
+        state = self._start_state(memory[expand], memory_mask[expand], int(limits.max()))
         scores = torch.full((n, k), -math.inf)
         scores[:, 0] = 0.0  # one live hypothesis per sentence at t = 0
         width = torch.full((n,), k, dtype=torch.long)  # live beam width per sentence (shrinks as hyps finish)
@@ -607,21 +663,23 @@ class BergamotTranslator(Translator):
         for t in range(int(limits.max())):
             m = len(active)
             h = self._step(state, prev, m * k)
-            rm = None if row_mask is None else row_mask[active].repeat_interleave(k, 0)
-            logp = torch.log_softmax(self._scores(h, vocab, rm, unk_col), dim=-1).cpu()  # (m k, V')
+            rows = active.to(memory.device).repeat_interleave(k)
+            logp = torch.log_softmax(self._scores(h, out, rows), dim=-1).cpu()  # (m k, V')
             v = logp.shape[-1]
             cand = (scores[:, :, None] + logp.view(m, k, v)).view(m, k * v)
             top, flat = cand.topk(k, dim=-1)  # (m, k)
             src, cols = flat // v, flat % v
             valid = (torch.arange(k)[None] < width[:, None]) & torch.isfinite(top)
             last = (t + 1 >= limits[active])[:, None]
-            ends = valid & ((cols == eos_col) | last)
-            ids = cols if vocab is None else vocab.cpu()[cols]
+            ends = valid & ((cols == out.eos_col) | last)
+            ids = out.token_ids(cols.to(memory.device)).cpu()
             new_hist = torch.cat([history.gather(1, src[:, :, None].expand(-1, -1, t)), ids[:, :, None]], dim=2)
             norm = float(t + 1) ** length_penalty
             for i, j in ends.nonzero().tolist():
                 seq = new_hist[i, j].tolist()
-                finished[int(active[i])].append((float(top[i, j]) / norm, seq[:-1] if cols[i, j] == eos_col else seq))
+                if cols[i, j] == out.eos_col:
+                    seq = seq[:-1]
+                finished[int(active[i])].append((float(top[i, j]) / norm, seq))
             alive = valid & ~ends
             width = alive.sum(1)
             scores = torch.where(alive, top, torch.full_like(top, -math.inf))
@@ -683,54 +741,6 @@ def _load_spm(path: str | Path) -> spm.SentencePieceProcessor:
     return sp
 
 
-def _find_files(path: Path) -> tuple[Path, list[Path], Path | None]:
-    """(model, [source vocab, target vocab], shortlist or None) for a model file or a Bergamot directory.
-
-    A ``config*.yml`` next to the model (Bergamot ships one) names the files; otherwise they are found by pattern.
-    """
-    folder = path if path.is_dir() else path.parent
-    model = path if path.is_file() else None
-    vocabs: list[Path] = []
-    lex: Path | None = None
-    for cfg_path in sorted(folder.glob("config*.yml")):
-        try:
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError:
-            continue
-        if not isinstance(cfg, dict):
-            continue
-        if model is None and cfg.get("models"):
-            model = folder / cfg["models"][0]
-        if cfg.get("vocabs"):
-            vocabs = [folder / v for v in cfg["vocabs"]]
-        if cfg.get("shortlist"):
-            lex = folder / cfg["shortlist"][0]
-        break
-    if model is None:
-        found = sorted(folder.glob("model*.bin")) + sorted(folder.glob("model*.npz"))
-        if not found:
-            raise FileNotFoundError(f"no Marian model (model*.bin or model*.npz) in {folder}")
-        model = found[0]
-    if not vocabs:
-        src, trg = sorted(folder.glob("srcvocab*.spm")), sorted(folder.glob("trgvocab*.spm"))
-        if src and trg:
-            vocabs = [src[0], trg[0]]
-        else:
-            spms = sorted(folder.glob("vocab*.spm")) or sorted(folder.glob("*.spm"))
-            if len(spms) != 1:
-                raise FileNotFoundError(
-                    f"need one shared vocab*.spm or srcvocab*.spm + trgvocab*.spm in {folder}, found {[p.name for p in spms]}"
-                )
-            vocabs = [spms[0], spms[0]]
-    if lex is None:
-        found = sorted(folder.glob("lex*.s2t.bin")) or sorted(folder.glob("lex*.bin"))
-        lex = found[0] if found else None
-    for p in [model, *vocabs]:
-        if not p.is_file():
-            raise FileNotFoundError(f"file named by {folder} is missing: {p}")
-    return model, vocabs, lex
-
-
 def load_bergamot(path_or_dir: str | Path, *, shortlist: bool = False) -> BergamotTranslator:
     """Load a Marian-native model: ``packaged:bergamot-en-pt``, a Bergamot directory, or a model file.
 
@@ -746,7 +756,7 @@ def load_bergamot(path_or_dir: str | Path, *, shortlist: bool = False) -> Bergam
         path = Path(path_or_dir).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"Marian model path not found: {path}")
-    model_path, (src_vocab, tgt_vocab), lex_path = _find_files(path)
+    model_path, (src_vocab, tgt_vocab), lex_path = find_model_files(path)
     model: MarianModelFile = read_marian_model(model_path)
     config = BergamotConfig.from_model_yml(model.config, model_path)
     lex = None

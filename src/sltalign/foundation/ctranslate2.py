@@ -32,10 +32,14 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # transformers is imported lazily: `import sltalign` stays cheap
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 #: the newest model.bin format version this reader understands (CTranslate2 4.x writes 6)
 MAX_BINARY_VERSION = 6
@@ -100,7 +104,8 @@ def find_model_bin_parts(dirs: PathLike | Iterable[PathLike]) -> list[Path]:
     if numbers != list(range(1, len(numbers) + 1)):
         missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
         raise FileNotFoundError(
-            f"model.bin is split in parts but part(s) {missing} are missing (found {[str(parts[i][0]) for i in numbers]})"
+            f"model.bin is split in parts but part(s) {missing} are missing "
+            f"(found {[str(parts[i][0]) for i in numbers]})"
         )
     return [parts[i][0] for i in numbers]
 
@@ -131,6 +136,7 @@ class _ChainedReader:
         self._index = 0
         self._file: BinaryIO | None = None
         self.offset = 0  # bytes consumed so far over all parts
+        self.size = sum(p.stat().st_size for p in paths)
 
     def describe(self) -> str:
         return " + ".join(str(p) for p in self.paths)
@@ -231,6 +237,8 @@ class CTranslate2Model:
     variables: dict[str, torch.Tensor]
     #: alias -> target name (e.g. decoder/projection/weight -> decoder/embeddings/weight)
     aliases: dict[str, str] = field(default_factory=dict)
+    #: the file(s) read, for error messages
+    source: str = "model.bin"
 
     def resolve(self, name: str) -> str:
         return self.aliases.get(name, name)
@@ -275,7 +283,8 @@ def read_ctranslate2_model(
                 dtype_id, nbytes = _ITEM_SIZE_TO_DTYPE[item_size], item_size * items
             if dtype_id not in _DTYPES:
                 raise ValueError(
-                    f"{r.describe()}: variable {name!r} has unknown dtype id {dtype_id} (expected one of {sorted(_DTYPES)})"
+                    f"{r.describe()}: variable {name!r} has unknown dtype id {dtype_id} "
+                    f"(expected one of {sorted(_DTYPES)})"
                 )
             np_dtype, torch_dtype = _DTYPES[dtype_id]
             numel = int(np.prod(shape)) if shape else 1
@@ -283,6 +292,11 @@ def read_ctranslate2_model(
                 raise ValueError(
                     f"{r.describe()}: corrupt variable {name!r}: shape {tuple(shape)} x {np_dtype.itemsize} bytes "
                     f"!= stored byte count {nbytes}"
+                )
+            if r.offset + nbytes > r.size:  # before allocating: a corrupt header could claim gigabytes
+                raise ValueError(
+                    f"{r.describe()}: truncated or corrupt CTranslate2 model.bin: unexpected end of file in "
+                    f"variable {name!r} ({nbytes} bytes claimed, {r.size - r.offset} left)"
                 )
             info[name] = VariableInfo(tuple(shape), torch_dtype)
             if include is not None and not include(name, tuple(shape)):
@@ -309,7 +323,7 @@ def read_ctranslate2_model(
     for alias, target in aliases.items():
         if target not in info:
             raise ValueError(f"{' + '.join(map(str, paths))}: alias {alias!r} points to missing variable {target!r}")
-    return CTranslate2Model(version, spec_name, revision, info, variables, aliases)
+    return CTranslate2Model(version, spec_name, revision, info, variables, aliases, source=r.describe())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -317,10 +331,10 @@ def read_ctranslate2_model(
 # ------------------------------------------------------------------------------------------------
 
 
-def _count_layers(info: dict[str, VariableInfo], prefix: str) -> int:
-    ids = {int(m.group(1)) for n in info if (m := re.match(rf"{prefix}/layer_(\d+)/", n))}
+def _count_layers(model: CTranslate2Model, prefix: str) -> int:
+    ids = {int(m.group(1)) for n in model.info if (m := re.match(rf"{prefix}/layer_(\d+)/", n))}
     if ids != set(range(len(ids))):
-        raise ValueError(f"model.bin: {prefix} layers are not numbered 0..N-1: {sorted(ids)}")
+        raise ValueError(f"{model.source}: {prefix} layers are not numbered 0..N-1: {sorted(ids)}")
     return len(ids)
 
 
@@ -400,13 +414,15 @@ def _special_ids(vocab: list[str] | None, vocab_size: int) -> _Specials:
     return _Specials(None, None, None, None, None, None, {})
 
 
-def whisper_config_from_ctranslate2(model: CTranslate2Model, dirs: PathLike | Iterable[PathLike] | None = None):
+def whisper_config_from_ctranslate2(
+    model: CTranslate2Model, dirs: PathLike | Iterable[PathLike] | None = None
+) -> tuple[WhisperConfig, GenerationConfig]:
     """(``WhisperConfig``, ``GenerationConfig``) from the variables' shapes plus the directory's
     config.json (suppressed tokens, alignment heads) and vocabulary (special token ids), when present."""
     from transformers import GenerationConfig, WhisperConfig
 
     dirs = _as_dirs(dirs) if dirs is not None else []
-    where = " + ".join(map(str, dirs)) or "model.bin"
+    where = model.source
     if model.spec_name and model.spec_name != "WhisperSpec":
         raise ValueError(f"{where}: model.bin holds a {model.spec_name}, not a Whisper model (WhisperSpec)")
     info = model.info
@@ -419,8 +435,8 @@ def whisper_config_from_ctranslate2(model: CTranslate2Model, dirs: PathLike | It
 
     d_model, n_mels, _ = shape("encoder/conv1/weight")
     vocab_size = shape("decoder/embeddings/weight")[0]
-    enc_layers = _count_layers(info, "encoder")
-    dec_layers = _count_layers(info, "decoder")
+    enc_layers = _count_layers(model, "encoder")
+    dec_layers = _count_layers(model, "decoder")
     if enc_layers == 0 or dec_layers == 0:
         raise ValueError(f"{where}: model.bin has no encoder or decoder layers")
     activation = _scalar(model, "decoder/activation", where) if "decoder/activation" in model.variables else 3
@@ -517,14 +533,16 @@ def _dequantized(model: CTranslate2Model, name: str) -> torch.Tensor:
     if t.dtype in (torch.int8, torch.int16):
         scale_name = model.resolve(name) + "_scale"
         if scale_name not in model.variables:
-            raise ValueError(f"model.bin: quantized variable {name!r} has no {scale_name!r}")
+            raise ValueError(f"{model.source}: quantized variable {name!r} has no {scale_name!r}")
         scale = model.variables[scale_name].to(torch.float32)
         scale = scale.reshape(-1, *([1] * (t.dim() - 1))) if scale.numel() > 1 else scale.reshape(())
         return t.to(torch.float32) / scale
     return t.to(torch.float32)
 
 
-def whisper_state_dict_from_ctranslate2(model: CTranslate2Model, config, *, encoder_only: bool = False) -> dict[str, torch.Tensor]:
+def whisper_state_dict_from_ctranslate2(
+    model: CTranslate2Model, config: WhisperConfig, *, encoder_only: bool = False
+) -> dict[str, torch.Tensor]:
     """CTranslate2 Whisper variables -> transformers ``WhisperForConditionalGeneration`` state dict (float32).
 
     With ``encoder_only`` only ``model.encoder.*`` keys are produced (and only those variables are needed).
@@ -537,7 +555,7 @@ def whisper_state_dict_from_ctranslate2(model: CTranslate2Model, config, *, enco
             continue
         name = model.resolve(ct2)
         if name not in model.variables:
-            raise ValueError(f"model.bin: missing variable {ct2!r} (needed for {hf})")
+            raise ValueError(f"{model.source}: missing variable {ct2!r} (needed for {hf})")
         used.update({name, name + "_scale"})
         t = _dequantized(model, ct2)
         if isinstance(hf, str):
@@ -545,7 +563,9 @@ def whisper_state_dict_from_ctranslate2(model: CTranslate2Model, config, *, enco
             continue
         chunks = torch.chunk(t, len(hf), dim=0)
         if any(c.shape[0] != config.d_model for c in chunks):
-            raise ValueError(f"model.bin: {ct2!r} has shape {tuple(t.shape)}; expected {len(hf)} x {config.d_model} rows")
+            raise ValueError(
+                f"{model.source}: {ct2!r} has shape {tuple(t.shape)}; expected {len(hf)} x {config.d_model} rows"
+            )
         for key, chunk in zip(hf, chunks):
             # k_proj has no bias in Whisper; CTranslate2 stores zeros there
             if key.endswith("k_proj.bias"):
@@ -566,7 +586,7 @@ def whisper_state_dict_from_ctranslate2(model: CTranslate2Model, config, *, enco
         and not (n == "decoder/projection/bias" and not t.any())  # all zeros in converted Whisper models
     ]
     if leftovers:
-        raise ValueError(f"model.bin: variables with no place in transformers' Whisper: {leftovers[:8]}")
+        raise ValueError(f"{model.source}: variables with no place in transformers' Whisper: {leftovers[:8]}")
     return sd
 
 
@@ -586,7 +606,7 @@ def _instantiate(cls, config, state_dict: dict[str, torch.Tensor], prefix: str =
     return module.eval()
 
 
-def load_ctranslate2_whisper(dirs: PathLike | Iterable[PathLike]):
+def load_ctranslate2_whisper(dirs: PathLike | Iterable[PathLike]) -> WhisperForConditionalGeneration:
     """A CTranslate2 (faster-whisper) Whisper directory -> ``transformers.WhisperForConditionalGeneration``.
 
     ``dirs``: one directory, or several whose files together form the model (the packaged whisper-base keeps
@@ -606,7 +626,7 @@ def load_ctranslate2_whisper(dirs: PathLike | Iterable[PathLike]):
     return model
 
 
-def load_ctranslate2_whisper_encoder(dirs: PathLike | Iterable[PathLike]):
+def load_ctranslate2_whisper_encoder(dirs: PathLike | Iterable[PathLike]) -> WhisperEncoder:
     """Only the encoder half: ``transformers.models.whisper.modeling_whisper.WhisperEncoder`` (float32).
 
     The decoder's data is skipped on disk, never converted: this is what speech encoders load.
@@ -621,7 +641,7 @@ def load_ctranslate2_whisper_encoder(dirs: PathLike | Iterable[PathLike]):
     return _instantiate(WhisperEncoder, config, sd, prefix="model.encoder.")
 
 
-def load_ctranslate2_whisper_tokenizer(dirs: PathLike | Iterable[PathLike]):
+def load_ctranslate2_whisper_tokenizer(dirs: PathLike | Iterable[PathLike]) -> WhisperTokenizer | None:
     """The Whisper tokenizer from the directory's tokenizer.json (``transformers.WhisperTokenizer``), or None."""
     from transformers import WhisperTokenizer
 

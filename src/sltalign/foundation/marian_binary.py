@@ -25,6 +25,8 @@ Binary shortlist (``lex.*.s2t.bin``), as read by Marian's BinaryShortlistGenerat
 
 The candidate targets of source word ``w`` are ``words[offsets[w]:offsets[w + 1]]``; the ``frequent`` most
 frequent target ids are always allowed.
+
+``find_model_files`` locates model, vocabularies and shortlist in a Bergamot model directory.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class MarianModelFile:
     def get(self, name: str) -> np.ndarray:
         """The tensor ``name``, or a MarianFileError naming the file and the missing item."""
         if name not in self.tensors:
-            raise MarianFileError(f"{self.path}: item {name!r} is missing (the model.yml says this architecture needs it)")
+            raise MarianFileError(f"{self.path}: item {name!r} is missing")
         return self.tensors[name]
 
 
@@ -326,3 +328,50 @@ def read_shortlist(path: str | Path, *, target_vocab_size: int | None = None) ->
     if target_vocab_size is not None and n_words and int(words.max()) >= target_vocab_size:
         raise MarianFileError(f"{path}: target id {int(words.max())} is outside the vocabulary of {target_vocab_size}")
     return LexicalShortlist(path, int(frequent), int(best), offsets, words)
+
+
+def find_model_files(path: Path) -> tuple[Path, list[Path], Path | None]:
+    """(model, [source vocab, target vocab], shortlist or None) for a model file or a Bergamot directory.
+
+    A ``config*.yml`` next to the model (Bergamot ships one) names the files; otherwise they are found by pattern.
+    """
+    folder = path if path.is_dir() else path.parent
+    model = path if path.is_file() else None
+    vocabs: list[Path] = []
+    lex: Path | None = None
+    for cfg_path in sorted(folder.glob("config*.yml")):
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        if not isinstance(cfg, dict):
+            continue
+        if model is None and cfg.get("models"):
+            model = folder / cfg["models"][0]
+        if cfg.get("vocabs"):
+            vocabs = [folder / v for v in cfg["vocabs"]]
+        if cfg.get("shortlist"):
+            lex = folder / cfg["shortlist"][0]
+        break
+    if model is None:
+        found = sorted(folder.glob("model*.bin")) + sorted(folder.glob("model*.npz"))
+        if not found:
+            raise FileNotFoundError(f"no Marian model (model*.bin or model*.npz) in {folder}")
+        model = found[0]
+    if not vocabs:
+        src, trg = sorted(folder.glob("srcvocab*.spm")), sorted(folder.glob("trgvocab*.spm"))
+        if src and trg:
+            vocabs = [src[0], trg[0]]
+        else:
+            spms = sorted(folder.glob("vocab*.spm")) or sorted(folder.glob("*.spm"))
+            if len(spms) != 1:
+                names = [p.name for p in spms]
+                raise FileNotFoundError(f"need one vocab*.spm, or srcvocab + trgvocab*.spm, in {folder}; found {names}")
+            vocabs = [spms[0], spms[0]]
+    if lex is None:
+        found = sorted(folder.glob("lex*.s2t.bin")) or sorted(folder.glob("lex*.bin"))
+        lex = found[0] if found else None
+    for p in [model, *vocabs]:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is missing (named by the config in, or expected in, {folder})")
+    return model, vocabs, lex

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ from torch import nn
 from sltalign.foundation import packaged
 from sltalign.foundation.base import SpeechEncoder
 from sltalign.foundation.ctranslate2 import is_ctranslate2_dir, load_ctranslate2_whisper_encoder
+
+if TYPE_CHECKING:
+    from transformers import SequenceFeatureExtractor, WhisperFeatureExtractor
 
 WHISPER_MODES = ("trim", "pad30")
 SAMPLE_RATE = 16000
@@ -90,9 +94,9 @@ def _waveforms_to_numpy(
             )
         if max_samples is not None and n > max_samples:
             raise ValueError(
-                f"waveform {i} is {n / SAMPLE_RATE:.2f} s long; {who} encodes at most {max_samples / SAMPLE_RATE:.0f} s "
-                "at a time. Split long audio into utterances first, e.g. with silero-vad "
-                "(`sltalign translate` does this for long files)."
+                f"waveform {i} is {n / SAMPLE_RATE:.2f} s long; {who} encodes at most "
+                f"{max_samples / SAMPLE_RATE:.0f} s at a time. Split long audio into utterances first, e.g. with "
+                "silero-vad (`sltalign translate` does this for long files)."
             )
         w = w.astype(np.float32, copy=False)
         if not np.isfinite(w).all():
@@ -117,7 +121,14 @@ class WhisperSpeechEncoder(SpeechEncoder):
     #: one encoder frame's worth of audio (20 ms); shorter clips are refused
     min_samples: int = 320
 
-    def __init__(self, *, whisper_encoder_module: nn.Module, feature_extractor, mode: str = "trim", spec: str = ""):
+    def __init__(
+        self,
+        *,
+        whisper_encoder_module: nn.Module,
+        feature_extractor: WhisperFeatureExtractor,
+        mode: str = "trim",
+        spec: str = "",
+    ):
         super().__init__()
         if mode not in WHISPER_MODES:
             raise ValueError(f"unknown Whisper encoder mode {mode!r}; expected one of {WHISPER_MODES}")
@@ -204,6 +215,9 @@ class WhisperSpeechEncoder(SpeechEncoder):
         """
         if mel.dim() != 3 or mel.shape[1] != self.num_mel_bins:
             raise ValueError(f"mel must be (B, {self.num_mel_bins}, T_mel); got {tuple(mel.shape)}")
+        bad_len = (mel_lengths < 1) | (mel_lengths > mel.shape[-1])
+        if mel_lengths.shape != (mel.shape[0],) or bool(bad_len.any()):
+            raise ValueError(f"mel_lengths must be (B,) in 1..{mel.shape[-1]}; got {mel_lengths.tolist()}")
         param = self.encoder.conv1.weight
         mel = mel.to(param.device, param.dtype)
         mel_lengths = mel_lengths.to(param.device)
@@ -272,7 +286,7 @@ class HFSpeechEncoder(SpeechEncoder):
         self,
         *,
         encoder_module: nn.Module,
-        feature_extractor,
+        feature_extractor: SequenceFeatureExtractor,
         output_lengths: Callable[[torch.Tensor], torch.Tensor],
         dim: int,
         spec: str = "",
@@ -280,7 +294,9 @@ class HFSpeechEncoder(SpeechEncoder):
     ):
         super().__init__()
         if getattr(feature_extractor, "sampling_rate", SAMPLE_RATE) != SAMPLE_RATE:
-            raise ValueError(f"feature extractor expects {feature_extractor.sampling_rate} Hz audio; sltalign uses 16 kHz")
+            raise ValueError(
+                f"feature extractor expects {feature_extractor.sampling_rate} Hz audio; sltalign uses 16 kHz"
+            )
         self.encoder = encoder_module
         self.feature_extractor = feature_extractor
         self.input_name = feature_extractor.model_input_names[0]
@@ -318,7 +334,9 @@ class HFSpeechEncoder(SpeechEncoder):
     def encode(self, waveforms: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms (16 kHz, 1-D float) -> states (B, T_s, D_s) float32, mask (B, T_s) bool."""
         max_samples = None if self.max_seconds is None else int(self.max_seconds * SAMPLE_RATE)
-        waves = _waveforms_to_numpy(waveforms, min_samples=self.min_samples, max_samples=max_samples, who="HFSpeechEncoder")
+        waves = _waveforms_to_numpy(
+            waveforms, min_samples=self.min_samples, max_samples=max_samples, who="HFSpeechEncoder"
+        )
         param = next(self.encoder.parameters())
         groups: dict[int, list[int]] = {}
         for i, w in enumerate(waves):
@@ -385,7 +403,9 @@ def _from_pretrained(source: str, *, mode: str, spec: str) -> SpeechEncoder:
         del model  # keep the encoder half only
         return WhisperSpeechEncoder(whisper_encoder_module=encoder, feature_extractor=fe, mode=mode, spec=spec)
     encoder = model.get_encoder() if getattr(config, "is_encoder_decoder", False) else model
-    lengths_fn = getattr(encoder, "_get_feat_extract_output_lengths", None) or getattr(model, "_get_feat_extract_output_lengths", None)
+    lengths_fn = getattr(encoder, "_get_feat_extract_output_lengths", None) or getattr(
+        model, "_get_feat_extract_output_lengths", None
+    )
     input_name = getattr(fe, "model_input_names", [None])[0]
     if lengths_fn is None or input_name not in ("input_values", "input_features"):
         raise ValueError(

@@ -41,7 +41,9 @@ __all__ = ["HFTranslator", "load_hf_translator"]
 #: model types whose tokenizer adds a T5-style task prefix to the source text
 _T5_TYPES = frozenset({"t5", "mt5", "umt5", "longt5"})
 #: files one of which a saved model directory must hold
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -156,10 +158,16 @@ class HFTranslator(Translator):
                 )
             code = target_lang if target_lang.startswith(">>") else f">>{target_lang}<<"
             if code not in codes:
-                raise ValueError(f"target_lang {target_lang!r}: {code} is not in the vocabulary; known: {_preview(codes)}")
+                raise ValueError(
+                    f"target_lang {target_lang!r}: {code} is not in the vocabulary; known: {_preview(codes)}"
+                )
             return code + " "
         params = getattr(self.model.config, "task_specific_params", None) or {}
-        prefixes = {k: v["prefix"] for k, v in params.items() if k.startswith("translation") and isinstance(v, dict) and v.get("prefix")}
+        prefixes = {
+            k: v["prefix"]
+            for k, v in params.items()
+            if k.startswith("translation") and isinstance(v, dict) and v.get("prefix")
+        }
         if prefixes:
             if target_lang is not None:
                 chosen = [k for k in prefixes if k.endswith(f"_to_{target_lang}")]
@@ -534,8 +542,7 @@ def _language_codes(tokenizer: Any) -> list[str]:
     if mapping:
         return list(mapping)
     special = set(getattr(tokenizer, "all_special_tokens", []))
-    known = (tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token,
-             getattr(tokenizer, "mask_token", None), getattr(tokenizer, "sep_token", None), getattr(tokenizer, "cls_token", None))
+    known = [getattr(tokenizer, f"{name}_token", None) for name in ("bos", "eos", "unk", "pad", "mask", "sep", "cls")]
     return sorted(special.difference(known))
 
 
@@ -545,10 +552,14 @@ def _language_token_id(tokenizer: Any, lang: str, what: str) -> int:
         try:
             return int(tokenizer.get_lang_id(lang))
         except KeyError:
-            raise ValueError(f"{what} {lang!r} is not a language of this tokenizer; known: {_preview(_language_codes(tokenizer))}") from None
+            raise ValueError(
+                f"{what} {lang!r} is not a language of this tokenizer; known: {_preview(_language_codes(tokenizer))}"
+            ) from None
     idx = tokenizer.convert_tokens_to_ids(lang)
     if idx is None or idx == tokenizer.unk_token_id or lang not in tokenizer.get_vocab():
-        raise ValueError(f"{what} {lang!r} is not a language token of this tokenizer; known: {_preview(_language_codes(tokenizer))}")
+        raise ValueError(
+            f"{what} {lang!r} is not a language token of this tokenizer; known: {_preview(_language_codes(tokenizer))}"
+        )
     return int(idx)
 
 

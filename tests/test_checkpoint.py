@@ -1,0 +1,120 @@
+"""Connector-only checkpoints: exact round trip, fingerprints of the foundations, clear errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from sltalign import SpeechTranslator
+from sltalign.checkpoint import WEIGHTS, CheckpointError, load_connector, read_config, save_connector
+from sltalign.connectors import TiedCTCHead, build_connector
+from sltalign.foundation import load_speech_encoder, load_translator
+from sltalign.model import AlignedST
+from tests.conftest import speechlike
+
+
+@pytest.fixture(scope="module")
+def model(tiny_whisper_dir, sharp_marian_dir):
+    speech = load_speech_encoder(str(tiny_whisper_dir), mode="trim")
+    mt = load_translator(str(sharp_marian_dir))
+    torch.manual_seed(1)
+    conn = build_connector("ste", in_dim=speech.dim, out_dim=mt.embed_dim, d=32, layers=1, heads=2, ffn=64, conv_channels=32)
+    m = AlignedST(speech_encoder=speech, connector=conn, translator=mt, arrangement="eced",
+                  ctc_head=TiedCTCHead(embed_dim=mt.embed_dim), compression="posterior")
+    with torch.no_grad():  # make the CTC head non-trivial so the round trip has something to carry
+        m.ctc_head.blank_bias.fill_(0.3)
+    return m.eval()
+
+
+def test_round_trip_bit_identical(model, tmp_path):
+    wavs = [speechlike(1.1, seed=5), speechlike(0.5, seed=6)]
+    states, mask = model.encode_audio(wavs)
+    target = torch.tensor([model.translator.tokenize_target(["the cat"])[0]] * 2)
+    with torch.no_grad():
+        before, _ = model(states, mask, target)
+    ckpt = save_connector(model, tmp_path / "ckpt")
+    loaded, cfg = load_connector(ckpt)
+    assert not loaded.training
+    with torch.no_grad():
+        s2, m2 = loaded.encode_audio(wavs)
+        after, _ = loaded(s2, m2, target)
+    assert torch.equal(before, after)
+    assert cfg["arrangement"] == "eced" and cfg["compression"] == "posterior" and cfg["ctc"] is True
+    assert cfg["parameters"]["connector"] == model.parameter_report()["connector"]
+    # The weights file holds only trainable tensors (no frozen foundation weights).
+    from safetensors.torch import load_file
+
+    keys = load_file(str(ckpt / WEIGHTS)).keys()
+    assert keys and all(k.startswith(("connector.", "ctc_head.")) for k in keys)
+    assert model.generate(states, mask, beam=2, max_len=6) == loaded.generate(s2, m2, beam=2, max_len=6)
+
+
+def test_speech_translator_from_pretrained(model, tmp_path):
+    import soundfile as sf
+
+    ckpt = save_connector(model, tmp_path / "ckpt", decoding={"beam": 2, "max_len": 6, "length_penalty": 1.0})
+    paths = []
+    for i, sec in enumerate((0.8, 1.3)):
+        p = tmp_path / f"clip{i}.wav"
+        sf.write(p, speechlike(sec, seed=10 + i), 16000)
+        paths.append(str(p))
+    st = SpeechTranslator.from_pretrained(ckpt)
+    assert st.beam == 2 and st.max_len == 6
+    out = st.translate(paths)
+    assert isinstance(out, list) and len(out) == 2 and all(isinstance(t, str) for t in out)
+    # A single input gives a single string, and equals the batched result (padding invariance end to end).
+    assert st.translate(paths[1]) == out[1]
+    # Arrays work as inputs too, and an empty clip is a defined result with a warning.
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = st.translate([np.zeros(0, dtype=np.float32), speechlike(0.8, seed=10)])
+    assert res[0] == "" and res[1] == out[0]
+    assert any("no audio" in str(x.message) for x in w)
+
+
+def test_mismatched_foundation_fails_clearly(model, tmp_path, tiny_marian_dir):
+    ckpt = save_connector(model, tmp_path / "ckpt")
+    other = load_translator(str(tiny_marian_dir))  # same architecture, different weights
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        load_connector(ckpt, translator=other)
+
+
+def test_bad_checkpoint_dirs(model, tmp_path):
+    with pytest.raises(CheckpointError, match="not a directory"):
+        read_config(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json"):
+        read_config(tmp_path / "empty")
+    ckpt = save_connector(model, tmp_path / "ckpt")
+    (ckpt / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        read_config(ckpt)
+    ckpt = save_connector(model, tmp_path / "ckpt2")
+    (ckpt / WEIGHTS).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        load_connector(ckpt)
+    ckpt = save_connector(model, tmp_path / "ckpt3")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["connector"]["d"] = 48
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_connector(ckpt)
+
+
+def test_atomic_overwrite_keeps_previous_on_crash(model, tmp_path, monkeypatch):
+    ckpt = save_connector(model, tmp_path / "ckpt")
+    before = (ckpt / WEIGHTS).read_bytes()
+    import sltalign.checkpoint as ck
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_connector(model, ckpt)
+    assert (ckpt / WEIGHTS).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary directory left behind
