@@ -8,11 +8,14 @@ Public API:
 
 __version__ = "0.1.0"
 
-from .foundation import load_speech_encoder, load_translator  # noqa: E402
 
 
 def __getattr__(name: str):
-    # Heavier pieces load on first use so `import sltalign` stays quick for the CLI's --help.
+    # Everything loads on first use: `import sltalign` (e.g. in spawned TTS workers) must not import torch.
+    if name in ("load_speech_encoder", "load_translator"):
+        from . import foundation
+
+        return getattr(foundation, name)
     if name == "SpeechTranslator":
         from .api import SpeechTranslator
 

@@ -38,6 +38,7 @@ def _parser() -> ArgumentParser:
     sub.add_subcommand("demo", demo, help="offline end-to-end demo")
 
     data = ArgumentParser(description="Build manifests.")
+    sub.add_subcommand("data", data, help="build manifests")  # jsonargparse: parents before their subcommands
     dsub = data.add_subcommands(dest="source")
     synth = ArgumentParser(description="Synthesise an English speech corpus with TTS; targets by the frozen MT or a parallel file.")
     synth.add_argument("--out", type=str, required=True)
@@ -67,11 +68,10 @@ def _parser() -> ArgumentParser:
     real = ArgumentParser(description="The project's small real-speech test set (human pt-BR references).")
     real.add_argument("--out", type=str, required=True)
     dsub.add_subcommand("realspeech", real)
-    sub.add_subcommand("data", data, help="build manifests")
 
     train = ArgumentParser(description="Train a connector. CONFIG is YAML (see configs/); overrides are dotted key=value.")
     train.add_argument("config", type=str)
-    train.add_argument("overrides", type=list[str], nargs="*", default=[])
+    train.add_argument("overrides", type=str, nargs="*", default=[])
     sub.add_subcommand("train", train, help="train a connector (resumable)")
 
     ev = ArgumentParser(description="Corpus BLEU/chrF (sacrebleu) of a connector, the cascade, or MT on gold transcripts.")
@@ -88,7 +88,7 @@ def _parser() -> ArgumentParser:
 
     tr = ArgumentParser(description="Translate audio files or a manifest; one line per input.")
     tr.add_argument("--model", type=str, required=True)
-    tr.add_argument("audio", type=list[str], nargs="*", default=[])
+    tr.add_argument("audio", type=str, nargs="*", default=[])
     tr.add_argument("--manifest", type=str | None, default=None)
     tr.add_argument("--out", type=str | None, default=None, help="hyps.jsonl (with --manifest); default: stdout")
     tr.add_argument("--beam", type=int | None, default=None)

@@ -64,7 +64,7 @@ def run_demo(out: Path, *, quick: bool = False, minutes: float | None = None, wo
     mt = load_translator(MT)
     synth_cfg = SynthConfig(n_train=p["n_train"], n_dev=p["n_dev"], n_test=p["n_test"], seed=0, workers=workers)
     manifests = synthesize_corpus(
-        synth_cfg, out / "corpus", translate_fn=lambda texts: mt.translate_text(texts, beam=1, batch_size=64), translation_source=f"mt:{MT}"
+        synth_cfg, out / "corpus", translate_fn=lambda texts: mt.translate_text(texts, beam=1, batch_size=64), mt_spec=MT
     )
     timings["synthesis_seconds"] = time.perf_counter() - t
 

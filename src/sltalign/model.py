@@ -87,8 +87,9 @@ class AlignedST(nn.Module):
         for frozen in (speech_encoder, translator):
             if frozen is not None:
                 frozen.freeze()
-        # The prompt is embedded once with the MT's own frozen table: a buffer, not a parameter.
-        prompt_emb = translator.embed_prompt(self.prompt).detach() if self.prompt else torch.zeros(0, translator.embed_dim)
+        # The prompt is embedded once with the MT's own frozen table: a buffer, not a parameter. It is embedded
+        # even when empty: multilingual MTs (mBART, NLLB, M2M100) prepend their source-language token there.
+        prompt_emb = translator.embed_prompt(self.prompt or "").detach() if arrangement == "eced" else torch.zeros(0, translator.embed_dim)
         self.register_buffer("prompt_embeddings", prompt_emb, persistent=False)  # (L_p, D_m)
 
     # ------------------------------------------------------------------------------------------

@@ -207,7 +207,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     # --- data -------------------------------------------------------------------------------------
     needs_text = any(s.objectives.get("ctc", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
     train_utts = filter_utterances(read_manifest(cfg.data.train, require=("translation",)), cfg, need_transcript=needs_text)
-    dev_utts = read_manifest(cfg.data.dev, require=("translation",)) if cfg.data.dev else []
+    # Dev follows the same duration limits (the encoder takes at most one 30 s window per utterance).
+    dev_utts = filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False) if cfg.data.dev else []
     if cfg.data.max_dev and len(dev_utts) > cfg.data.max_dev:
         dev_utts = dev_utts[: cfg.data.max_dev]
     if not train_utts:

@@ -436,7 +436,9 @@ def test_packaged_transcripts_match_faster_whisper(name):
         ids = model.generate(features, num_beams=1, do_sample=False, **kwargs)
     ours = tokenizer.batch_decode(ids, skip_special_tokens=True)
 
-    engine = faster_whisper.WhisperModel(name, device="cpu", compute_type="float32", files=in_memory_files(dirs))
+    engine = faster_whisper.WhisperModel(
+        name, device="cpu", compute_type="float32", cpu_threads=torch.get_num_threads(), files=in_memory_files(dirs)
+    )
     theirs = []
     for wave in waves:
         segments, _ = engine.transcribe(

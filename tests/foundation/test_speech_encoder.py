@@ -291,7 +291,9 @@ def test_packaged_whisper_encoder_matches_ctranslate2(name):
     from tests.foundation.test_ctranslate2 import in_memory_files, read_librivox
 
     _, dirs = packaged.resolve(f"packaged:{name}")
-    engine = ctranslate2.models.Whisper(name, device="cpu", compute_type="float32", files=in_memory_files(dirs))
+    engine = ctranslate2.models.Whisper(
+        name, device="cpu", compute_type="float32", intra_threads=torch.get_num_threads(), files=in_memory_files(dirs)
+    )
     waves = read_librivox()
 
     def ct2_encode(mel: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,10 @@ def _is_marian_native_dir(path: Path) -> bool:
 def load_translator(spec: str, **kwargs) -> Translator:
     """A frozen translator from ``packaged:NAME``, a Marian-native (Bergamot) or HF directory, or a hub id.
 
-    Keyword arguments go to the family's loader: ``shortlist`` for Marian-native models; ``source_prefix``,
-    ``target_lang``, ``src_lang`` for transformers models.
+    Keyword arguments go to the family's loader: ``shortlist`` for Marian-native models (default on, as
+    Bergamot's own configs have it: text translation then matches the native engine and runs ~2x faster; it
+    never applies to decoding from speech, which has no source tokens); ``source_prefix``, ``target_lang``,
+    ``src_lang`` for transformers models.
     """
     if is_packaged(spec):
         entry, _ = resolve(spec)
@@ -38,12 +40,12 @@ def load_translator(spec: str, **kwargs) -> Translator:
             raise ValueError(f"{spec!r} is a speech model, not a translator")
         from .bergamot import load_bergamot
 
-        return load_bergamot(spec, **kwargs)
+        return load_bergamot(spec, **{"shortlist": True, **kwargs})
     path = Path(spec).expanduser()
     if _is_marian_native_dir(path) or (path.is_file() and path.suffix in (".bin", ".npz")):
         from .bergamot import load_bergamot
 
-        return load_bergamot(path, **kwargs)
+        return load_bergamot(path, **{"shortlist": True, **kwargs})
     from .translator import load_hf_translator
 
     return load_hf_translator(spec, **kwargs)
