@@ -113,7 +113,11 @@ def _kaldi_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
     from . import commands
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would bury our own progress
 
     try:
         cmd = args.command

@@ -104,6 +104,9 @@ class SynthConfig:
     n_test: int = 100
     #: share of each split's clips made of several sentences, ``long_range`` seconds long
     long_fraction: float = 0.1
+    #: the train split's own share of long clips (None: ``long_fraction``); long clips cost the most to
+    #: encode and train on, while dev/test need them to measure long-input quality
+    train_long_fraction: float | None = None
     long_range: tuple[float, float] = (20.0, 40.0)
     #: sentences outside this many words are dropped
     min_words: int = 3
@@ -146,6 +149,8 @@ class SynthConfig:
         ]
         checks += [(0.0 <= getattr(self, k) <= 1.0, f"{k} must be in [0, 1], got {getattr(self, k)}")
                    for k in ("long_fraction", "noise_prob", "reverb_prob")]
+        checks += [(self.train_long_fraction is None or 0.0 <= self.train_long_fraction <= 1.0,
+                    f"train_long_fraction must be None or in [0, 1], got {self.train_long_fraction}")]
         checks += [(v is None or (len(v) == 2 and v[0] <= v[1]), f"{k} must be (low, high) with low <= high, got {v}")
                    for k in ("long_range", "rate_range", "pitch_range", "noise_snr_db", "rt60_range") for v in [getattr(self, k)]]
         problems = [msg for ok, msg in checks if not ok]
@@ -154,6 +159,11 @@ class SynthConfig:
 
     def counts(self) -> dict[str, int]:
         return {"train": self.n_train, "dev": self.n_dev, "test": self.n_test}
+
+    def long_fraction_for(self, split: str) -> float:
+        if split == "train" and self.train_long_fraction is not None:
+            return self.train_long_fraction
+        return self.long_fraction
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,7 +285,7 @@ def _split_pools(cfg: SynthConfig, n_sentences: int, rng: np.random.Generator) -
     start = 0
     for split in ("test", "dev"):
         n = cfg.counts()[split]
-        n_long = round(n * cfg.long_fraction)
+        n_long = round(n * cfg.long_fraction_for(split))
         need = (n - n_long) + (max(_LONG_CANDIDATES, n_long * _SENTENCES_PER_LONG) if n_long else 0)
         pools[split] = order[start : start + need]
         start += need
@@ -283,7 +293,7 @@ def _split_pools(cfg: SynthConfig, n_sentences: int, rng: np.random.Generator) -
     for split, n in cfg.counts().items():
         if n and len(pools[split]) == 0:
             raise ValueError(f"not enough sentences ({n_sentences}) for the dev/test/train splits asked; lower n_dev / n_test")
-    if cfg.n_train and len(pools["train"]) < cfg.n_train - round(cfg.n_train * cfg.long_fraction):
+    if cfg.n_train and len(pools["train"]) < cfg.n_train - round(cfg.n_train * cfg.long_fraction_for("train")):
         log.warning("train: %d sentences for %d clips; sentences repeat (with other voices)", len(pools["train"]), cfg.n_train)
     return pools
 
@@ -295,7 +305,7 @@ def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]
     for s_idx, split in enumerate(SPLITS, start=1):
         n = cfg.counts()[split]
         pool = pools[split]
-        n_long = round(n * cfg.long_fraction)
+        n_long = round(n * cfg.long_fraction_for(split))
         # long clips are spread evenly through the split (not all at its end)
         is_long = np.zeros(n, dtype=bool)
         if n_long:

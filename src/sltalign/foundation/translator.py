@@ -391,6 +391,14 @@ class HFTranslator(Translator):
         )
         return out.logits  # (B, L, V)
 
+    def _max_target_positions(self) -> int:
+        """Longest decoder input the model's learned positions allow (sinusoidal/relative: no limit)."""
+        cfg = self.model.config
+        limit = getattr(cfg, "max_target_positions", None) or getattr(cfg, "max_position_embeddings", None)
+        if cfg.model_type == "t5" or not limit:
+            return 1 << 30
+        return int(limit)
+
     def generate(
         self,
         memory: torch.Tensor,
@@ -418,7 +426,7 @@ class HFTranslator(Translator):
             encoder_outputs=self._encoder_outputs(memory),
             attention_mask=memory_mask.long(),
             num_beams=beam,
-            max_new_tokens=max_len + n_forced,
+            max_new_tokens=min(max_len + n_forced, self._max_target_positions() - 1),
             do_sample=False,
             decoder_start_token_id=self._decoder_start_id,
             forced_bos_token_id=self._forced_bos_id,
