@@ -82,6 +82,8 @@ def run_demo(out: Path, *, quick: bool = False, minutes: float | None = None, wo
             f"data.cache_dir={out / 'cache'}",
             f"out={out / 'train'}",
             f"time_budget_minutes={budget}",
+            # CTC pre-training gets 60% of the budget, translation the rest (see configs/demo.yaml)
+            f"stages.0.max_minutes={0.6 * budget:.3f}",
         ],
     )
     summary = train(cfg)

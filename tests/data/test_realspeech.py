@@ -22,7 +22,8 @@ def test_table_is_complete_and_human_translated():
     assert len({r["id"] for r in rows}) == 12
     assert {subset_of(r["id"]) for r in rows} == set(SUBSETS)
     for r in rows:
-        assert r["english"] == r["english"].lower()  # verbatim package transcripts
+        # written form: the package's words, with case and punctuation (MT on gold reads it like text)
+        assert r["english"].rstrip()[-1] in ".,;!?"
         assert r["portuguese"][0].isupper() and r["portuguese"].rstrip()[-1] in ".!?"
         assert r["portuguese"].lower() != r["english"]
         assert "pocketsphinx" in r["english_source"] or "TIDIGITS" in r["english_source"]

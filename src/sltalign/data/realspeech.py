@@ -12,8 +12,9 @@ Subsets (12 utterances, 39.6 s, several speakers):
 * ``commands``: ``goforward.raw``, "go forward ten meters" (the JSGF rule the package's grammar ships for it).
 * ``digits``: ``tidigits/dhd.2934z.raw``, a TIDIGITS digit string named by its content (z = zero).
 
-The English side is verbatim: lower case, no punctuation, as in the package (including the reader's slip
-"a more a amiable"). Headerless ``.raw`` files are 16 kHz 16-bit mono, which ``sltalign.audio`` reads.
+The English side holds the package's words in written form (case and punctuation added by the project, and
+the reader's slip "a more a amiable" written as the book has it), so MT on gold transcripts reads them as
+the text an MT expects. Headerless ``.raw`` files are 16 kHz 16-bit mono, which ``sltalign.audio`` reads.
 """
 
 from __future__ import annotations
