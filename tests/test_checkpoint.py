@@ -118,3 +118,22 @@ def test_atomic_overwrite_keeps_previous_on_crash(model, tmp_path, monkeypatch):
         save_connector(model, ckpt)
     assert (ckpt / WEIGHTS).read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary directory left behind
+
+
+def test_translate_bad_and_silent_inputs(model, tmp_path):
+    st = SpeechTranslator(model, beam=1, max_len=4)
+    # Silence is a defined result: a (possibly empty) string, no error.
+    assert isinstance(st.translate(np.zeros(16000, dtype=np.float32)), str)
+    # An empty audio file gives "" with a warning; a corrupt or missing one is a clear error naming it.
+    import soundfile as sf
+
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.warns(UserWarning, match="no audio"):
+        assert st.translate([str(tmp_path / "empty.wav")]) == [""]
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really a wav file")
+    with pytest.raises(ValueError, match="corrupt.wav"):
+        st.translate(str(tmp_path / "corrupt.wav"))
+    with pytest.raises(FileNotFoundError, match="missing.flac"):
+        st.translate(str(tmp_path / "missing.flac"))
+    with pytest.raises(ValueError, match="1-D"):
+        st.translate(np.zeros((2, 3, 4), dtype=np.float32))

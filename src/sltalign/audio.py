@@ -193,7 +193,7 @@ def duration_of(path: str | os.PathLike) -> float:
         return p.stat().st_size / (2 * RAW_SAMPLE_RATE)
     try:
         info = sf.info(str(p))
-        if info.frames > 0 and info.samplerate > 0:
+        if info.samplerate > 0 and info.frames >= 0:  # a valid header with 0 frames is an empty clip: 0 s
             return info.frames / info.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError):
         pass
