@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .data.augment import AugmentConfig
+
 
 @dataclass
 class ModelConfig:
@@ -84,6 +86,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    #: masking of cached encoder states during training (SpecAugment after the encoder)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     out: str = "runs/train"
     seed: int = 0
     weight_decay: float = 1e-5

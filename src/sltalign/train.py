@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import TRAINER_STATE, build_model, load_connector, save_connector
 from .config import TrainConfig, to_dict
+from .data.augment import mask_states
 from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
 from .data.cache import EncoderCache
 from .data.manifest import Utterance, read_manifest
@@ -316,6 +317,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
                 step_terms: dict[str, torch.Tensor] = {}
                 for a in range(accum):
                     batch = to_device(collate([train_set[i] for i in batches[b + a * world + rank]], pad_id=IGNORE), device)
+                    batch["states"] = mask_states(batch["states"], batch["states_mask"], cfg.augment)
                     sync = a == accum - 1  # DDP all-reduces gradients only on the last micro-batch
                     with (contextlib.nullcontext() if sync else accelerator.no_sync(step_module)), accelerator.autocast():
                         terms = step_module(batch)
