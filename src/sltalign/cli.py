@@ -15,10 +15,8 @@ they are never a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
