@@ -31,7 +31,7 @@ def _parser() -> ArgumentParser:
     demo = ArgumentParser(description="Offline end-to-end run on the packaged models: synthesise, cache, train, evaluate.")
     demo.add_argument("--out", type=str, default="runs/demo", help="output directory")
     demo.add_argument("--quick", action="store_true", help="whisper-tiny.en and a few steps (about 5 minutes)")
-    demo.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: 18; quick: 2)")
+    demo.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: 16; quick: 1.5)")
     demo.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
     sub.add_subcommand("demo", demo, help="offline end-to-end demo")
 

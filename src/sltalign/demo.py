@@ -27,7 +27,9 @@ from .evaluate import plot_scores, write_report, write_results
 
 log = logging.getLogger(__name__)
 
-FULL = {"asr": "packaged:whisper-base", "n_train": 4000, "n_dev": 100, "n_test": 100, "minutes": 18.0}
+# Train clips are all short (encoding is the costliest step before training); dev and test keep 10% of
+# 20-40 s clips so the >20 s bucket is measured.
+FULL = {"asr": "packaged:whisper-base", "n_train": 4000, "n_dev": 100, "n_test": 100, "minutes": 16.0}
 QUICK = {"asr": "packaged:whisper-tiny.en", "n_train": 300, "n_dev": 30, "n_test": 30, "minutes": 1.5}
 MT = "packaged:bergamot-en-pt"
 
@@ -62,7 +64,9 @@ def run_demo(out: Path, *, quick: bool = False, minutes: float | None = None, wo
     _stage(f"1/5 synthesising {p['n_train']} + {p['n_dev']} + {p['n_test']} clips with eSpeak NG")
     t = time.perf_counter()
     mt = load_translator(MT)
-    synth_cfg = SynthConfig(n_train=p["n_train"], n_dev=p["n_dev"], n_test=p["n_test"], seed=0, workers=workers)
+    synth_cfg = SynthConfig(
+        n_train=p["n_train"], n_dev=p["n_dev"], n_test=p["n_test"], train_long_fraction=0.0, seed=0, workers=workers
+    )
     manifests = synthesize_corpus(
         synth_cfg, out / "corpus", translate_fn=lambda texts: mt.translate_text(texts, beam=1, batch_size=64), mt_spec=MT
     )
@@ -80,6 +84,7 @@ def run_demo(out: Path, *, quick: bool = False, minutes: float | None = None, wo
             f"data.train={manifests['train']}",
             f"data.dev={manifests['dev']}",
             f"data.cache_dir={out / 'cache'}",
+            "data.max_duration=20",  # the paper's training range (0.2-20 s); longer dev clips are skipped in selection
             f"out={out / 'train'}",
             f"time_budget_minutes={budget}",
             # CTC pre-training gets 60% of the budget, translation the rest (see configs/demo.yaml)
