@@ -1,0 +1,71 @@
+"""Whisper encoder: trim vs pad30, side by side in one run (issue "Benchmarks", speed part).
+
+    python3 bench/bench_encoder_modes.py [--model packaged:whisper-base] [--seconds 2 4 6 8 10] [--repeats 3]
+
+For each clip length, encodes the same real speech (LibriVox recordings from Debian's pocketsphinx-testdata,
+cut or concatenated to length) in both modes, one clip at a time (how the cache encodes a clip), and prints
+the best-of-N wall time of each and the ratio pad30 / trim. Also prints how close the trimmed frames are to
+the pad30 frames (cosine similarity), since trim changes what the encoder sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sltalign.audio import load_audio
+from sltalign.foundation import load_speech_encoder
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+def speech(seconds: float) -> np.ndarray:
+    files = sorted(LIBRIVOX.glob("*.wav"))
+    if not files:
+        raise SystemExit(f"no recordings under {LIBRIVOX}: install the Debian package pocketsphinx-testdata")
+    wav = np.concatenate([load_audio(f) for f in files])
+    return wav[: int(seconds * 16000)]
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="packaged:whisper-base")
+    ap.add_argument("--seconds", type=float, nargs="+", default=[2, 4, 6, 8, 10])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    trim = load_speech_encoder(args.model, mode="trim")
+    pad = load_speech_encoder(args.model, mode="pad30")
+    print(f"{args.model}, torch threads {torch.get_num_threads()}, best of {args.repeats}")
+    print("| clip s | trim s | pad30 s | pad30 / trim | cosine trim vs pad30 (mean, last quarter) |")
+    print("|---|---|---|---|---|")
+    ratios = []
+    for sec in args.seconds:
+        wav = speech(sec)
+        t_trim = best_time(lambda: trim.encode([wav]), args.repeats)
+        t_pad = best_time(lambda: pad.encode([wav]), args.repeats)
+        a, _ = trim.encode([wav])
+        b, _ = pad.encode([wav])
+        cos = torch.nn.functional.cosine_similarity(a[0], b[0], dim=-1)
+        q = cos[3 * len(cos) // 4 :]
+        ratios.append(t_pad / t_trim)
+        print(f"| {sec:g} | {t_trim:.3f} | {t_pad:.3f} | {t_pad / t_trim:.1f}x | {cos.mean():.3f}, {q.mean():.3f} |")
+    print(f"\nspeed-up pad30 / trim over {args.seconds[0]:g}-{args.seconds[-1]:g} s clips: min {min(ratios):.1f}x, "
+          f"geometric mean {float(np.exp(np.mean(np.log(ratios)))):.1f}x (target >= 5x)")
+
+
+if __name__ == "__main__":
+    main()
