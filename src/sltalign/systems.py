@@ -17,9 +17,10 @@ from .data.manifest import Utterance
 
 
 def load_utterances(utts: Sequence[Utterance], *, progress: bool = False) -> list[np.ndarray]:
-    """16 kHz waveforms of manifest entries (offsets honoured, files never cut on disk)."""
+    """16 kHz waveforms of manifest entries: the [offset, offset + duration) span, read as the encoder cache
+    reads it for training (a segment that starts at 0 is still only its duration, not the whole file)."""
     return [
-        load_audio(u.audio, offset=u.offset or 0.0, duration=u.duration if u.offset else None)
+        load_audio(u.audio, offset=u.offset, duration=u.duration)
         for u in tqdm(utts, desc="load audio", unit="clip", disable=not progress)
     ]
 
