@@ -13,6 +13,7 @@ from sltalign.audio import (
     AudioError,
     AudioFileNotFoundError,
     as_waveform,
+    mono_float32,
     duration_of,
     load_audio,
     resample,
@@ -198,3 +199,24 @@ def test_write_is_atomic_and_checks_suffix(tmp_path, monkeypatch):
     # clipping instead of integer wrap-around
     write_audio(tmp_path / "loud.flac", np.array([2.0, -2.0, 0.5], np.float32), 16000)
     np.testing.assert_allclose(sf.read(tmp_path / "loud.flac")[0], [1.0, -1.0, 0.5], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((2, 100), np.float32), "1-D"),
+        (np.zeros(100, np.int16), "float samples"),
+        (np.array([0.0, np.inf], np.float32), "NaN or infinite"),
+    ],
+)
+def test_mono_float32_names_the_input_and_what_was_expected(x: np.ndarray, message: str) -> None:
+    with pytest.raises(AudioError, match=rf"clip 3: .*{message}"):
+        mono_float32(x, "clip 3")
+
+
+def test_mono_float32_accepts_tensors_and_empty() -> None:
+    import torch
+
+    out = mono_float32(torch.tensor([0.5, -0.25], dtype=torch.float64))
+    assert out.dtype == np.float32 and out.tolist() == [0.5, -0.25]
+    assert mono_float32(np.zeros(0, np.float32)).shape == (0,)

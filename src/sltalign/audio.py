@@ -143,6 +143,26 @@ def as_waveform(x: Any, sample_rate: int, *, target_rate: int = SAMPLE_RATE) -> 
     return resample(np.ascontiguousarray(arr, dtype=np.float32), sample_rate, target_rate)
 
 
+def mono_float32(x: Any, name: str = "wav") -> np.ndarray:
+    """A waveform that must already be model-ready: 1-D, float samples in [-1, 1], finite; -> (N,) float32.
+
+    Stricter than ``as_waveform``: nothing is mixed down, rescaled or resampled, because the callers (the
+    VAD, the cascade) are handed arrays documented as 16 kHz mono float and a 2-D or integer array there is
+    a caller's mistake worth naming, not something to guess about. ``name`` is how errors refer to ``x``.
+    Empty input is allowed (callers decide what nothing means).
+    """
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    w = np.asarray(x)
+    if w.ndim != 1:
+        raise AudioError(f"{name}: expected a 1-D mono waveform (N,), got shape {w.shape}; mix down channels first")
+    if not np.issubdtype(w.dtype, np.floating):
+        raise AudioError(f"{name}: expected float samples in [-1, 1], got dtype {w.dtype}; convert integer PCM first")
+    if w.size and not np.isfinite(w).all():
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    return np.ascontiguousarray(w, dtype=np.float32)
+
+
 def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     """Resample a 1-D float waveform with soxr (HQ); the result has ``round(N * target / orig)`` samples."""
     wav = np.ascontiguousarray(wav, dtype=np.float32)

@@ -23,11 +23,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from .audio import mono_float32
 from .foundation import packaged
 
 SAMPLE_RATE = 16000
@@ -137,17 +138,6 @@ def whisper_ct2_dir(asr: str, *, cache_root: str | os.PathLike[str] | None = Non
     return asr.removeprefix("hf:")
 
 
-def _as_wave(x: Any, i: int) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    w = np.asarray(x)
-    if w.ndim != 1:
-        raise ValueError(f"wavs[{i}]: expected a 1-D 16 kHz mono waveform (N,), got shape {w.shape}")
-    if not np.issubdtype(w.dtype, np.floating):
-        raise ValueError(f"wavs[{i}]: expected float samples in [-1, 1], got dtype {w.dtype}")
-    return np.ascontiguousarray(w, dtype=np.float32)
-
-
 class Cascade:
     """Whisper ASR -> text MT, with the time each stage takes.
 
@@ -248,7 +238,7 @@ class Cascade:
     def transcribe_pieces(self, wavs: Sequence[np.ndarray | torch.Tensor]) -> list[list[str]]:
         """Transcripts of each clip's pieces (one piece unless the clip is longer than 30 s; none when
         the clip is empty or a long clip holds no speech)."""
-        clips = [_as_wave(w, i) for i, w in enumerate(wavs)]
+        clips = [mono_float32(w, f"wavs[{i}]") for i, w in enumerate(wavs)]
         t0 = time.perf_counter()
         out = [[self._recognise(p) for p in self._pieces(w)] for w in clips]
         self.asr_seconds += time.perf_counter() - t0

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .audio import mono_float32
+
 # Silero VAD runs on 8 or 16 kHz audio only; resample first (sltalign.audio) for other rates.
 _VAD_RATES = (8000, 16000)
 # Energy analysis for choosing cut points: 25 ms frames every 10 ms, smoothed over 50 ms so that a
@@ -50,18 +52,9 @@ def _vad_model() -> Any:
 
 
 def _check_wav(wav: np.ndarray, sample_rate: int) -> np.ndarray:
-    if isinstance(wav, torch.Tensor):
-        wav = wav.detach().cpu().numpy()
-    wav = np.asarray(wav)
-    if wav.ndim != 1:
-        raise ValueError(f"wav: expected a 1-D mono waveform (N,), got shape {wav.shape}; mix down channels first")
-    if not np.issubdtype(wav.dtype, np.floating):
-        raise ValueError(f"wav: expected float samples in [-1, 1], got dtype {wav.dtype}; convert integer PCM first")
     if sample_rate not in _VAD_RATES:
         raise ValueError(f"sample_rate: Silero VAD needs 8000 or 16000 Hz, got {sample_rate}; resample first")
-    if wav.size and not np.isfinite(wav).all():
-        raise ValueError("wav: contains NaN or infinite samples")
-    return wav.astype(np.float32, copy=False)
+    return mono_float32(wav, "wav")
 
 
 def detect_speech(wav: np.ndarray, *, sample_rate: int = 16000, threshold: float = 0.5) -> list[tuple[int, int]]:
