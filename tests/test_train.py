@@ -117,6 +117,29 @@ def test_resume_after_crash_is_exact(tmp_path, tiny_whisper_dir, sharp_marian_di
         assert torch.equal(a, b), k
 
 
+def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    from sltalign.checkpoint import build_model, read_config
+    from sltalign.train import init_from_checkpoint
+
+    a = config(tmp_path / "a", tiny_whisper_dir, sharp_marian_dir, "run")
+    train(a, progress=False)
+    src, _ = load_connector(Path(a.out) / "last")
+    # Through train(): one step at a negligible learning rate leaves the initial weights in place, so OUT/last
+    # equals the checkpoint it started from (a random start would differ everywhere).
+    b = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run", init_from=str(Path(a.out) / "last"),
+               stages="[{name: ctc, steps: 1, lr: 1.0e-12, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]")
+    train(b, progress=False)
+    got, _ = load_connector(Path(b.out) / "last")
+    for (k, x), (_, y) in zip(src.connector.state_dict().items(), got.connector.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-8), k
+    # Another connector size is refused, naming the checkpoint, not half-copied.
+    cfg = read_config(Path(a.out) / "last")
+    cfg["connector"] = {**cfg["connector"], "ffn": 128}
+    other = build_model(cfg, speech_encoder=src.speech_encoder, translator=src.translator)
+    with pytest.raises(ValueError, match=r"init_from .*last.*differs"):
+        init_from_checkpoint(other, Path(a.out) / "last")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

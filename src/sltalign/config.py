@@ -89,6 +89,9 @@ class TrainConfig:
     #: masking of cached encoder states during training (SpecAugment after the encoder)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     out: str = "runs/train"
+    #: start the connector (and CTC head) from this checkpoint directory instead of random weights: a
+    #: CTC-pretrained connector, one trained on another domain or for longer. Ignored when OUT/last resumes.
+    init_from: str | None = None
     seed: int = 0
     weight_decay: float = 1e-5
     grad_clip: float = 5.0

@@ -36,7 +36,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import TRAINER_STATE, build_model, load_connector, save_connector
+from .checkpoint import TRAINER_STATE, build_model, load_connector, read_config, save_connector
 from .config import TrainConfig, to_dict
 from .data.augment import mask_states
 from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
@@ -159,6 +159,25 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
 
 
+def init_from_checkpoint(model: AlignedST, path: str | Path) -> None:
+    """Copy a checkpoint's connector (and CTC head) weights into ``model``; the architectures must match.
+
+    The foundations are checked by fingerprint as for any load, so a connector trained against other
+    weights is refused; a different connector (name or sizes) or a missing/extra CTC head is refused too,
+    naming both configurations, because a partial copy would silently train something else.
+    """
+    cfg = read_config(path)
+    want, have = cfg["connector"], model.connector.config()
+    if want != have:
+        raise ValueError(f"init_from {path}: its connector {want} differs from the configured one {have}")
+    if bool(cfg.get("ctc")) != (model.ctc_head is not None):
+        raise ValueError(f"init_from {path}: ctc is {bool(cfg.get('ctc'))} there but {model.ctc_head is not None} here")
+    loaded, _ = load_connector(path, speech_encoder=model.speech_encoder, translator=model.translator)
+    model.connector.load_state_dict(loaded.connector.state_dict())
+    if model.ctc_head is not None:
+        model.ctc_head.load_state_dict(loaded.ctc_head.state_dict())
+
+
 def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = None) -> dict[str, Any]:
     """Train a connector as configured; returns the summary also written to OUT/summary.json."""
     if cfg.num_threads:
@@ -227,6 +246,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     state = LoopState()
     last = out / "last"
     resume = (last / TRAINER_STATE).is_file()
+    if cfg.init_from and not resume:
+        init_from_checkpoint(model, cfg.init_from)
+        if main:
+            log.info("connector initialised from %s", cfg.init_from)
     if resume:
         trainer = torch.load(last / TRAINER_STATE, weights_only=False)
         loaded, _ = load_connector(last, speech_encoder=model.speech_encoder, translator=translator)
