@@ -218,3 +218,14 @@ def test_plot_training_curve_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no 'train' loss rows"):
         plot_training_curve(bad, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_word_error_rate_is_corpus_level_and_ignores_case_and_punctuation() -> None:
+    from sltalign.evaluate import word_error_rate
+
+    assert word_error_rate(["hello world"], ["Hello, World!"]) == 0.0
+    assert word_error_rate(["i'll go now"], ["I'll go home"]) == pytest.approx(1 / 3)
+    # corpus level: 1 error over 5 reference words, not the mean of per-sentence rates (0.5)
+    assert word_error_rate(["cat", "a b c d"], ["dog", "a b c d"]) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="2 hypotheses for 1"):
+        word_error_rate(["a", "b"], ["a"])

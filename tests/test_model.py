@@ -126,6 +126,29 @@ def test_eced_prompt_and_ctc_compression(speech, tiny_t5_dir):
             assert model.connector.proj.weight.grad is not None if hasattr(model.connector, "proj") else True
 
 
+def test_ctc_transcribe_collapses_repeats_and_blanks(speech, marian):
+    """Greedy CTC read-out: repeats merge, blanks split and vanish, an all-blank utterance is ""."""
+    model = make(speech, marian, "mlp", "eced", ctc_head=TiedCTCHead(embed_dim=marian.embed_dim))
+    states, mask, _ = batch_for(model)
+    v = marian.source_vocab_size
+    cat, sat = (marian.tokenize_source(["cat sat"])[0][:2])
+
+    class Scripted(torch.nn.Module):  # stands in for the trained head: frame-by-frame argmax is scripted
+        def forward(self, out, emb):
+            logits = torch.zeros(out.shape[0], out.shape[1], v + 1)
+            logits[..., v] = 1.0  # blank everywhere ...
+            for t, tok in enumerate([cat, cat, v, sat, v, sat]):  # ... except: cat cat _ sat _ sat
+                logits[0, t, tok] = 2.0
+            return logits
+
+    model.ctc_head = Scripted()
+    heard = model.ctc_transcribe(states, mask)
+    assert heard == [marian.detokenize_source([[cat, sat, sat]])[0], ""]
+    model.ctc_head = None
+    with pytest.raises(ValueError, match="CTC head"):
+        model.ctc_transcribe(states, mask)
+
+
 def test_bad_construction(speech, marian):
     conn = build_connector("mlp", in_dim=speech.dim + 1, out_dim=marian.embed_dim, **SIZES["mlp"])
     with pytest.raises(ValueError, match="in_dim"):

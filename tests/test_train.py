@@ -76,6 +76,9 @@ def test_train_stages_logs_and_best(tmp_path, tiny_whisper_dir, sharp_marian_dir
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     names = {(r["split"], r["name"]) for r in rows}
     assert {("train", "loss_ctc"), ("train", "loss_ce"), ("train", "loss_kd"), ("train", "loss_total"), ("dev", "bleu")} <= names
+    # a CTC head and transcribed dev utterances: the dev WER of what the connector hears is logged too
+    wers = [float(r["value"]) for r in rows if r["split"] == "dev" and r["name"] == "ctc_wer"]
+    assert wers and all(0.0 <= w for w in wers)
     # stage 1 logs ctc only: the MT was never needed there
     first = [r for r in rows if r["split"] == "train" and r["step"] == "1"]
     assert {r["name"] for r in first} == {"loss_ctc", "loss_total", "lr"}

@@ -121,6 +121,26 @@ def score(hyps: Sequence[str], refs: Sequence[str], *, durations: Sequence[float
 # --- files ---------------------------------------------------------------------------------------
 
 
+def _words(text: str) -> str:
+    """Lower case, punctuation other than apostrophes dropped, single spaces: what WER compares."""
+    return " ".join("".join(ch if ch.isalnum() or ch in "' " else " " for ch in text.lower()).split())
+
+
+def word_error_rate(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus WER (all word edits / all reference words, jiwer) after ``_words`` normalisation, so that
+    case and punctuation, which a CTC transcript may spell differently from the written reference, do
+    not count. References that normalise to nothing are skipped. Raises ValueError on unequal lengths."""
+    import jiwer
+
+    if len(hyps) != len(refs):
+        raise ValueError(f"word_error_rate: {len(hyps)} hypotheses for {len(refs)} references")
+    pairs = [(_words(h), _words(r)) for h, r in zip(hyps, refs)]
+    pairs = [(h, r) for h, r in pairs if r]
+    if not pairs:
+        raise ValueError("word_error_rate: no reference with words in it")
+    return float(jiwer.wer([r for _, r in pairs], [h for h, _ in pairs]))
+
+
 def _atomic_write(path: Path, write: Any, *, binary: bool = False) -> None:
     """Write ``path`` through ``write(file)`` into a temporary sibling, then rename it into place, so a
     reader never sees a half-written file and an interrupted run leaves the old file intact."""

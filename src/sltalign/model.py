@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .connectors import Connector
-from .connectors.compress import TiedCTCHead, compress
+from .connectors.compress import TiedCTCHead, compress, ctc_segments
 from .foundation.base import SpeechEncoder, Translator
 
 ARRANGEMENTS = ("ecd", "eced")
@@ -172,6 +172,18 @@ class AlignedST(nn.Module):
     @torch.no_grad()
     def translate_states(self, states: torch.Tensor, mask: torch.Tensor, **kw) -> list[str]:
         return self.translator.detokenize(self.generate(states, mask, **kw))
+
+    @torch.no_grad()
+    def ctc_transcribe(self, states: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        """Greedy CTC transcript of each utterance over the MT's full source vocabulary: what the connector
+        "hears", read off the tied CTC head (a diagnostic; translation never goes through this text).
+        states (B, T_s, D_s), mask (B, T_s) -> B strings ("" where the head emits only blanks)."""
+        if self.ctc_head is None:
+            raise ValueError("ctc_transcribe needs a CTC head: build the model with ctc=True")
+        out, out_mask = self.connector(states, mask)  # (B, S, D_m)
+        seg = ctc_segments(self.ctc_head(out, self.translator.source_embedding_matrix()), out_mask)  # (B, S, V+1)
+        rows = [[] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out.shape[0])]
+        return self.translator.detokenize_source(rows)
 
 
 def target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:

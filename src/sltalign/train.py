@@ -42,7 +42,7 @@ from .data.augment import mask_states
 from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
 from .data.cache import EncoderCache
 from .data.manifest import Utterance, read_manifest
-from .evaluate import plot_training_curve, score
+from .evaluate import plot_training_curve, score, word_error_rate
 from .model import IGNORE, AlignedST
 from .objectives import ObjectiveConfig, Objectives
 
@@ -114,21 +114,31 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate_dev(model: AlignedST, dataset: CachedSpeechDataset, *, beam: int, max_len: int, batch_size: int = 16) -> dict[str, Any]:
-    """Corpus BLEU/chrF of the model on cached dev states (sacrebleu, with signatures)."""
+    """Corpus BLEU/chrF of the model on cached dev states (sacrebleu, with signatures); with a CTC head and
+    transcripts for every dev utterance, also ``ctc_wer``: the WER of the head's greedy transcripts, which
+    tells a connector that recognises speech from one that memorised its training clips."""
     was_training = model.training
     model.eval()
     hyps: list[str] = []
     refs: list[str] = []
+    heard: list[str] = []
     durations: list[float] = []
+    transcripts = [u.transcript for u in dataset.utterances]
+    with_wer = model.ctc_head is not None and all(transcripts)
     order = sorted(range(len(dataset)), key=lambda i: dataset.lengths[i])
     for s in range(0, len(order), batch_size):
         items = [dataset[i] for i in order[s : s + batch_size]]
         batch = collate(items, pad_id=IGNORE)
         hyps.extend(model.translate_states(batch["states"], batch["states_mask"], beam=beam, max_len=max_len))
+        if with_wer:
+            heard.extend(model.ctc_transcribe(batch["states"], batch["states_mask"]))
         refs.extend(dataset.utterances[i].translation or "" for i in order[s : s + batch_size])
         durations.extend(batch["durations"])
     model.train(was_training)
-    return score(hyps, refs, durations=list(map(float, durations)))
+    result = score(hyps, refs, durations=list(map(float, durations)))
+    if with_wer:
+        result["ctc_wer"] = word_error_rate(heard, [transcripts[i] for i in order])
+    return result
 
 
 class MetricsLog:
@@ -286,8 +296,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         if dev_set is None or not main:
             return
         res = evaluate_dev(model, dev_set, beam=cfg.eval_beam, max_len=cfg.max_len)
-        metrics.write(state.global_step, minutes(), "dev", {"bleu": res["bleu"], "chrf": res["chrf"]})
-        log.info("step %d dev BLEU %.2f chrF %.2f", state.global_step, res["bleu"], res["chrf"])
+        values = {k: res[k] for k in ("bleu", "chrf", "ctc_wer") if k in res}
+        metrics.write(state.global_step, minutes(), "dev", values)
+        log.info("step %d dev %s", state.global_step, " ".join(f"{k} {v:.3g}" for k, v in values.items()))
         if res["bleu"] > state.best_bleu:
             state.best_bleu, state.best_step, state.bad_evals = res["bleu"], state.global_step, 0
             save_connector(model, out / "best", decoding=decoding, translator_kwargs=mcfg.translator_kwargs,

@@ -192,6 +192,7 @@ def test_shapes_tokens_and_embedding_space(vocab: Path) -> None:
     ids = model.tokenize_source(["the cat"])[0]
     assert ids[-1] == model.eos_id == 0 and model.pad_id == model.unk_id == 1
     assert model.detokenize([ids]) == ["the cat"]
+    assert model.detokenize_source([ids]) == ["the cat"]
     emb = model.source_embedding_matrix()
     assert emb.shape == (model.source_vocab_size, 16)
     torch.testing.assert_close(emb, model.src_embed * 4.0)  # sqrt(16)

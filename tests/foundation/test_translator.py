@@ -234,6 +234,8 @@ def test_detokenize_round_trips_and_drops_language_tokens(translators):
     for family in ("marian", "t5", "nllb"):
         tr = translators[family]
         assert tr.detokenize(tr.tokenize_target(["o gato está na casa"])) == ["o gato está na casa"]
+        # the source side reads back what a CTC head over the source vocabulary would spell
+        assert tr.detokenize_source(tr.tokenize_source(["the cat is in the house"])) == ["the cat is in the house"]
     m2m = translators["m2m100"]
     ids = m2m.tokenize_target(["o gato"])[0]
     assert ids[0] == m2m.forced_bos_id

@@ -107,6 +107,14 @@ class Translator(FrozenModule, abc.ABC):
     def detokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Target ids -> text, special tokens removed."""
 
+    def detokenize_source(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Source ids -> text, special tokens removed (what a CTC head over the source vocabulary spells).
+
+        Defaults to ``detokenize``: right where source and target share one vocabulary; models with
+        separate ones override it.
+        """
+        return self.detokenize(ids)
+
     @property
     @abc.abstractmethod
     def source_vocab_size(self) -> int: ...

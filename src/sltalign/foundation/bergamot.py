@@ -449,6 +449,10 @@ class BergamotTranslator(Translator):
         drop = {self.eos_id, self.unk_id}
         return [self.sp_target.decode([int(i) for i in row if int(i) not in drop]) for row in ids]
 
+    def detokenize_source(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        drop = {self.eos_id, self.unk_id}
+        return [self.sp_source.decode([int(i) for i in row if int(i) not in drop]) for row in ids]
+
     @property
     def source_vocab_size(self) -> int:
         return self.config.src_vocab_size

@@ -296,6 +296,17 @@ class HFTranslator(Translator):
         clean = [[int(t) for t in row if int(t) not in drop] for row in ids]
         return list(self.tokenizer.batch_decode(clean, skip_special_tokens=True))
 
+    def detokenize_source(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Source ids -> text with the source-side tokenizer (Marian keeps separate source/target models)."""
+        clean = [[int(t) for t in row if int(t) not in self._target_special_ids] for row in ids]
+        if hasattr(self.tokenizer, "_decode_use_source_tokenizer"):  # MarianTokenizer: decode with spm_source
+            self.tokenizer._decode_use_source_tokenizer = True
+            try:
+                return list(self.tokenizer.batch_decode(clean, skip_special_tokens=True))
+            finally:
+                self.tokenizer._decode_use_source_tokenizer = False
+        return list(self.tokenizer.batch_decode(clean, skip_special_tokens=True))
+
     # --- embeddings -----------------------------------------------------------------------------
     def source_embedding_matrix(self) -> torch.Tensor:
         """(V, D_m) source-embedding rows in ``inputs_embeds`` space (row * embed_scale). Cached while the
