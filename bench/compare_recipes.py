@@ -121,20 +121,33 @@ def dev_curves(out: Path, names: list[str]) -> Path:
     return out / "dev_bleu.png"
 
 
+def _best_dev_wer(run_dir: Path, step: int) -> str:
+    """The dev CTC WER logged at the best checkpoint's step ("-" for models without a CTC head)."""
+    f = run_dir / "metrics.csv"
+    rows = [r for r in csv.DictReader(f.open()) if r["split"] == "dev" and r["name"] == "ctc_wer"] if f.is_file() else []
+    at = [float(r["value"]) for r in rows if int(r["step"]) == step]
+    return f"{100 * at[-1]:.0f}%" if at else "-"
+
+
 def report(out: Path, results: list[dict], args) -> Path:
     refs = json.loads((out / results[0]["recipe"] / "test" / "metrics.json").read_text()).get("reference_source", ["?"])
     lines = [
         f"# Recipes compared ({args.recipes.name})", "",
         f"Corpus {args.corpus} (train {args.max_train or 'all'}), cache {args.cache}; each recipe at most {args.minutes} "
         f"min of training, one thread, seed from the base config; scored with beam {args.beam}.",
-        f"Test references: {', '.join(refs)} (MT output when it says mt:..., human otherwise); real-speech references: human.", "",
-        "| recipe | steps | best dev BLEU | test BLEU / chrF | <5 s | 5-10 s | 10-20 s | >20 s | real speech BLEU / chrF |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Test references: {', '.join(refs)} (MT output when it says mt:..., human otherwise); real-speech references: human. "
+        "Connector share: of what the aligned model loads (Whisper encoder + MT + connector).", "",
+        "| recipe | connector params (share) | steps | best dev BLEU | dev CTC WER | test BLEU / chrF | <5 s | 5-10 s | 10-20 s | >20 s | real speech BLEU / chrF |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in results:
         b = r["test"]["buckets"]
         cell = lambda k: f"{b[k]['bleu']:.1f}" if k in b and b[k].get("n") else "-"  # noqa: E731
-        lines.append(f"| {r['recipe']} | {r['steps']} | {r['best_dev_bleu']:.1f} | {r['test']['bleu']:.1f} / {r['test']['chrf']:.1f} | "
+        run_dir = out / r["recipe"] / "run"
+        params = json.loads((run_dir / "parameters.json").read_text())
+        wer = _best_dev_wer(run_dir, r["best_step"])
+        lines.append(f"| {r['recipe']} | {params['connector'] / 1e6:.2f}M ({100 * params['connector_share']:.1f}%) | {r['steps']} | "
+                     f"{r['best_dev_bleu']:.1f} | {wer} | {r['test']['bleu']:.1f} / {r['test']['chrf']:.1f} | "
                      f"{cell('<5s')} | {cell('5-10s')} | {cell('10-20s')} | {cell('>20s')} | {r['real']['bleu']:.1f} / {r['real']['chrf']:.1f} |")
     lines += ["", "Recipes:", *[f"- `{r['recipe']}`: {r['about']} (`{' '.join(r['overrides'])}`)" for r in results], "",
               f"BLEU signature `{results[0]['test']['bleu_signature']}`, chrF `{results[0]['test']['chrf_signature']}`.", "",
