@@ -299,13 +299,14 @@ class HFTranslator(Translator):
     def detokenize_source(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Source ids -> text with the source-side tokenizer (Marian keeps separate source/target models)."""
         clean = [[int(t) for t in row if int(t) not in self._target_special_ids] for row in ids]
-        if hasattr(self.tokenizer, "_decode_use_source_tokenizer"):  # MarianTokenizer: decode with spm_source
+        marian = hasattr(self.tokenizer, "_decode_use_source_tokenizer")  # MarianTokenizer: decode with spm_source
+        if marian:
             self.tokenizer._decode_use_source_tokenizer = True
-            try:
-                return list(self.tokenizer.batch_decode(clean, skip_special_tokens=True))
-            finally:
+        try:
+            return list(self.tokenizer.batch_decode(clean, skip_special_tokens=True))
+        finally:
+            if marian:
                 self.tokenizer._decode_use_source_tokenizer = False
-        return list(self.tokenizer.batch_decode(clean, skip_special_tokens=True))
 
     # --- embeddings -----------------------------------------------------------------------------
     def source_embedding_matrix(self) -> torch.Tensor:
