@@ -25,7 +25,6 @@ import multiprocessing as mp
 import resource
 import tempfile
 import time
-from pathlib import Path
 
 
 def _peak_mb() -> float:
@@ -68,6 +67,7 @@ def _cascade(asr: str, mt: str, paths: list[str], beam: int, repeats: int, threa
 def _train(model: str, manifest: str, steps: int, threads: int, q: mp.Queue) -> None:
     from sltalign.checkpoint import read_config
     from sltalign.config import load_config
+    from sltalign.demo import preset_path
     from sltalign.train import train
 
     cfg = read_config(model)
@@ -80,7 +80,7 @@ def _train(model: str, manifest: str, steps: int, threads: int, q: mp.Queue) -> 
             "data.batch_size=8", f"num_threads={threads}", f"save_every={steps}",
         ]  # fmt: skip
         t = time.perf_counter()
-        train(load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", overrides), progress=False)
+        train(load_config(preset_path("demo.yaml"), overrides), progress=False)
         q.put({"seconds": time.perf_counter() - t, "peak_mb": _peak_mb()})
 
 
