@@ -1,7 +1,7 @@
 """The command line: thin subcommands over library functions of the same names.
 
     sltalign demo [--out DIR] [--quick]
-    sltalign data synth --out DIR [--n_train N ...] | kaldi | mustc | covost | realspeech
+    sltalign data synth --out DIR [--n_train N ...] | kaldi | mustc | covost | realspeech | gettext
     sltalign train CONFIG [key=value ...]
     sltalign evaluate --model CKPT --manifest M.jsonl --out DIR
     sltalign evaluate --cascade --asr NAME --mt NAME --manifest M.jsonl --out DIR
@@ -66,6 +66,13 @@ def _parser() -> ArgumentParser:
     real = ArgumentParser(description="The project's small real-speech test set (human pt-BR references).")
     real.add_argument("--out", type=str, required=True)
     dsub.add_subcommand("realspeech", real)
+    gt = ArgumentParser(description="English -> target pairs from installed gettext catalogs (software UI strings, human translations).")
+    gt.add_argument("--out", type=str, required=True, help="directory for en.txt, <lang>.txt and sources.tsv")
+    gt.add_argument("--locale", type=str, default="pt_BR")
+    gt.add_argument("--root", type=str, default="/usr/share/locale")
+    gt.add_argument("--domains", type=list[str] | None, default=None, help="only these catalogs (file stems)")
+    gt.add_argument("--target_lang", type=str, default="pt", help="name of the target file: <target_lang>.txt")
+    dsub.add_subcommand("gettext", gt)
 
     train = ArgumentParser(description="Train a connector. CONFIG is YAML (see configs/); overrides are dotted key=value.")
     train.add_argument("config", type=str)

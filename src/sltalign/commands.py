@@ -50,6 +50,15 @@ def data(source: str, args: Any) -> int:
 
         print(build_realspeech_manifest(out))
         return 0
+    if source == "gettext":
+        from .data.gettext_corpus import gettext_pairs, write_parallel
+
+        pairs = gettext_pairs(args.root, args.locale, domains=args.domains)
+        paths = write_parallel(pairs, out, target_lang=args.target_lang)
+        n_domains = len({p.domain for p in pairs})
+        print(f"{len(pairs)} pairs from {n_domains} catalogs -> {paths['en']}, {paths[args.target_lang]}")
+        print(f"next: sltalign data synth --sentences {paths['en']} --translations {paths[args.target_lang]} --out CORPUS")
+        return 0
     from .data import corpora
 
     if source in ("kaldi", "how2"):
