@@ -144,7 +144,13 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(speech, marian):
     model.ctc_head = Scripted()
     heard = model.ctc_transcribe(states, mask)
     assert heard == [marian.detokenize_source([[cat, sat, sat]])[0], ""]
+    # one connector pass for dev evaluation: the same translations and transcripts as the two calls apart
+    translated, transcribed = model.translate_and_transcribe(states, mask, beam=2, max_len=6)
+    assert transcribed == heard
+    assert translated == model.translate_states(states, mask, beam=2, max_len=6)
     model.ctc_head = None
+    with pytest.raises(ValueError, match="CTC head"):
+        model.translate_and_transcribe(states, mask)
     with pytest.raises(ValueError, match="CTC head"):
         model.ctc_transcribe(states, mask)
 

@@ -180,9 +180,21 @@ class AlignedST(nn.Module):
         states (B, T_s, D_s), mask (B, T_s) -> B strings ("" where the head emits only blanks)."""
         if self.ctc_head is None:
             raise ValueError("ctc_transcribe needs a CTC head: build the model with ctc=True")
-        out, out_mask = self.connector(states, mask)  # (B, S, D_m)
-        seg = ctc_segments(self.ctc_head(out, self.translator.source_embedding_matrix()), out_mask)  # (B, S, V+1)
-        rows = [[] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out.shape[0])]
+        out, out_mask = self.connector(states, mask)  # (B, S, D_m); the MT is not needed to read the head
+        return self._read_ctc(self.ctc_head(out, self.translator.source_embedding_matrix()), out_mask)
+
+    @torch.no_grad()
+    def translate_and_transcribe(self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150) -> tuple[list[str], list[str]]:
+        """``translate_states`` and ``ctc_transcribe`` from one connector pass (what dev evaluation needs)."""
+        if self.ctc_head is None:
+            raise ValueError("translate_and_transcribe needs a CTC head: build the model with ctc=True")
+        bridged = self.bridge(states, mask)
+        ids = self.translator.generate(bridged.memory, bridged.memory_mask, beam=beam, max_len=max_len)
+        return self.translator.detokenize(ids), self._read_ctc(bridged.ctc_logits, bridged.connector_mask)
+
+    def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:
+        seg = ctc_segments(ctc_logits, out_mask)  # (B, S, V+1) -> segments of the argmax path
+        rows = [[] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out_mask.shape[0])]
         return self.translator.detokenize_source(rows)
 
 

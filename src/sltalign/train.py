@@ -129,9 +129,12 @@ def evaluate_dev(model: AlignedST, dataset: CachedSpeechDataset, *, beam: int, m
     for s in range(0, len(order), batch_size):
         items = [dataset[i] for i in order[s : s + batch_size]]
         batch = collate(items, pad_id=IGNORE)
-        hyps.extend(model.translate_states(batch["states"], batch["states_mask"], beam=beam, max_len=max_len))
-        if with_wer:
-            heard.extend(model.ctc_transcribe(batch["states"], batch["states_mask"]))
+        if with_wer:  # one connector pass serves both
+            translated, transcribed = model.translate_and_transcribe(batch["states"], batch["states_mask"], beam=beam, max_len=max_len)
+            hyps.extend(translated)
+            heard.extend(transcribed)
+        else:
+            hyps.extend(model.translate_states(batch["states"], batch["states_mask"], beam=beam, max_len=max_len))
         refs.extend(dataset.utterances[i].translation or "" for i in order[s : s + batch_size])
         durations.extend(batch["durations"])
     model.train(was_training)
