@@ -5,7 +5,9 @@
 
 CORPUS is a directory with train.jsonl, dev.jsonl and test.jsonl (``sltalign data synth`` writes one);
 CACHE the encoder-output cache to share (built on first use). A recipe file is YAML: ``base`` (a config
-file under configs/), ``overrides`` for every recipe, and ``recipes``: name -> {about, overrides}. Every
+file under configs/), ``overrides`` for every recipe, and ``recipes``: name -> {about, overrides, cache}.
+A cache directory holds one encoder's states: a recipe with another speech encoder names its own with
+``cache: NAME``, kept beside CACHE as CACHE-NAME. Every
 recipe trains with ``sltalign train`` for at most ``--minutes`` of training (the same seed and data), and its
 best checkpoint is scored with ``sltalign evaluate`` on the corpus test split and on the project's
 real-speech set (human references); ``--parallel`` runs that many recipes at once, one thread each.
@@ -24,7 +26,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -67,6 +69,11 @@ def subset(manifest: Path, n: int, out: Path) -> Path:
     return out
 
 
+def cache_for(cache: Path, recipe: dict) -> Path:
+    """The recipe's own cache (``cache: NAME`` -> CACHE-NAME beside CACHE) or the shared one."""
+    return cache.with_name(f"{cache.name}-{recipe['cache']}") if recipe.get("cache") else cache
+
+
 def one(name: str, recipe: dict, args, base: Path, common: list[str], train: Path, real: Path) -> dict:
     d = args.out / name
     d.mkdir(parents=True, exist_ok=True)
@@ -76,7 +83,7 @@ def one(name: str, recipe: dict, args, base: Path, common: list[str], train: Pat
     log = d / "log.txt"
     t0 = time.perf_counter()
     overrides = [
-        f"data.train={train}", f"data.dev={args.corpus / 'dev.jsonl'}", f"data.cache_dir={args.cache}",
+        f"data.train={train}", f"data.dev={args.corpus / 'dev.jsonl'}", f"data.cache_dir={cache_for(args.cache, recipe)}",
         f"out={d / 'run'}", f"time_budget_minutes={args.minutes}", "num_threads=1", *common, *recipe.get("overrides", []),
     ]  # fmt: skip
     run([sys.executable, "-m", "sltalign", "train", str(base), *overrides], log)
@@ -183,20 +190,37 @@ def main() -> None:
     from sltalign.data.realspeech import build_realspeech_manifest
 
     real = build_realspeech_manifest(args.out / "realspeech")
-    # On a new cache the first recipe builds it alone; running the others beside it would encode twice.
+    # The first recipe on a new cache builds it; the cache's other recipes wait for it (running them beside it
+    # would encode everything twice). Builders are submitted first, so a waiting task never holds the slot
+    # its builder needs.
+    builders: dict[Path, str] = {}
+    for n in names:
+        c = cache_for(args.cache, recipes[n])
+        if c not in builders and not (c / "index.jsonl").is_file():
+            builders[c] = n
     results: dict[str, dict] = {}
-    rest = names
-    if not (args.cache / "index.jsonl").is_file():
-        results[names[0]] = one(names[0], recipes[names[0]], args, base, common, train, real)
-        rest = names[1:]
+    futures: dict[str, Future] = {}
+
+    def after_builder(n: str) -> dict:
+        b = builders.get(cache_for(args.cache, recipes[n]))
+        if b is not None and b != n:
+            futures[b].result()
+        return one(n, recipes[n], args, base, common, train, real)
+
+    order = [n for n in names if n in builders.values()] + [n for n in names if n not in builders.values()]
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        futures = {n: pool.submit(one, n, recipes[n], args, base, common, train, real) for n in rest}
-        for n, f in futures.items():
-            results[n] = f.result()
+        for n in order:
+            futures[n] = pool.submit(after_builder, n)
+        for n in names:
+            results[n] = futures[n].result()
             print(f"{n}: test BLEU {results[n]['test']['bleu']:.1f}, real {results[n]['real']['bleu']:.1f}", flush=True)
-    ordered = [results[n] for n in names]
+    # The table holds every recipe of the file scored in OUT so far (an --only run adds rows to it).
+    for n in recipes:
+        if n not in results and (args.out / n / "scores.json").is_file():
+            results[n] = json.loads((args.out / n / "scores.json").read_text())
+    ordered = [results[n] for n in recipes if n in results]
     (args.out / "results.json").write_text(json.dumps(ordered, indent=2))
-    dev_curves(args.out, names)
+    dev_curves(args.out, [r["recipe"] for r in ordered])
     print((report(args.out, ordered, args)).read_text())
 
 
