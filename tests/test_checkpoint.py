@@ -137,3 +137,26 @@ def test_translate_bad_and_silent_inputs(model, tmp_path):
         st.translate(str(tmp_path / "missing.flac"))
     with pytest.raises(ValueError, match="1-D"):
         st.translate(np.zeros((2, 3, 4), dtype=np.float32))
+
+
+def test_output_limit_follows_each_clips_duration(model, monkeypatch):
+    """Long audio gets a longer output limit; batches never mix limits, so batching cannot change results."""
+    st = SpeechTranslator(model, beam=1, max_len=4, tokens_per_second=1.0, batch_size=8)
+    assert [st.max_len_for(n) for n in (8000, 160000, 160001, 320000)] == [4, 4, 20, 20]
+    assert SpeechTranslator(model, max_len=150).max_len_for(28 * 16000) == 240  # the default 8 tokens/s
+    calls = []
+    real = model.translate_states
+
+    def spy(states, mask, **kw):
+        calls.append((states.shape[0], kw["max_len"]))
+        return real(states, mask, **kw)
+
+    monkeypatch.setattr(model, "translate_states", spy)
+    clips = [speechlike(0.6, seed=1), speechlike(12.0, seed=2), speechlike(0.9, seed=3)]
+    out = st.translate(clips)
+    assert calls == [(1, 20), (2, 4)]  # the 12-s clip alone with its own limit, the short ones together
+    calls.clear()
+    assert [st.translate(c) for c in clips] == out  # one by one: the same limits, the same translations
+    assert sorted(calls) == [(1, 4), (1, 4), (1, 20)]
+    with pytest.raises(ValueError, match="tokens_per_second"):
+        SpeechTranslator(model, tokens_per_second=-1.0)

@@ -13,6 +13,7 @@ Empty or silent input gives the empty string (a defined result, with a warning),
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -44,12 +45,28 @@ def _is_empty_file(path: str | Path) -> bool:
 class SpeechTranslator:
     """A trained connector with its frozen foundations, ready to translate audio."""
 
-    def __init__(self, model: AlignedST, *, beam: int = 4, max_len: int = 150, length_penalty: float = 1.0, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        model: AlignedST,
+        *,
+        beam: int = 4,
+        max_len: int = 150,
+        length_penalty: float = 1.0,
+        batch_size: int = 8,
+        tokens_per_second: float = 8.0,
+    ) -> None:
+        """``max_len`` is the output limit in tokens for clips up to 10 s; longer audio gets
+        ``tokens_per_second`` per second of it, counted in whole 10-s steps (a 28-s piece: 240 at the default),
+        so that long speech is not cut off at a limit sized for a sentence. The limit depends only on a clip's
+        own duration (batches never mix limits), so batching still never changes a translation."""
         if model.speech_encoder is None:
             raise ValueError("SpeechTranslator needs an AlignedST with a speech encoder")
+        if max_len < 1 or tokens_per_second < 0:
+            raise ValueError(f"max_len must be >= 1 and tokens_per_second >= 0; got {max_len} and {tokens_per_second}")
         self.model = model.eval()
         self.beam = beam
         self.max_len = max_len
+        self.tokens_per_second = tokens_per_second
         self.length_penalty = length_penalty
         self.batch_size = batch_size
         self.last_timings: dict[str, float] = {}
@@ -89,6 +106,13 @@ class SpeechTranslator:
         spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=min(28.0, limit - 1.0))
         return [wav[a:b] for a, b in spans if b - a >= MIN_SAMPLES]
 
+    def max_len_for(self, num_samples: int) -> int:
+        """Output token limit for a piece of ``num_samples`` samples at 16 kHz (see ``__init__``)."""
+        steps_of_10s = math.ceil(num_samples / SAMPLE_RATE / 10.0)
+        if steps_of_10s <= 1:
+            return self.max_len
+        return max(self.max_len, math.ceil(steps_of_10s * 10.0 * self.tokens_per_second))
+
     def translate(
         self,
         inputs: AudioInput | Sequence[AudioInput],
@@ -114,14 +138,20 @@ class SpeechTranslator:
         results: list[list[str]] = [[] for _ in items]
         bs = batch_size or self.batch_size
         # Longest first in batches of similar length: least padding, and the slowest batch shows up first.
+        # A batch never mixes output limits (they follow each piece's own duration).
         order = sorted(range(len(pieces)), key=lambda j: -len(pieces[j][1]))
+        batches: list[list[int]] = []
+        for j in order:
+            if batches and len(batches[-1]) < bs and self.max_len_for(len(pieces[batches[-1][0]][1])) == self.max_len_for(len(pieces[j][1])):
+                batches[-1].append(j)
+            else:
+                batches.append([j])
         texts: dict[int, str] = {}
         with torch.inference_mode():
-            for s in tqdm(range(0, len(order), bs), desc="translate", unit="batch", disable=not progress):
-                idx = order[s : s + bs]
+            for idx in tqdm(batches, desc="translate", unit="batch", disable=not progress):
                 states, mask = self.model.encode_audio([pieces[j][1] for j in idx])
                 out = self.model.translate_states(
-                    states, mask, beam=beam or self.beam, max_len=self.max_len, length_penalty=self.length_penalty
+                    states, mask, beam=beam or self.beam, max_len=self.max_len_for(len(pieces[idx[0]][1])), length_penalty=self.length_penalty
                 )
                 texts.update(zip(idx, out))
         for j, (i, _) in enumerate(pieces):
