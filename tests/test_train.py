@@ -188,3 +188,26 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, tiny_whisper
         out_0, _ = init.connector(states, mask)
     assert (out_a - out_0).abs().max() > 1e-2  # training moved the connector ...
     torch.testing.assert_close(out_a, out_b, atol=1e-4, rtol=1e-4)  # ... the same way in both set-ups
+
+
+def test_time_scale_decays_linearly_over_the_limit():
+    from sltalign.train import time_scale
+
+    assert [time_scale(t, 10.0) for t in (0.0, 2.5, 5.0, 10.0, 12.0)] == [1.0, 0.75, 0.5, 0.0, 0.0]
+    assert time_scale(3.0, 0.0) == 1.0  # no limit: no decay
+
+
+def test_time_decay_needs_a_time_limit_and_ends_near_zero(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    from sltalign.config import ConfigError
+
+    stage = "[{name: ctc, steps: 100000, lr: 0.003, warmup: 2, objectives: {ctc: 1.0}, evaluate: false, time_decay: true%s}]"
+    with pytest.raises(ConfigError, match="time_decay: needs a time limit"):
+        config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "a", stages=stage % "")
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "b", stages=stage % ", max_minutes: 0.05")
+    summary = train(cfg, progress=False)
+    assert summary["steps"] < 100000  # the clock ended the stage
+    rows = list(csv.DictReader((Path(cfg.out) / "metrics.csv").open()))
+    lrs = [float(r["value"]) for r in rows if r["name"] == "lr"][2:]  # after the warmup
+    assert len(lrs) >= 3
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # the clock only moves forward
+    assert lrs[-1] < 0.5 * 0.003  # most of the decay happened: the schedule followed the clock, not the steps

@@ -75,6 +75,10 @@ class StageConfig:
     objectives: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
     #: end this stage after this many minutes of training (0: no limit)
     max_minutes: float = 0.0
+    #: decay the learning rate linearly to 0 at this stage's time limit (``max_minutes``, or what is left
+    #: of ``time_budget_minutes``) as well as at ``steps``, whichever comes first. For stages a clock ends:
+    #: with a step count far beyond what the budget allows, the step schedule alone never decays.
+    time_decay: bool = False
     #: evaluate dev BLEU periodically in this stage (with the model's compression, if any)
     evaluate: bool = True
 
@@ -251,6 +255,8 @@ def validate(cfg: TrainConfig) -> None:
     for i, s in enumerate(cfg.stages):
         if s.steps < 0 or s.lr <= 0 or s.warmup < 0:
             raise ConfigError(f"stages.{i}: steps >= 0, lr > 0 and warmup >= 0 expected, got {s}")
+        if s.time_decay and not (s.max_minutes > 0 or cfg.time_budget_minutes > 0):
+            raise ConfigError(f"stages.{i}.time_decay: needs a time limit (stages.{i}.max_minutes or time_budget_minutes)")
         unknown = set(s.objectives) - {"ce", "ctc", "kd"}
         if unknown:
             raise ConfigError(f"stages.{i}.objectives: unknown {sorted(unknown)}; known: ce, ctc, kd")

@@ -74,6 +74,7 @@ class LoopState:
     best_step: int = -1
     bad_evals: int = 0
     minutes: float = 0.0
+    stage_minutes: float = 0.0  # minutes spent in the current stage (a resumed stage keeps its clock)
     finished: bool = False
 
 
@@ -86,6 +87,11 @@ def lr_lambda(warmup: int, total: int):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return f
+
+
+def time_scale(elapsed: float, limit: float) -> float:
+    """Linear decay to 0 over a stage's time limit: 1 at its start, 0 at ``limit`` minutes (no limit: 1)."""
+    return max(0.0, 1.0 - elapsed / limit) if limit > 0 else 1.0
 
 
 def filter_utterances(utts: list[Utterance], cfg: TrainConfig, *, need_transcript: bool) -> list[Utterance]:
@@ -336,7 +342,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
                 objectives.generator.set_state(trainer["objectives_rng"])
             _set_rng_state(trainer["rng"])
             resume = False
-        stage_start = minutes()
+        stage_start = minutes() - state.stage_minutes  # a resumed stage keeps the minutes it already used
+        # The stage's time limit: its own max_minutes and what the run's budget leaves, whichever is shorter.
+        limits = [stage.max_minutes] if stage.max_minutes else []
+        if cfg.time_budget_minutes:
+            limits.append(cfg.time_budget_minutes - stage_start)
+        time_limit = min(limits) if stage.time_decay and limits else 0.0
         bar = tqdm(total=stage.steps, initial=state.stage_step, desc=f"stage {state.stage + 1}/{len(cfg.stages)} {stage.name}",
                    unit="step", disable=not (progress and main), dynamic_ncols=True)
         step_module.train()
@@ -365,6 +376,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
                     accelerator.clip_grad_norm_(model.trainable_parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if time_limit > 0:  # the step schedule's value, capped by the clock's (see StageConfig.time_decay)
+                    scale = time_scale(minutes() - stage_start, time_limit)
+                    for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                        group["lr"] = min(group["lr"], base * scale)
                 optimizer.zero_grad(set_to_none=True)
                 state.batch_in_epoch = b + per_step
                 state.stage_step += 1
@@ -374,11 +389,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
                 bar.update(1)
                 if state.global_step % cfg.log_every == 0:
                     avg = {k: v / cfg.log_every for k, v in running.items()}
-                    avg["lr"] = scheduler.get_last_lr()[0]
+                    avg["lr"] = optimizer.param_groups[0]["lr"]  # what the step used (time_decay may cap the schedule)
                     metrics.write(state.global_step, minutes(), "train", {("lr" if k == "lr" else f"loss_{k}"): v for k, v in avg.items()})
                     bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items() if k != "lr"})
                     running = {}
                 state.minutes = minutes()
+                state.stage_minutes = state.minutes - stage_start
                 if stage.evaluate and cfg.eval_every and state.global_step % cfg.eval_every == 0:
                     evaluate_and_select()
                     step_module.train()
@@ -403,6 +419,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
             evaluate_and_select()
         state.stage += 1
         state.stage_step = 0
+        state.stage_minutes = 0.0
         state.bad_evals = 0
         state.minutes = minutes()
         save_last(optimizer, scheduler, stage_done=True)
