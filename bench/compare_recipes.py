@@ -37,7 +37,7 @@ def load_recipes(path: Path) -> tuple[Path, list[str], dict[str, dict]]:
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict) or not isinstance(spec.get("recipes"), dict) or not spec["recipes"]:
         raise SystemExit(f"{path}: expected a mapping with 'recipes': {{name: {{about, overrides}}}}")
-    base = preset_path(spec.get("base", "demo.yaml"))  # a preset shipped in the package (configs/)
+    base = preset_path(spec.get("base", "ctc_then_translate.yaml"))  # a preset shipped in the package (configs/)
     if not base.is_file():
         raise SystemExit(f"{path}: base config {base} not found")
     for name, r in spec["recipes"].items():

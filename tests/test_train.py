@@ -204,7 +204,7 @@ def test_time_decay_needs_a_time_limit_and_ends_near_zero(tmp_path, tiny_whisper
     with pytest.raises(ConfigError, match="time_decay: needs a time limit"):
         config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "a", stages=stage % "")
     cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "b", stages=stage % ", max_minutes: 0.05")
-    summary = train(cfg, progress=False)
+    summary = train(cfg, progress=True)  # progress on: the clock-driven bar (seconds, not steps) runs too
     assert summary["steps"] < 100000  # the clock ended the stage
     rows = list(csv.DictReader((Path(cfg.out) / "metrics.csv").open()))
     lrs = [float(r["value"]) for r in rows if r["name"] == "lr"][2:]  # after the warmup

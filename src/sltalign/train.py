@@ -347,9 +347,17 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         limits = [stage.max_minutes] if stage.max_minutes else []
         if cfg.time_budget_minutes:
             limits.append(cfg.time_budget_minutes - stage_start)
-        time_limit = min(limits) if stage.time_decay and limits else 0.0
-        bar = tqdm(total=stage.steps, initial=state.stage_step, desc=f"stage {state.stage + 1}/{len(cfg.stages)} {stage.name}",
-                   unit="step", disable=not (progress and main), dynamic_ncols=True)
+        clock = min(limits) if limits else 0.0
+        time_limit = clock if stage.time_decay else 0.0
+        desc = f"stage {state.stage + 1}/{len(cfg.stages)} {stage.name}"
+        if clock:
+            # A clock ends this stage (its step count is only a cap): the bar counts seconds, so its ETA is
+            # the real one; the step and the loss go in the postfix.
+            bar = tqdm(total=round(clock * 60), initial=round((minutes() - stage_start) * 60), desc=desc, unit="s",
+                       disable=not (progress and main), dynamic_ncols=True)
+        else:
+            bar = tqdm(total=stage.steps, initial=state.stage_step, desc=desc, unit="step",
+                       disable=not (progress and main), dynamic_ncols=True)
         step_module.train()
         running: dict[str, float] = {}
         stop_stage = False
@@ -386,12 +394,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
                 state.global_step += 1
                 for k, v in step_terms.items():  # logged values are means over all processes
                     running[k] = running.get(k, 0.0) + float(accelerator.reduce(v, "mean") if world > 1 else v)
-                bar.update(1)
+                if clock:
+                    bar.update(max(0, min(round((minutes() - stage_start) * 60), bar.total) - bar.n))
+                else:
+                    bar.update(1)
                 if state.global_step % cfg.log_every == 0:
                     avg = {k: v / cfg.log_every for k, v in running.items()}
                     avg["lr"] = optimizer.param_groups[0]["lr"]  # what the step used (time_decay may cap the schedule)
                     metrics.write(state.global_step, minutes(), "train", {("lr" if k == "lr" else f"loss_{k}"): v for k, v in avg.items()})
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items() if k != "lr"})
+                    bar.set_postfix({"step": state.global_step, **{k: f"{v:.3f}" for k, v in avg.items() if k != "lr"}})
                     running = {}
                 state.minutes = minutes()
                 state.stage_minutes = state.minutes - stage_start
