@@ -127,7 +127,7 @@ def dev_curves(out: Path, names: list[str]) -> Path:
     return out / "dev_bleu.png"
 
 
-def _best_dev_wer(run_dir: Path, step: int) -> str:
+def best_dev_wer(run_dir: Path, step: int) -> str:
     """The dev CTC WER logged at the best checkpoint's step ("-" for models without a CTC head)."""
     f = run_dir / "metrics.csv"
     rows = [r for r in csv.DictReader(f.open()) if r["split"] == "dev" and r["name"] == "ctc_wer"] if f.is_file() else []
@@ -151,7 +151,7 @@ def report(out: Path, results: list[dict], args) -> Path:
         cell = lambda k: f"{b[k]['bleu']:.1f}" if k in b and b[k].get("n") else "-"  # noqa: E731
         run_dir = out / r["recipe"] / "run"
         params = json.loads((run_dir / "parameters.json").read_text())
-        wer = _best_dev_wer(run_dir, r["best_step"])
+        wer = best_dev_wer(run_dir, r["best_step"])
         lines.append(f"| {r['recipe']} | {params['connector'] / 1e6:.2f}M ({100 * params['connector_share']:.1f}%) | {r['steps']} | "
                      f"{r['best_dev_bleu']:.1f} | {wer} | {r['test']['bleu']:.1f} / {r['test']['chrf']:.1f} | "
                      f"{cell('<5s')} | {cell('5-10s')} | {cell('10-20s')} | {cell('>20s')} | {r['real']['bleu']:.1f} / {r['real']['chrf']:.1f} |")

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from compare_recipes import run  # same folder: one thread per child process, output to a log
+from compare_recipes import best_dev_wer, run  # same folder: one child process per run, output to a log
 
 from sltalign.demo import preset_path
 
@@ -77,14 +77,6 @@ def report(out: Path, results: dict[str, dict], args) -> Path:
     return out / "report.md"
 
 
-def _dev_wer(run_dir: Path, step: int) -> str:
-    import csv
-
-    rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r["split"] == "dev" and r["name"] == "ctc_wer"]
-    at = [float(r["value"]) for r in rows if int(r["step"]) == step]
-    return f"{100 * at[-1]:.0f}%" if at else "-"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True, help="train/dev/test.jsonl of the domain (human references)")
@@ -112,7 +104,7 @@ def main() -> None:
     for name, extra in (("scratch", []), ("adapted", [f"init_from={args.general}"])):
         best, summary = train(args.out / name, args, extra, log)
         r = dict(evaluate(args.out / name / "test", test, ["--model", str(best)], log, args.beam))
-        r.update(steps=summary["steps"], dev_ctc_wer=_dev_wer(args.out / name / "run", summary["best_step"]))
+        r.update(steps=summary["steps"], dev_ctc_wer=best_dev_wer(args.out / name / "run", summary["best_step"]))
         results[name] = r
         print(f"{name}: test BLEU {r['bleu']:.1f} chrF {r['chrf']:.1f}", flush=True)
     keep = ("bleu", "chrf", "n", "bleu_signature", "chrf_signature", "reference_source", "steps", "dev_ctc_wer")
