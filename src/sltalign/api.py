@@ -140,9 +140,10 @@ class SpeechTranslator:
         # Longest first in batches of similar length: least padding, and the slowest batch shows up first.
         # A batch never mixes output limits (they follow each piece's own duration).
         order = sorted(range(len(pieces)), key=lambda j: -len(pieces[j][1]))
+        limit = [self.max_len_for(len(p)) for _, p in pieces]
         batches: list[list[int]] = []
         for j in order:
-            if batches and len(batches[-1]) < bs and self.max_len_for(len(pieces[batches[-1][0]][1])) == self.max_len_for(len(pieces[j][1])):
+            if batches and len(batches[-1]) < bs and limit[batches[-1][0]] == limit[j]:
                 batches[-1].append(j)
             else:
                 batches.append([j])
@@ -151,7 +152,7 @@ class SpeechTranslator:
             for idx in tqdm(batches, desc="translate", unit="batch", disable=not progress):
                 states, mask = self.model.encode_audio([pieces[j][1] for j in idx])
                 out = self.model.translate_states(
-                    states, mask, beam=beam or self.beam, max_len=self.max_len_for(len(pieces[idx[0]][1])), length_penalty=self.length_penalty
+                    states, mask, beam=beam or self.beam, max_len=limit[idx[0]], length_penalty=self.length_penalty
                 )
                 texts.update(zip(idx, out))
         for j, (i, _) in enumerate(pieces):
