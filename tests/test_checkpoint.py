@@ -160,3 +160,54 @@ def test_output_limit_follows_each_clips_duration(model, monkeypatch):
     assert sorted(calls) == [(1, 4), (1, 4), (1, 20)]
     with pytest.raises(ValueError, match="tokens_per_second"):
         SpeechTranslator(model, tokens_per_second=-1.0)
+
+
+def test_long_audio_translated_in_pieces_of_max_piece_seconds(model, tmp_path, monkeypatch):
+    """Audio longer than max_piece_seconds is split at the VAD's pauses; each piece is translated alone and
+    the translations are joined in order. The checkpoint's value is applied by from_pretrained."""
+    from sltalign import segment
+
+    sr = 16000
+    parts = [speechlike(2.5, seed=s) for s in (1, 2, 3)]
+    gap = np.zeros(sr // 2, dtype=np.float32)
+    wav = np.concatenate([parts[0], gap, parts[1], gap, parts[2]])  # 8.5 s: three 2.5-s regions
+    starts = [0, 3 * sr, 6 * sr]
+    monkeypatch.setattr(segment, "detect_speech", lambda *a, **k: [(s, s + int(2.5 * sr)) for s in starts])
+    seen = []
+    real = model.translate_states
+
+    def spy(states, mask, **kw):
+        seen.extend(int(n) for n in mask.sum(1))
+        return real(states, mask, **kw)
+
+    monkeypatch.setattr(model, "translate_states", spy)
+    whole = SpeechTranslator(model, beam=1, max_len=4)  # None: split only past the encoder's window
+    assert whole.translate(wav) == whole.translate([wav])[0]
+    assert len(seen) == 2  # one piece, twice
+    seen.clear()
+    st = SpeechTranslator(model, beam=1, max_len=4, max_piece_seconds=3.0)
+    out = st.translate(wav)
+    assert len(seen) == 3  # three pieces of 2.5 s, each under the 3-s limit
+    expected = " ".join(t for t in (st.translate(wav[s : s + int(2.5 * sr)]) for s in starts) if t)
+    assert out == expected
+    seen.clear()
+    assert SpeechTranslator(model, beam=1, max_len=4, max_piece_seconds=6.0).translate(wav) is not None
+    assert len(seen) == 2  # packed: 2.5 + 0.5 + 2.5 s fit in 6 s, the third region alone
+    # Stored in the checkpoint's decoding defaults; a keyword overrides it (None: window only).
+    ckpt = save_connector(model, tmp_path / "ckpt", decoding={"beam": 1, "max_len": 4, "max_piece_seconds": 3.0})
+    assert SpeechTranslator.from_pretrained(ckpt).max_piece_seconds == 3.0
+    assert SpeechTranslator.from_pretrained(ckpt, max_piece_seconds=None).max_piece_seconds is None
+    with pytest.raises(ValueError, match="max_piece_seconds"):
+        SpeechTranslator(model, max_piece_seconds=0.5)
+
+
+def test_piece_seconds_for_training_durations():
+    from sltalign.api import piece_seconds_for
+
+    durations = [1.0] * 50 + [3.2] * 149 + [25.0]  # one outlier does not count
+    assert piece_seconds_for(durations) == 4.0  # the floor
+    assert piece_seconds_for([5.1] * 10) == 6.0  # rounded up to whole seconds
+    assert piece_seconds_for([5.1] * 10, floor=2.0) == 6.0
+    assert piece_seconds_for(list(np.linspace(1, 30, 300))) == 30.0
+    with pytest.raises(ValueError, match="no training durations"):
+        piece_seconds_for([])

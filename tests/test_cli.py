@@ -69,6 +69,9 @@ def test_translate_files_and_manifest(ckpt, manifest, tmp_path, capsys):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["u0", "u1", "u2"]
     assert [r["hyp"] for r in rows] == lines  # same audio, same order, same outputs
+    # Clips shorter than any piece limit are translated whole, whatever the limit.
+    assert main(["translate", "--model", str(ckpt), "--max_piece_seconds", "2", *wavs]) == 0
+    assert capsys.readouterr().out.strip("\n").split("\n") == lines
 
 
 def test_info(ckpt, capsys):
@@ -82,6 +85,7 @@ def test_info(ckpt, capsys):
     [
         (["translate", "--model", "{ckpt}", "missing.wav"], "not found: missing.wav"),
         (["translate", "--model", "/nonexistent/ckpt", "x.wav"], "not a directory"),
+        (["translate", "--model", "{ckpt}", "--max_piece_seconds", "0.5", "x.wav"], "max_piece_seconds must be >= 2"),
         (["evaluate", "--manifest", "{manifest}", "--out", "{tmp}/x"], "exactly one of"),
         (["train", "{tmp}/nope.yaml"], "does not exist"),
         (["train", "{tmp}/bad.yaml"], "model.arrangement"),

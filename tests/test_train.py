@@ -85,6 +85,8 @@ def test_train_stages_logs_and_best(tmp_path, tiny_whisper_dir, sharp_marian_dir
     assert (out / "training.png").stat().st_size > 0
     model, cfg_json = load_connector(out / "best")
     assert cfg_json["training"]["step"] == summary["best_step"]
+    # Trained on clips under 1 s: translation splits long audio into pieces of at most 4 s (the floor).
+    assert cfg_json["decoding"]["max_piece_seconds"] == 4.0
     n_trainable = sum(p.numel() for p in model.connector.parameters()) + sum(p.numel() for p in model.ctc_head.parameters())
     assert n_trainable == summary["parameters"]["connector"] == summary["parameters"]["trainable"]
 
@@ -129,10 +131,11 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp
     src, _ = load_connector(Path(a.out) / "last")
     # Through train(): one step at a negligible learning rate leaves the initial weights in place, so OUT/last
     # equals the checkpoint it started from (a random start would differ everywhere).
-    b = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run", init_from=str(Path(a.out) / "last"),
+    b = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run", init_from=str(Path(a.out) / "last"), max_piece_seconds="12",
                stages="[{name: ctc, steps: 1, lr: 1.0e-12, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]")
     train(b, progress=False)
-    got, _ = load_connector(Path(b.out) / "last")
+    got, got_cfg = load_connector(Path(b.out) / "last")
+    assert got_cfg["decoding"]["max_piece_seconds"] == 12.0  # set in the config, not derived from the clips
     for (k, x), (_, y) in zip(src.connector.state_dict().items(), got.connector.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-8), k
     # Another connector size is refused, naming the checkpoint, not half-copied.
@@ -211,3 +214,12 @@ def test_time_decay_needs_a_time_limit_and_ends_near_zero(tmp_path, tiny_whisper
     assert len(lrs) >= 3
     assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # the clock only moves forward
     assert lrs[-1] < 0.5 * 0.003  # most of the decay happened: the schedule followed the clock, not the steps
+
+
+@pytest.mark.parametrize("value", ["1.5", "-3"])
+def test_max_piece_seconds_is_validated(tmp_path, value):
+    from sltalign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_piece_seconds: expected null"):
+        load_config(None, [f"max_piece_seconds={value}"])
+    assert load_config(None, ["max_piece_seconds=0"]).max_piece_seconds == 0.0

@@ -5,8 +5,9 @@
     st.translate(["a.wav", "b.flac"])      # -> ["...", "..."]
     st.translate("talk.mp3")               # -> "..."  (one input, one string)
 
-Inputs are paths (any format ``sltalign.audio`` reads) or 1-D float arrays at 16 kHz. Audio longer than the
-speech encoder's window is split at pauses with Silero VAD and the pieces are translated in order.
+Inputs are paths (any format ``sltalign.audio`` reads) or 1-D float arrays at 16 kHz. Audio longer than
+``max_piece_seconds`` (by default the speech encoder's window; a trained checkpoint stores the longest duration
+its connector was trained on) is split at pauses with Silero VAD and the pieces are translated in order.
 Empty or silent input gives the empty string (a defined result, with a warning), never a crash.
 """
 
@@ -33,6 +34,19 @@ AudioInput = str | Path | np.ndarray | torch.Tensor
 SAMPLE_RATE = 16000
 #: shorter than this (in samples) a clip carries no speech worth translating
 MIN_SAMPLES = SAMPLE_RATE // 10
+#: shortest allowed ``max_piece_seconds``: a piece must hold at least a few words, and the VAD's cuts need room
+MIN_PIECE_SECONDS = 2.0
+#: decoding options a checkpoint may store (``decoding`` in its config) and ``from_pretrained`` applies
+DECODING_KEYS = ("beam", "max_len", "length_penalty", "tokens_per_second", "max_piece_seconds")
+
+
+def piece_seconds_for(durations: Sequence[float], *, quantile: float = 0.99, floor: float = 4.0) -> float:
+    """The ``max_piece_seconds`` a connector trained on clips of these durations should translate with:
+    the duration ``quantile`` of them reach (a few outliers do not count), rounded up to a whole second,
+    at least ``floor`` (shorter pieces would split sentences at the pauses between their words)."""
+    if not len(durations):
+        raise ValueError("piece_seconds_for: no training durations")
+    return float(max(floor, MIN_PIECE_SECONDS, math.ceil(float(np.quantile(np.asarray(durations, dtype=float), quantile)))))
 
 
 def _is_empty_file(path: str | Path) -> bool:
@@ -54,8 +68,15 @@ class SpeechTranslator:
         length_penalty: float = 1.0,
         batch_size: int = 8,
         tokens_per_second: float = 8.0,
+        max_piece_seconds: float | None = None,
     ) -> None:
-        """``max_len`` is the output limit in tokens for clips up to 10 s; longer audio gets
+        """``max_piece_seconds``: audio longer than this is split at pauses (Silero VAD) into pieces no longer
+        than it, translated in order and joined. ``None`` splits only what the speech encoder cannot take in one
+        window (Whisper: 30 s). A connector trained on short clips has never seen long inputs and tends to
+        translate the first sentence or two of them and stop; checkpoints therefore store the duration they were
+        trained up to (``decoding.max_piece_seconds``), and ``from_pretrained`` applies it.
+
+        ``max_len`` is the output limit in tokens for clips up to 10 s; longer audio gets
         ``tokens_per_second`` per second of it, counted in whole 10-s steps (a 28-s piece: 240 at the default),
         so that long speech is not cut off at a limit sized for a sentence. The limit depends only on a clip's
         own duration (batches never mix limits), so batching still never changes a translation."""
@@ -63,6 +84,9 @@ class SpeechTranslator:
             raise ValueError("SpeechTranslator needs an AlignedST with a speech encoder")
         if max_len < 1 or tokens_per_second < 0:
             raise ValueError(f"max_len must be >= 1 and tokens_per_second >= 0; got {max_len} and {tokens_per_second}")
+        if max_piece_seconds is not None and not max_piece_seconds >= MIN_PIECE_SECONDS:
+            raise ValueError(f"max_piece_seconds must be >= {MIN_PIECE_SECONDS} (or None); got {max_piece_seconds}")
+        self.max_piece_seconds = max_piece_seconds
         self.model = model.eval()
         self.beam = beam
         self.max_len = max_len
@@ -75,10 +99,12 @@ class SpeechTranslator:
     def from_pretrained(cls, path: str | Path, *, speech_encoder=None, translator=None, **decoding) -> "SpeechTranslator":
         """Load a connector checkpoint directory and the foundations it names (checked by fingerprint).
 
-        Decoding defaults (beam, max_len, length_penalty) come from the checkpoint; keyword arguments override.
+        Decoding defaults (``DECODING_KEYS``: beam, max_len, length_penalty, tokens_per_second,
+        max_piece_seconds) come from the checkpoint; keyword arguments override (``max_piece_seconds=None``
+        restores splitting at the encoder's window only).
         """
         model, cfg = load_connector(path, speech_encoder=speech_encoder, translator=translator)
-        opts = {k: v for k, v in cfg.get("decoding", {}).items() if k in ("beam", "max_len", "length_penalty")}
+        opts = {k: v for k, v in cfg.get("decoding", {}).items() if k in DECODING_KEYS}
         opts.update(decoding)
         return cls(model, **opts)
 
@@ -97,13 +123,21 @@ class SpeechTranslator:
         return as_waveform(x, SAMPLE_RATE)
 
     def _pieces(self, wav: np.ndarray) -> list[np.ndarray]:
-        """Split audio longer than the encoder's window at pauses (Silero VAD); shorter audio is one piece."""
-        limit = self.model.speech_encoder.max_seconds
+        """Split audio longer than the piece limit at pauses (Silero VAD); shorter audio is one piece.
+
+        The limit is ``max_piece_seconds`` or the encoder's window, whichever is shorter. Pieces cut to fit
+        the window keep a margin (at most 28 s of Whisper's 30) so the cut has room to land on a pause."""
+        window = self.model.speech_encoder.max_seconds
+        limit = self.max_piece_seconds
+        if window is not None and (limit is None or limit >= window):
+            limit, target = window, min(28.0, window - 1.0)
+        else:
+            target = limit
         if limit is None or len(wav) <= limit * SAMPLE_RATE:
             return [wav] if len(wav) >= MIN_SAMPLES else []
         from .segment import split_long_audio
 
-        spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=min(28.0, limit - 1.0))
+        spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target)
         return [wav[a:b] for a, b in spans if b - a >= MIN_SAMPLES]
 
     def max_len_for(self, num_samples: int) -> int:

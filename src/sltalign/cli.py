@@ -22,6 +22,8 @@ from jsonargparse import ArgumentParser
 
 from . import __version__
 
+PIECE_HELP = "split audio longer than this at pauses (default: the checkpoint's; 0: only at the encoder's window)"
+
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="sltalign", description="End-to-end speech translation from frozen pretrained models.", version=__version__)
@@ -89,6 +91,7 @@ def _parser() -> ArgumentParser:
     ev.add_argument("--out", type=str, required=True)
     ev.add_argument("--beam", type=int | None, default=None)
     ev.add_argument("--batch_size", type=int, default=8)
+    ev.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
     sub.add_subcommand("evaluate", ev, help="score a system on a manifest")
 
     tr = ArgumentParser(description="Translate audio files or a manifest; one line per input.")
@@ -98,6 +101,7 @@ def _parser() -> ArgumentParser:
     tr.add_argument("--out", type=str | None, default=None, help="hyps.jsonl (with --manifest); default: stdout")
     tr.add_argument("--beam", type=int | None, default=None)
     tr.add_argument("--batch_size", type=int, default=8)
+    tr.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
     sub.add_subcommand("translate", tr, help="translate audio")
 
     info = ArgumentParser(description="Parameter report of a connector checkpoint.")

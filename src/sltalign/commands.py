@@ -84,6 +84,13 @@ def train(args: Any) -> int:
     return 0
 
 
+def _decoding_overrides(args: Any) -> dict[str, Any]:
+    """Decoding options given on the command line (None: keep the checkpoint's)."""
+    if args.max_piece_seconds is None:
+        return {}
+    return {"max_piece_seconds": args.max_piece_seconds or None}
+
+
 def evaluate(args: Any) -> int:
     from .data.manifest import read_manifest
     from .evaluate import write_results
@@ -98,7 +105,7 @@ def evaluate(args: Any) -> int:
     if args.model:
         from .api import SpeechTranslator
 
-        st = SpeechTranslator.from_pretrained(args.model)
+        st = SpeechTranslator.from_pretrained(args.model, **_decoding_overrides(args))
         hyps, timings = run_aligned(st, utts, beam=args.beam, batch_size=args.batch_size)
         extra.update(system="aligned", model=str(args.model))
     elif args.cascade:
@@ -126,7 +133,7 @@ def translate(args: Any) -> int:
 
     if bool(args.audio) == bool(args.manifest):
         raise ValueError("translate: give audio files or --manifest M.jsonl (not both)")
-    st = SpeechTranslator.from_pretrained(args.model)
+    st = SpeechTranslator.from_pretrained(args.model, **_decoding_overrides(args))
     if args.audio:
         missing = [a for a in args.audio if not Path(a).is_file()]
         if missing:

@@ -116,6 +116,10 @@ class TrainConfig:
     eval_beam: int = 1
     decode_beam: int = 4
     max_len: int = 150
+    #: translation splits audio longer than this at pauses (stored in the checkpoint's decoding defaults);
+    #: None: the duration the training clips reach (their 99th percentile, whole seconds, at least 4 s);
+    #: 0: split only what the speech encoder cannot take in one window
+    max_piece_seconds: float | None = None
     num_threads: int = 0
 
 
@@ -266,5 +270,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"stages.{i}.objectives: the ctc objective needs model.ctc: true")
     if m.compression and not m.ctc:
         raise ConfigError("model.compression needs model.ctc: true (segments come from the CTC head)")
+    if cfg.max_piece_seconds is not None and not (cfg.max_piece_seconds == 0 or cfg.max_piece_seconds >= 2.0):
+        raise ConfigError(f"max_piece_seconds: expected null (auto), 0 (encoder window only) or at least 2 s, got {cfg.max_piece_seconds}")
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision: expected no, bf16 or fp16, got {cfg.mixed_precision!r}")

@@ -36,6 +36,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
+from .api import piece_seconds_for
 from .checkpoint import TRAINER_STATE, build_model, load_connector, read_config, save_connector
 from .config import TrainConfig, to_dict
 from .data.augment import mask_states
@@ -252,6 +253,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         dev_utts = dev_utts[: cfg.data.max_dev]
     if not train_utts:
         raise ValueError(f"{cfg.data.train}: no utterance between {cfg.data.min_duration} and {cfg.data.max_duration} s")
+    if cfg.max_piece_seconds is None:  # translate in pieces no longer than what the connector trained on
+        decoding["max_piece_seconds"] = piece_seconds_for([u.duration for u in train_utts])
+    else:  # 0: the encoder's window only (validated in config.validate)
+        decoding["max_piece_seconds"] = cfg.max_piece_seconds or None
     cache = build_cache(cfg, model, train_utts + dev_utts, accelerator)
     src_tok = lambda texts: translator.tokenize_source(texts)  # noqa: E731  (transcript tokens for CTC)
     train_set = CachedSpeechDataset(cache, train_utts, translator.tokenize_target, src_tok if needs_text else None)
