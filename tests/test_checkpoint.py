@@ -205,9 +205,9 @@ def test_piece_seconds_for_training_durations():
     from sltalign.api import piece_seconds_for
 
     durations = [1.0] * 50 + [3.2] * 149 + [25.0]  # one outlier does not count
-    assert piece_seconds_for(durations) == 4.0  # the floor
-    assert piece_seconds_for([5.1] * 10) == 6.0  # rounded up to whole seconds
-    assert piece_seconds_for([5.1] * 10, floor=2.0) == 6.0
+    assert piece_seconds_for(durations) == 10.0  # the floor
+    assert piece_seconds_for(durations, floor=2.0) == 4.0  # rounded up to whole seconds
+    assert piece_seconds_for([12.1] * 10) == 13.0
     assert piece_seconds_for(list(np.linspace(1, 30, 300))) == 30.0
     with pytest.raises(ValueError, match="no training durations"):
         piece_seconds_for([])

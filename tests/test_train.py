@@ -4,6 +4,7 @@ and 2 gloo processes agreeing with 1 process on the same global batch."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -85,8 +86,8 @@ def test_train_stages_logs_and_best(tmp_path, tiny_whisper_dir, sharp_marian_dir
     assert (out / "training.png").stat().st_size > 0
     model, cfg_json = load_connector(out / "best")
     assert cfg_json["training"]["step"] == summary["best_step"]
-    # Trained on clips under 1 s: translation splits long audio into pieces of at most 4 s (the floor).
-    assert cfg_json["decoding"]["max_piece_seconds"] == 4.0
+    # Trained on clips under 1 s: translation splits long audio into pieces of at most 10 s (the floor).
+    assert cfg_json["decoding"]["max_piece_seconds"] == 10.0
     n_trainable = sum(p.numel() for p in model.connector.parameters()) + sum(p.numel() for p in model.ctc_head.parameters())
     assert n_trainable == summary["parameters"]["connector"] == summary["parameters"]["trainable"]
 
@@ -223,3 +224,20 @@ def test_max_piece_seconds_is_validated(tmp_path, value):
     with pytest.raises(ConfigError, match="max_piece_seconds: expected null"):
         load_config(None, [f"max_piece_seconds={value}"])
     assert load_config(None, ["max_piece_seconds=0"]).max_piece_seconds == 0.0
+
+
+def test_ctc_only_recipe_trains_without_translations(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    """CTC alone learns from transcripts: the training split may be speech recognition data (no translations);
+    a recipe with a translation objective refuses such a split, naming the field."""
+    from sltalign.data.manifest import read_manifest
+
+    stages = "[{name: ctc, steps: 2, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages)
+    asr_only = [dataclasses.replace(u, translation=None, translation_source=None) for u in read_manifest(cfg.data.train)]
+    cfg.data.train = str(write_manifest(tmp_path / "asr.jsonl", asr_only))
+    assert train(cfg, progress=False)["steps"] == 2
+    ce = config(tmp_path / "ce", tiny_whisper_dir, sharp_marian_dir, "run",
+                stages="[{name: t, steps: 2, lr: 0.003, warmup: 0, objectives: {ce: 1.0}}]")
+    ce.data.train = cfg.data.train
+    with pytest.raises(ValueError, match="translation"):
+        train(ce, progress=False)

@@ -33,7 +33,7 @@ def _parser() -> ArgumentParser:
     demo = ArgumentParser(description="Offline end-to-end run on the packaged models: synthesise, cache, train, evaluate.")
     demo.add_argument("--out", type=str, default="runs/demo", help="output directory")
     demo.add_argument("--quick", action="store_true", help="whisper-tiny.en and a few steps (about 5 minutes)")
-    demo.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: 16; quick: 1.5)")
+    demo.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: 13; quick: 1.5)")
     demo.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
     sub.add_subcommand("demo", demo, help="offline end-to-end demo")
 
@@ -50,6 +50,8 @@ def _parser() -> ArgumentParser:
     synth.add_argument("--n_test", type=int, default=100)
     synth.add_argument("--long_fraction", type=float, default=0.1, help="share of clips made of several sentences (20-40 s)")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--mt_splits", type=list[str], default=["train", "dev", "test"],
+                       help="splits that get MT targets (a CTC-only recipe needs none in train)")
     synth.add_argument("--workers", type=int, default=2)
     dsub.add_subcommand("synth", synth)
     # How2 is usually prepared as Kaldi data dirs: `data how2` is `data kaldi` under the corpus's name.

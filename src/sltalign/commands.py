@@ -40,6 +40,7 @@ def data(source: str, args: Any) -> int:
             seed=args.seed,
             workers=args.workers,
             translation_source=None if args.translations else f"mt:{args.mt}",
+            mt_splits=tuple(args.mt_splits),
         )
         paths = synthesize_corpus(cfg, out, translate_fn=translate_fn)
         for split, p in paths.items():

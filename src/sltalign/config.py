@@ -117,7 +117,7 @@ class TrainConfig:
     decode_beam: int = 4
     max_len: int = 150
     #: translation splits audio longer than this at pauses (stored in the checkpoint's decoding defaults);
-    #: None: the duration the training clips reach (their 99th percentile, whole seconds, at least 4 s);
+    #: None: the duration the training clips reach (their 99th percentile, whole seconds, at least 10 s);
     #: 0: split only what the speech encoder cannot take in one window
     max_piece_seconds: float | None = None
     num_threads: int = 0

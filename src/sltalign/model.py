@@ -166,8 +166,11 @@ class AlignedST(nn.Module):
     @torch.no_grad()
     def generate(self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150, length_penalty: float = 1.0) -> list[list[int]]:
         """Batched beam search (beam 1: greedy) -> target token ids per utterance."""
-        bridged = self.bridge(states, mask)
-        return self.translator.generate(bridged.memory, bridged.memory_mask, beam=beam, max_len=max_len, length_penalty=length_penalty)
+        return self._search(self.bridge(states, mask), beam=beam, max_len=max_len, length_penalty=length_penalty)
+
+    def _search(self, bridged: BridgeOutput, **kw) -> list[list[int]]:
+        """The frozen MT decoder's beam search over a bridge output (shared by generate and dev evaluation)."""
+        return self.translator.generate(bridged.memory, bridged.memory_mask, **kw)
 
     @torch.no_grad()
     def translate_states(self, states: torch.Tensor, mask: torch.Tensor, **kw) -> list[str]:
@@ -189,7 +192,7 @@ class AlignedST(nn.Module):
         if self.ctc_head is None:
             raise ValueError("translate_and_transcribe needs a CTC head: build the model with ctc=True")
         bridged = self.bridge(states, mask)
-        ids = self.translator.generate(bridged.memory, bridged.memory_mask, beam=beam, max_len=max_len)
+        ids = self._search(bridged, beam=beam, max_len=max_len)
         return self.translator.detokenize(ids), self._read_ctc(bridged.ctc_logits, bridged.connector_mask)
 
     def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:

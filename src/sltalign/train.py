@@ -246,7 +246,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
 
     # --- data -------------------------------------------------------------------------------------
     needs_text = any(s.objectives.get("ctc", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
-    train_utts = filter_utterances(read_manifest(cfg.data.train, require=("translation",)), cfg, need_transcript=needs_text)
+    # CTC alone learns from transcripts: a recipe without ce/kd trains on speech recognition data (no
+    # translations needed in the training split; dev still needs them, it is scored by BLEU).
+    needs_translation = any(s.objectives.get("ce", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
+    train_require = ("translation",) if needs_translation else ("transcript",)
+    train_utts = filter_utterances(read_manifest(cfg.data.train, require=train_require), cfg, need_transcript=needs_text)
     # Dev follows the same duration limits (the encoder takes at most one 30 s window per utterance).
     dev_utts = filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False) if cfg.data.dev else []
     if cfg.data.max_dev and len(dev_utts) > cfg.data.max_dev:
@@ -259,7 +263,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         decoding["max_piece_seconds"] = cfg.max_piece_seconds or None
     cache = build_cache(cfg, model, train_utts + dev_utts, accelerator)
     src_tok = lambda texts: translator.tokenize_source(texts)  # noqa: E731  (transcript tokens for CTC)
-    train_set = CachedSpeechDataset(cache, train_utts, translator.tokenize_target, src_tok if needs_text else None)
+    train_set = CachedSpeechDataset(cache, train_utts, translator.tokenize_target if needs_translation else None, src_tok if needs_text else None)
     dev_set = CachedSpeechDataset(cache, dev_utts, translator.tokenize_target, None) if dev_utts else None
     sampler = LengthBucketSampler(
         train_set.lengths, max_frames=cfg.data.max_frames, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed

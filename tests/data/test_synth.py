@@ -131,6 +131,18 @@ def test_long_clips_and_translate_fn_batches(tmp_path):
     used = {x for p in paths.values() for u in read_manifest(p) for x in json.loads(
         (tmp_path / "c" / "audio" / u.id.split("-")[0] / f"{u.id}.json").read_text())["sentences"]}
     assert sorted(flat) == sorted(used)
+    # Targets for dev/test only (a CTC-only recipe needs none in train): the same clips, resumed, and the MT
+    # sees only the test split's sentences; train keeps its transcripts and has no translation.
+    calls.clear()
+    cfg2 = SynthConfig(sentences=str(s), n_train=2, n_dev=0, n_test=1, long_fraction=0.5, seed=3, workers=0,
+                       translate_batch_size=3, rate_range=(180, 200), mt_splits=["dev", "test"])
+    paths2 = synthesize_corpus(cfg2, tmp_path / "c", translate_fn=fake_mt, mt_spec="fake-mt", progress=False)
+    train2, test2 = read_manifest(paths2["train"], require=("transcript",)), read_manifest(paths2["test"])
+    assert [u.transcript for u in train2] == [u.transcript for u in train]
+    assert all(u.translation is None and u.translation_source is None for u in train2)
+    assert test2 == read_manifest(paths["test"])
+    test_sentences = {x for u in test2 for x in json.loads((tmp_path / "c" / "audio" / "test" / f"{u.id}.json").read_text())["sentences"]}
+    assert {x for c in calls for x in c} == test_sentences
 
 
 def test_load_sentences_filters_and_pairs(tmp_path):
@@ -180,6 +192,8 @@ def test_config_validation():
     with pytest.raises(ValueError, match="backend"):
         SynthConfig(backend="sam")
     assert SynthConfig(voices=["en-us+f3"]).voices == ("en-us+f3",)
+    with pytest.raises(ValueError, match="mt_splits must name splits"):
+        SynthConfig(mt_splits=("train", "valid"))
 
 
 def test_espeak_library_rejects_unknown_voice():
