@@ -2,8 +2,9 @@
 
 Steps (each shows progress; every artefact lands under OUT):
 1. synthesise an English speech corpus with eSpeak NG (train / dev / test, short clips and 20-40 s ones);
-   Portuguese targets are the frozen MT's own translations of the transcripts (distillation, marked
+   dev/test targets are the frozen MT's own translations of the transcripts (distillation, marked
    ``translation_source: mt:...``), so the synthetic test measures how close speech input gets to text input;
+   the training split carries transcripts only (the recipe trains by CTC on them);
 2. the project's real-speech test set (LibriVox recordings, human Portuguese references);
 3. cache the frozen Whisper encoder's outputs once, then train the connector with the fast-alignment recipe
    (``configs/demo.yaml``: a windowed Q-Former, ECED, CTC into the MT's embedding space, hard compression);
