@@ -76,7 +76,7 @@ def main() -> None:
     for manifest, rows in results.items():
         src = next(iter(rows.values()))["reference_source"]
         human = all(not s.startswith("mt:") for s in src)
-        lines += [f"## {manifest} (references: {', '.join(src)}; {'human' if human else 'MT output'})", ""]
+        lines += [f"## {manifest} (references: {', '.join(src)}, {'human' if human else 'MT output'})", ""]
         lines += ["| max_piece_seconds | BLEU / chrF | " + " | ".join(names) + " | model seconds |", "|---" * (len(names) + 3) + "|"]
         for v, m in rows.items():
             b = m["buckets"]
