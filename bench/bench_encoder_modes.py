@@ -1,11 +1,13 @@
-"""Whisper encoder: trim vs pad30, side by side in one run (issue "Benchmarks", speed part).
+"""Whisper encoder: trim vs pad30, and fp32 vs bf16 compute, side by side in one run (issue "Benchmarks").
 
     python3 bench/bench_encoder_modes.py [--model packaged:whisper-base] [--seconds 2 4 6 8 10] [--repeats 3]
 
 For each clip length, encodes the same real speech (LibriVox recordings from Debian's pocketsphinx-testdata,
 cut or concatenated to length) in both modes, one clip at a time (how the cache encodes a clip), and prints
 the best-of-N wall time of each and the ratio pad30 / trim. Also prints how close the trimmed frames are to
-the pad30 frames (cosine similarity), since trim changes what the encoder sees.
+the pad30 frames (cosine similarity), since trim changes what the encoder sees. A second table times trim
+mode in fp32 and in bf16 (``precision="bf16"``: autocast, fast on CPUs with AMX) and prints the relative
+error of the bf16 states.
 """
 
 from __future__ import annotations
@@ -65,6 +67,22 @@ def main() -> None:
         print(f"| {sec:g} | {t_trim:.3f} | {t_pad:.3f} | {t_pad / t_trim:.1f}x | {cos.mean():.3f}, {q.mean():.3f} |")
     print(f"\nspeed-up pad30 / trim over {args.seconds[0]:g}-{args.seconds[-1]:g} s clips: min {min(ratios):.1f}x, "
           f"geometric mean {float(np.exp(np.mean(np.log(ratios)))):.1f}x (target >= 5x)")
+
+    bf16 = load_speech_encoder(args.model, mode="trim", precision="bf16")
+    print("\n| clip s | trim fp32 s | trim bf16 s | fp32 / bf16 | relative error of bf16 states | cosine (min over frames) |")
+    print("|---|---|---|---|---|---|")
+    ratios = []
+    for sec in args.seconds:
+        wav = speech(sec)
+        t_32 = best_time(lambda: trim.encode([wav]), args.repeats)
+        t_16 = best_time(lambda: bf16.encode([wav]), args.repeats)
+        a, _ = trim.encode([wav])
+        b, _ = bf16.encode([wav])
+        rel = float((a - b).norm() / a.norm())
+        cos = torch.nn.functional.cosine_similarity(a[0], b[0], dim=-1)
+        ratios.append(t_32 / t_16)
+        print(f"| {sec:g} | {t_32:.3f} | {t_16:.3f} | {t_32 / t_16:.1f}x | {rel:.4f} | {cos.min():.4f} |")
+    print(f"\nspeed-up fp32 / bf16 (trim): geometric mean {float(np.exp(np.mean(np.log(ratios)))):.1f}x")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,22 @@ def test_round_trip_bit_identical(model, tmp_path):
     assert model.generate(states, mask, beam=2, max_len=6) == loaded.generate(s2, m2, beam=2, max_len=6)
 
 
+def test_encoder_precision_is_recorded_and_restored(model, tmp_path):
+    model.speech_encoder.set_precision("bf16")
+    try:
+        ckpt = save_connector(model, tmp_path / "ckpt")
+    finally:
+        model.speech_encoder.set_precision("fp32")
+    assert read_config(ckpt)["speech_encoder"]["precision"] == "bf16"
+    loaded, _ = load_connector(ckpt)
+    assert loaded.speech_encoder.precision == "bf16"
+    # a checkpoint written before precision existed loads as fp32
+    cfg = json.loads((ckpt / "config.json").read_text())
+    del cfg["speech_encoder"]["precision"]
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    assert load_connector(ckpt)[0].speech_encoder.precision == "fp32"
+
+
 def test_speech_translator_from_pretrained(model, tmp_path):
     import soundfile as sf
 

@@ -46,7 +46,7 @@ def model_config(model: AlignedST, *, translator_kwargs: dict | None = None, dec
         "sltalign_version": __version__,
         "speech_encoder": None
         if se is None
-        else {"spec": se.spec, "mode": getattr(se, "mode", None), "dim": se.dim, "fingerprint": se.fingerprint()},
+        else {"spec": se.spec, "mode": getattr(se, "mode", None), "precision": se.precision, "dim": se.dim, "fingerprint": se.fingerprint()},
         "translator": {
             "spec": model.translator.spec,
             "kwargs": translator_kwargs or {},
@@ -144,7 +144,8 @@ def build_model(cfg: dict[str, Any], *, speech_encoder=None, translator=None, lo
         translator = load_translator(cfg["translator"]["spec"], **cfg["translator"].get("kwargs", {}))
     if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
         se = cfg["speech_encoder"]
-        speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim")
+        # checkpoints from before encoder precision existed computed in fp32
+        speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim", precision=se.get("precision") or "fp32")
     connector = connector_from_config(cfg["connector"])
     ctc_head = TiedCTCHead(embed_dim=translator.embed_dim) if cfg.get("ctc") else None
     return AlignedST(

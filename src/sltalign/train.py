@@ -106,12 +106,12 @@ def filter_utterances(utts: list[Utterance], cfg: TrainConfig, *, need_transcrip
 
 def build_cache(cfg: TrainConfig, model: AlignedST, utts: list[Utterance], accelerator: Accelerator) -> EncoderCache:
     enc = model.speech_encoder
-    cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.mode, dtype=cfg.data.cache_dtype)
+    cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
     if accelerator.is_main_process:
         cache.build(enc, utts, batch_size=8, progress=True)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:  # re-open to see what the main process wrote
-        cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.mode, dtype=cfg.data.cache_dtype)
+        cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
     return cache
 
 
@@ -217,7 +217,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     np.random.seed(cfg.seed)
     mcfg = cfg.model
     model_cfg = {
-        "speech_encoder": {"spec": mcfg.speech_encoder, "mode": mcfg.encoder_mode},
+        "speech_encoder": {"spec": mcfg.speech_encoder, "mode": mcfg.encoder_mode, "precision": mcfg.encoder_precision},
         "translator": {"spec": mcfg.translator, "kwargs": mcfg.translator_kwargs},
         "arrangement": mcfg.arrangement,
         "prompt": mcfg.prompt,
@@ -229,7 +229,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         from .connectors import build_connector
         from .foundation import load_speech_encoder, load_translator
 
-        speech = load_speech_encoder(mcfg.speech_encoder, mode=mcfg.encoder_mode)
+        speech = load_speech_encoder(mcfg.speech_encoder, mode=mcfg.encoder_mode, precision=mcfg.encoder_precision)
         translator = load_translator(mcfg.translator, **mcfg.translator_kwargs)
         connector = build_connector(
             mcfg.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=mcfg.connector_preset, **mcfg.connector_args

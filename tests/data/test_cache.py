@@ -175,6 +175,10 @@ def test_build_dedupes_identical_segments_and_checks_encoder(tmp_path):
     assert cache.build(enc, [u, twin], batch_size=4, progress=False).encoded == 1
     with pytest.raises(ValueError, match="fingerprint"):
         cache.build(FakeEncoder("other"), [u], batch_size=4, progress=False)
+    bf16 = FakeEncoder()
+    bf16.cache_mode = f"{bf16.mode}+bf16"  # same weights computing in another precision: other states
+    with pytest.raises(ValueError, match=r"mode 'trim\+bf16'"):
+        cache.build(bf16, [u], batch_size=4, progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         cache.build(enc, [u], batch_size=0, progress=False)
 

@@ -68,6 +68,25 @@ def test_interface_attributes_and_frozen(trim, pad30, whisper_dir):
     assert not any("decoder" in name for name, _ in trim.named_parameters())
 
 
+def test_bf16_precision_close_to_fp32_and_keyed_apart(whisper_dir, trim):
+    waves = [wave(n, seed=i) for i, n in enumerate(LENGTHS)]
+    bf16 = load_speech_encoder(str(whisper_dir), mode="trim", precision="bf16")
+    a, mask_a = trim.encode(waves)
+    b, mask_b = bf16.encode(waves)
+    assert b.dtype == torch.float32 and torch.equal(mask_a, mask_b)
+    rel = float((a - b).norm() / a.norm())
+    assert 0 < rel < 0.05  # it does compute in bf16 (not bit-identical) and stays close
+    # one batch or one by one: bf16 keeps the batch independence of trim mode (to bf16 rounding)
+    one = torch.cat([bf16.encode([w])[0][0, : int(mask_b[i].sum())] for i, w in enumerate(waves)])
+    torch.testing.assert_close(one, b[mask_b], rtol=0.05, atol=0.05)
+    # same weights, another cache key: states of the two precisions never mix in a cache
+    assert bf16.fingerprint() == trim.fingerprint()
+    assert (trim.cache_mode, bf16.cache_mode) == ("trim", "trim+bf16")
+    assert trim.precision == "fp32" and not any(p.requires_grad for p in bf16.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        load_speech_encoder(str(whisper_dir), precision="fp8")
+
+
 @pytest.mark.parametrize("n", [320, 321, 640, 16000, 16001, 479_999, 480_000])
 def test_frames_rule(trim, n):
     assert trim.frames_for(n) == math.ceil(n / 320) == whisper_frames_for(n)

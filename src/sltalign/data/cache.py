@@ -21,7 +21,7 @@ most the batch in flight: its rows are garbage past the last indexed row, and a 
 final newline. Opening the cache (and every append) cuts both off; the lost clips count as missing and
 ``build`` encodes them again.
 
-Keys: sha256 of (encoder fingerprint, encoder mode, the audio file's absolute path, size and mtime_ns,
+Keys: sha256 of (encoder fingerprint, encoder mode (with its precision unless fp32), the audio file's absolute path, size and mtime_ns,
 offset, duration). A re-encoded file, a changed segment or another encoder gives another key, so stale
 states are never served; the old rows stay on disk until the directory is deleted.
 """
@@ -162,7 +162,7 @@ class EncoderCache:
     One cache object serves one encoder (``encoder_fingerprint`` and ``mode``); a directory may hold
     states of several encoders of the same width, told apart by their keys.
 
-    >>> cache = EncoderCache(Path("cache/whisper-base"), encoder_fingerprint=enc.fingerprint(), mode=enc.mode)
+    >>> cache = EncoderCache(Path("cache/whisper-base"), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode)
     >>> cache.build(enc, utterances, batch_size=16)          # encodes only what is missing
     >>> states = cache.get(utterances[0])                     # (T_s, D_s) float32
     """
@@ -557,11 +557,11 @@ class EncoderCache:
         if batch_size < 1:
             raise ValueError(f"EncoderCache.build: batch_size must be >= 1, got {batch_size}")
         fp = encoder.fingerprint()
-        if fp != self.encoder_fingerprint or getattr(encoder, "mode", self.mode) != self.mode:
+        mode = getattr(encoder, "cache_mode", getattr(encoder, "mode", self.mode))
+        if fp != self.encoder_fingerprint or mode != self.mode:
             raise ValueError(
                 f"EncoderCache.build: the cache at {self.root} was opened for encoder fingerprint "
-                f"{self.encoder_fingerprint!r} mode {self.mode!r}, the encoder given has {fp!r} mode "
-                f"{getattr(encoder, 'mode', None)!r}"
+                f"{self.encoder_fingerprint!r} mode {self.mode!r}, the encoder given has {fp!r} mode {mode!r}"
             )
         t0 = time.perf_counter()
         todo: dict[str, EncodableUtterance] = {}

@@ -15,11 +15,12 @@ from .packaged import PackagedModelError, is_packaged, resolve
 __all__ = ["SpeechEncoder", "Translator", "load_speech_encoder", "load_translator", "PackagedModelError"]
 
 
-def load_speech_encoder(spec: str, *, mode: str = "trim") -> SpeechEncoder:
-    """A frozen speech encoder from ``packaged:NAME``, a directory (HF or CTranslate2) or a hub id."""
+def load_speech_encoder(spec: str, *, mode: str = "trim", precision: str = "fp32") -> SpeechEncoder:
+    """A frozen speech encoder from ``packaged:NAME``, a directory (HF or CTranslate2) or a hub id;
+    ``precision`` "fp32" or "bf16" (see ``SpeechEncoder.set_precision``)."""
     from .speech_encoder import load_speech_encoder as _load
 
-    return _load(spec, mode=mode)
+    return _load(spec, mode=mode, precision=precision)
 
 
 def _is_marian_native_dir(path: Path) -> bool:

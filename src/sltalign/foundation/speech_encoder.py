@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from sltalign.foundation import packaged
-from sltalign.foundation.base import SpeechEncoder
+from sltalign.foundation.base import ENCODER_PRECISIONS, SpeechEncoder
 from sltalign.foundation.ctranslate2 import is_ctranslate2_dir, load_ctranslate2_whisper_encoder
 
 if TYPE_CHECKING:
@@ -222,15 +222,16 @@ class WhisperSpeechEncoder(SpeechEncoder):
         mel = mel.to(param.device, param.dtype)
         mel_lengths = mel_lengths.to(param.device)
         frame_lengths = (mel_lengths + 1) // 2  # conv2, stride 2: ceil(T_mel / 2)
-        if self.mode == "pad30":
-            if mel.shape[-1] != self.max_samples // 160:
-                raise ValueError(f"pad30 mode needs {self.max_samples // 160} mel frames; got {mel.shape[-1]}")
-            states = self.encoder(mel).last_hidden_state  # (B, 1500, D_s): transformers' own forward
-            width = int(frame_lengths.max())
-            states = states[:, :width]
-        else:
-            states = self._trimmed_forward(mel, mel_lengths)
-            width = states.shape[1]
+        with self.autocast(mel.device):
+            if self.mode == "pad30":
+                if mel.shape[-1] != self.max_samples // 160:
+                    raise ValueError(f"pad30 mode needs {self.max_samples // 160} mel frames; got {mel.shape[-1]}")
+                states = self.encoder(mel).last_hidden_state  # (B, 1500, D_s): transformers' own forward
+                width = int(frame_lengths.max())
+                states = states[:, :width]
+            else:
+                states = self._trimmed_forward(mel, mel_lengths)
+                width = states.shape[1]
         mask = _lengths_to_mask(frame_lengths, width)
         states = states.float() * mask[..., None]  # padded frames: exact zeros, not whatever attention gave
         return states, mask
@@ -346,7 +347,8 @@ class HFSpeechEncoder(SpeechEncoder):
             feats = torch.cat([self._features(waves[i]) for i in idx]).to(param.device)
             if feats.is_floating_point():
                 feats = feats.to(param.dtype)
-            states = self.encoder(**{self.input_name: feats}).last_hidden_state  # (G, T_s, D_s)
+            with self.autocast(feats.device):
+                states = self.encoder(**{self.input_name: feats}).last_hidden_state  # (G, T_s, D_s)
             for j, i in enumerate(idx):
                 outputs[i] = states[j].float()
         lengths = torch.tensor([o.shape[0] for o in outputs], dtype=torch.long)
@@ -417,15 +419,22 @@ def _from_pretrained(source: str, *, mode: str, spec: str) -> SpeechEncoder:
     return HFSpeechEncoder(encoder_module=encoder, feature_extractor=fe, output_lengths=lengths_fn, dim=dim, spec=spec)
 
 
-def load_speech_encoder(spec: str, *, mode: str = "trim") -> SpeechEncoder:
+def load_speech_encoder(spec: str, *, mode: str = "trim", precision: str = "fp32") -> SpeechEncoder:
     """A frozen speech encoder from a model name (see the module docstring for the accepted forms).
 
     ``mode`` ("trim" | "pad30") applies to Whisper; other encoders always see the whole utterance and
-    report mode "full". Raises PackagedModelError for an unknown packaged name, FileNotFoundError for a
-    missing directory, OSError when neither a local directory nor the hub has the model.
+    report mode "full". ``precision``: "fp32" or "bf16" (see ``SpeechEncoder.set_precision``).
+    Raises PackagedModelError for an unknown packaged name, FileNotFoundError for a missing directory,
+    OSError when neither a local directory nor the hub has the model.
     """
     if mode not in WHISPER_MODES:
         raise ValueError(f"unknown speech encoder mode {mode!r}; expected one of {WHISPER_MODES}")
+    if precision not in ENCODER_PRECISIONS:
+        raise ValueError(f"unknown speech encoder precision {precision!r}; expected one of {ENCODER_PRECISIONS}")
+    return _load(spec, mode=mode).set_precision(precision)
+
+
+def _load(spec: str, *, mode: str) -> SpeechEncoder:
     if packaged.is_packaged(spec):
         entry, dirs = packaged.resolve(spec)
         if entry.kind != "ctranslate2-whisper":
