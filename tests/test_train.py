@@ -241,3 +241,25 @@ def test_ctc_only_recipe_trains_without_translations(tmp_path, tiny_whisper_dir,
     ce.data.train = cfg.data.train
     with pytest.raises(ValueError, match="translation"):
         train(ce, progress=False)
+
+
+def test_encoder_precision_auto_resolves_per_device_and_is_recorded(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
+    """"auto" picks bf16 only where the CPU has AMX tiles (elsewhere bf16 is emulated and slow); the checkpoint
+    records the precision actually used, so translation encodes the way training did."""
+    from sltalign.config import ConfigError
+    from sltalign.foundation.base import resolve_precision
+
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("half")
+    with pytest.raises(ConfigError, match="model.encoder_precision"):
+        load_config(None, ["model.encoder_precision=fp16"])
+    stages = "[{name: ctc, steps: 2, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **{"model.encoder_precision": "auto"})
+    train(cfg, progress=False)
+    model, cfg_json = load_connector(Path(cfg.out) / "best")
+    assert cfg_json["speech_encoder"]["precision"] == "bf16" == model.speech_encoder.precision

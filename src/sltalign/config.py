@@ -27,8 +27,9 @@ class ModelConfig:
     speech_encoder: str = "packaged:whisper-base"
     #: "trim" (encode only real frames) or "pad30" (the paper's: pad to 30 s, keep frames of real audio)
     encoder_mode: str = "trim"
-    #: how the frozen speech encoder computes: "fp32", or "bf16" (autocast; ~2.5x faster encoding on CPUs
-    #: with AMX, states within ~1.4% of fp32). Recorded in checkpoints so translation computes the same way.
+    #: how the frozen speech encoder computes: "fp32", "bf16" (autocast; ~2x faster encoding on CPUs with
+    #: AMX, states within ~1.4% of fp32) or "auto" (bf16 where the device has native bf16 matrix units).
+    #: The precision used is recorded in checkpoints, so translation computes the same way.
     encoder_precision: str = "fp32"
     translator: str = "packaged:bergamot-en-pt"
     #: extra arguments for the translator loader (e.g. source_prefix, target_lang)
@@ -251,8 +252,8 @@ def validate(cfg: TrainConfig) -> None:
     m = cfg.model
     if m.encoder_mode not in ("trim", "pad30"):
         raise ConfigError(f"model.encoder_mode: expected 'trim' or 'pad30', got {m.encoder_mode!r}")
-    if m.encoder_precision not in ("fp32", "bf16"):
-        raise ConfigError(f"model.encoder_precision: expected 'fp32' or 'bf16', got {m.encoder_precision!r}")
+    if m.encoder_precision not in ("fp32", "bf16", "auto"):
+        raise ConfigError(f"model.encoder_precision: expected 'fp32', 'bf16' or 'auto', got {m.encoder_precision!r}")
     if m.arrangement not in ("ecd", "eced"):
         raise ConfigError(f"model.arrangement: expected 'ecd' or 'eced', got {m.arrangement!r}")
     if m.compression not in (None, "hard", "soft", "posterior"):

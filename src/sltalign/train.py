@@ -44,6 +44,7 @@ from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
 from .data.cache import EncoderCache
 from .data.manifest import Utterance, read_manifest
 from .evaluate import plot_training_curve, score, word_error_rate
+from .foundation.base import resolve_precision
 from .model import IGNORE, AlignedST
 from .objectives import ObjectiveConfig, Objectives
 
@@ -216,8 +217,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     mcfg = cfg.model
+    precision = resolve_precision(mcfg.encoder_precision, accelerator.device)  # "auto" -> what this device does fast
     model_cfg = {
-        "speech_encoder": {"spec": mcfg.speech_encoder, "mode": mcfg.encoder_mode, "precision": mcfg.encoder_precision},
+        "speech_encoder": {"spec": mcfg.speech_encoder, "mode": mcfg.encoder_mode, "precision": precision},
         "translator": {"spec": mcfg.translator, "kwargs": mcfg.translator_kwargs},
         "arrangement": mcfg.arrangement,
         "prompt": mcfg.prompt,
@@ -229,7 +231,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         from .connectors import build_connector
         from .foundation import load_speech_encoder, load_translator
 
-        speech = load_speech_encoder(mcfg.speech_encoder, mode=mcfg.encoder_mode, precision=mcfg.encoder_precision)
+        speech = load_speech_encoder(mcfg.speech_encoder, mode=mcfg.encoder_mode, precision=precision)
         translator = load_translator(mcfg.translator, **mcfg.translator_kwargs)
         connector = build_connector(
             mcfg.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=mcfg.connector_preset, **mcfg.connector_args

@@ -30,6 +30,23 @@ from torch import nn
 ENCODER_PRECISIONS = ("fp32", "bf16")
 
 
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
+    """"auto" -> "bf16" where the device multiplies bf16 matrices natively (a CPU with AMX tiles, a GPU
+    with bf16 support), else "fp32"; "fp32" and "bf16" are returned as given. On a CPU without AMX,
+    bf16 autocast is emulated and can be slower than fp32, hence the check."""
+    if precision in ENCODER_PRECISIONS:
+        return precision
+    if precision != "auto":
+        raise ValueError(f"precision must be 'auto' or one of {ENCODER_PRECISIONS}, got {precision!r}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x; absent: assume none
+        return "bf16" if amx is not None and amx() else "fp32"
+    return "fp32"
+
+
 class FrozenModule(nn.Module):
     """A module whose parameters never require grad and which stays in eval mode."""
 
