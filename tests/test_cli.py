@@ -122,3 +122,21 @@ def test_shipped_presets_are_valid():
 def test_python_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "sltalign", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "demo" in out.stdout and "train" in out.stdout
+
+
+def test_data_synth_exposes_the_corpus_settings(tmp_path):
+    """Noise, room, backend, voices and the train split's long share reach SynthConfig from the command line."""
+    en = [f"the {w} cat sat on the mat number {i}" for i, w in enumerate(["red", "big", "old", "new"])]
+    (tmp_path / "en.txt").write_text("\n".join(en) + "\n")
+    (tmp_path / "pt.txt").write_text("\n".join(f"frase {i}" for i in range(4)) + "\n")
+    out = tmp_path / "corpus"
+    argv = ["data", "synth", "--out", str(out), "--sentences", str(tmp_path / "en.txt"), "--translations", str(tmp_path / "pt.txt"),
+            "--n_train", "2", "--n_dev", "1", "--n_test", "1", "--long_fraction", "0", "--workers", "0",
+            "--voices", "[en-us+f3, en-gb-x-rp+m3]", "--noise_snr_db", "[10, 20]", "--noise_prob", "1", "--reverb_prob", "1"]
+    assert main(argv) == 0
+    cfg = json.loads((out / "synth_config.json").read_text())
+    assert cfg["noise_snr_db"] == [10.0, 20.0] and cfg["noise_prob"] == 1.0 and cfg["reverb_prob"] == 1.0
+    assert cfg["voices"] == ["en-us+f3", "en-gb-x-rp+m3"] and cfg["backend"] == "espeak"
+    clips = [json.loads(p.read_text()) for p in sorted((out / "audio").rglob("*.json"))]
+    assert len(clips) == 4 and all(10 <= c["snr_db"] <= 20 and c["rt60"] is not None for c in clips)
+    assert {c["voice"] for c in clips} <= {"en-us+f3", "en-gb-x-rp+m3"}

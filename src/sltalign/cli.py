@@ -49,6 +49,14 @@ def _parser() -> ArgumentParser:
     synth.add_argument("--n_dev", type=int, default=100)
     synth.add_argument("--n_test", type=int, default=100)
     synth.add_argument("--long_fraction", type=float, default=0.1, help="share of clips made of several sentences (20-40 s)")
+    synth.add_argument("--train_long_fraction", type=float | None, default=None,
+                       help="the train split's own share of long clips (default: --long_fraction)")
+    synth.add_argument("--backend", type=str, default="espeak", help="TTS: espeak, espeak-cli, flite or festival")
+    synth.add_argument("--voices", type=list[str] | None, default=None, help="the backend's voice names (default: all its English voices)")
+    synth.add_argument("--noise_snr_db", type=tuple[float, float] | None, default=None,
+                       help="add noise at an SNR drawn from this range (dB), e.g. [10,30], to --noise_prob of the clips")
+    synth.add_argument("--noise_prob", type=float, default=0.5)
+    synth.add_argument("--reverb_prob", type=float, default=0.0, help="share of clips put in a synthetic room (RT60 0.2-0.7 s)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--mt_splits", type=list[str], default=["train", "dev", "test"],
                        help="splits that get MT targets (a CTC-only recipe needs none in train)")
