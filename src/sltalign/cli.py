@@ -57,6 +57,8 @@ def _parser() -> ArgumentParser:
                        help="add noise at an SNR drawn from this range (dB), e.g. [10,30], to --noise_prob of the clips")
     synth.add_argument("--noise_prob", type=float, default=0.5)
     synth.add_argument("--reverb_prob", type=float, default=0.0, help="share of clips put in a synthetic room (RT60 0.2-0.7 s)")
+    synth.add_argument("--augment_splits", type=list[str], default=["train", "dev", "test"],
+                       help="splits that get the noise and the room (e.g. [train]: degrade training audio, keep dev/test clean)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--mt_splits", type=list[str], default=["train", "dev", "test"],
                        help="splits that get MT targets (a CTC-only recipe needs none in train)")

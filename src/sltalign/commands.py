@@ -43,6 +43,7 @@ def data(source: str, args: Any) -> int:
             noise_snr_db=args.noise_snr_db,
             noise_prob=args.noise_prob,
             reverb_prob=args.reverb_prob,
+            augment_splits=tuple(args.augment_splits),
             seed=args.seed,
             workers=args.workers,
             translation_source=None if args.translations else f"mt:{args.mt}",

@@ -18,6 +18,7 @@ from sltalign.data.synth import (
     ding_sentences,
     load_sentences,
     make_backend,
+    plan_clips,
     synthesize_corpus,
 )
 
@@ -214,3 +215,15 @@ def test_command_backends(backend, voice):
     again, _ = b.synth("The quick brown fox jumps over the lazy dog.", voice, 160, 40, 0)
     assert 1.0 < len(a) / sr < 6.0 and np.abs(a).max() > 0.05
     np.testing.assert_array_equal(a, again)  # a fresh process per sentence: reproducible
+
+
+def test_augment_splits_leave_the_other_splits_as_a_clean_corpus_would_be():
+    sentences = [f"sentence number {i} is here" for i in range(40)]
+    clean = SynthConfig(n_train=10, n_dev=5, n_test=5, long_fraction=0.0, seed=3)
+    noisy = SynthConfig(n_train=10, n_dev=5, n_test=5, long_fraction=0.0, seed=3, noise_snr_db=(5.0, 20.0), noise_prob=1.0,
+                        reverb_prob=1.0, augment_splits=["train"])
+    a, b = plan_clips(clean, sentences, DEFAULT_VOICES), plan_clips(noisy, sentences, DEFAULT_VOICES)
+    assert [p for p in a if p.split != "train"] == [p for p in b if p.split != "train"]
+    assert all(p.snr_db is not None and p.rt60 is not None for p in b if p.split == "train")
+    with pytest.raises(ValueError, match="augment_splits"):
+        SynthConfig(augment_splits=("valid",))

@@ -125,6 +125,9 @@ class SynthConfig:
     #: a synthetic room (exponentially decaying noise impulse response) for a ``reverb_prob`` share of clips
     reverb_prob: float = 0.0
     rt60_range: tuple[float, float] = (0.2, 0.7)
+    #: splits that get the noise and the room; the others are rendered exactly as with neither (same
+    #: voices, rates and audio), e.g. ("train",) to train on degraded audio and test on the clean set
+    augment_splits: tuple[str, ...] = SPLITS
     sample_rate: int = 16000
     #: processes rendering clips (0: in this process)
     workers: int = 2
@@ -137,7 +140,7 @@ class SynthConfig:
     mt_splits: tuple[str, ...] = ("train", "dev", "test")
 
     def __post_init__(self) -> None:
-        for name in ("long_range", "rate_range", "pitch_range", "noise_snr_db", "rt60_range", "voices", "mt_splits"):
+        for name in ("long_range", "rate_range", "pitch_range", "noise_snr_db", "rt60_range", "voices", "mt_splits", "augment_splits"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))  # lists from YAML / CLI
@@ -151,6 +154,7 @@ class SynthConfig:
             (self.workers >= 0 and self.translate_batch_size >= 1, "workers must be >= 0 and translate_batch_size >= 1"),
             (not self.translations or bool(self.sentences), "translations needs sentences (the line-parallel English file)"),
             (set(self.mt_splits) <= set(SPLITS), f"mt_splits must name splits among {SPLITS}, got {self.mt_splits}"),
+            (set(self.augment_splits) <= set(SPLITS), f"augment_splits must name splits among {SPLITS}, got {self.augment_splits}"),
         ]
         checks += [(0.0 <= getattr(self, k) <= 1.0, f"{k} must be in [0, 1], got {getattr(self, k)}")
                    for k in ("long_fraction", "noise_prob", "reverb_prob")]
@@ -327,8 +331,10 @@ def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]
                 texts = (sentences[pool[k % len(pool)]],)
                 k += 1
                 lo, target, hi = 0.0, 0.0, math.inf
-            noisy = cfg.noise_snr_db is not None and rng.random() < cfg.noise_prob
-            reverb = rng.random() < cfg.reverb_prob
+            # a split left out of augment_splits draws as a corpus without noise would, so it is that corpus
+            augment = split in cfg.augment_splits
+            noisy = augment and cfg.noise_snr_db is not None and rng.random() < cfg.noise_prob
+            reverb = rng.random() < cfg.reverb_prob and augment
             plans.append(
                 ClipPlan(
                     id=f"{split}-{i:06d}",
@@ -675,6 +681,8 @@ def _fingerprint(cfg: SynthConfig, backend: str, pool_sha: str) -> dict[str, Any
     d = asdict(cfg)
     for speed_only in ("workers", "translate_batch_size", "translation_source", "translations", "sentences", "mt_splits"):
         d.pop(speed_only)
+    if tuple(d["augment_splits"]) == SPLITS:
+        del d["augment_splits"]  # the default: corpora made before the setting existed still resume
     d = json.loads(json.dumps(d))  # tuples -> lists, as they come back from the file
     d.update(format=_FORMAT, resolved_backend=backend, sentences_sha256=pool_sha)
     return d
