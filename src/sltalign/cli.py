@@ -33,7 +33,8 @@ def _parser() -> ArgumentParser:
     demo = ArgumentParser(description="Offline end-to-end run on the packaged models: synthesise, cache, train, evaluate.")
     demo.add_argument("--out", type=str, default="runs/demo", help="output directory")
     demo.add_argument("--quick", action="store_true", help="whisper-tiny.en and a few steps (about 5 minutes)")
-    demo.add_argument("--minutes", type=float, default=None, help="training budget in minutes (default: 13; quick: 1.5)")
+    demo.add_argument("--minutes", type=float, default=None,
+                      help="training budget in minutes (default: what ~27 minutes leave after synthesis and encoding, capped; quick: 1.5)")
     demo.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
     sub.add_subcommand("demo", demo, help="offline end-to-end demo")
 

@@ -27,8 +27,8 @@ class ModelConfig:
     speech_encoder: str = "packaged:whisper-base"
     #: "trim" (encode only real frames) or "pad30" (the paper's: pad to 30 s, keep frames of real audio)
     encoder_mode: str = "trim"
-    #: how the frozen speech encoder computes: "fp32", "bf16" (autocast; ~2x faster encoding on CPUs with
-    #: AMX, states within ~1.4% of fp32) or "auto" (bf16 where the device has native bf16 matrix units).
+    #: how the frozen speech encoder computes: "fp32", "bf16" (autocast; 1.7-2.8x faster encoding on CPUs with
+    #: AMX, states within ~1% of fp32) or "auto" (bf16 where the device has native bf16 matrix units).
     #: The precision used is recorded in checkpoints, so translation computes the same way.
     encoder_precision: str = "fp32"
     translator: str = "packaged:bergamot-en-pt"
