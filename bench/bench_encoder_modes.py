@@ -43,6 +43,17 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def side_by_side(fast, slow, wav: np.ndarray, repeats: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Best-of-N seconds of two encoders on one clip, and their states (T_s, D_s) for comparison."""
+    t_fast = best_time(lambda: fast.encode([wav]), repeats)
+    t_slow = best_time(lambda: slow.encode([wav]), repeats)
+    return t_fast, t_slow, fast.encode([wav])[0][0], slow.encode([wav])[0][0]
+
+
+def geomean(xs: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(xs))))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="packaged:whisper-base")
@@ -56,33 +67,25 @@ def main() -> None:
     print("|---|---|---|---|---|")
     ratios = []
     for sec in args.seconds:
-        wav = speech(sec)
-        t_trim = best_time(lambda: trim.encode([wav]), args.repeats)
-        t_pad = best_time(lambda: pad.encode([wav]), args.repeats)
-        a, _ = trim.encode([wav])
-        b, _ = pad.encode([wav])
-        cos = torch.nn.functional.cosine_similarity(a[0], b[0], dim=-1)
+        t_trim, t_pad, a, b = side_by_side(trim, pad, speech(sec), args.repeats)
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
         q = cos[3 * len(cos) // 4 :]
         ratios.append(t_pad / t_trim)
         print(f"| {sec:g} | {t_trim:.3f} | {t_pad:.3f} | {t_pad / t_trim:.1f}x | {cos.mean():.3f}, {q.mean():.3f} |")
     print(f"\nspeed-up pad30 / trim over {args.seconds[0]:g}-{args.seconds[-1]:g} s clips: min {min(ratios):.1f}x, "
-          f"geometric mean {float(np.exp(np.mean(np.log(ratios)))):.1f}x (target >= 5x)")
+          f"geometric mean {geomean(ratios):.1f}x (target >= 5x)")
 
     bf16 = load_speech_encoder(args.model, mode="trim", precision="bf16")
     print("\n| clip s | trim fp32 s | trim bf16 s | fp32 / bf16 | relative error of bf16 states | cosine (min over frames) |")
     print("|---|---|---|---|---|---|")
     ratios = []
     for sec in args.seconds:
-        wav = speech(sec)
-        t_32 = best_time(lambda: trim.encode([wav]), args.repeats)
-        t_16 = best_time(lambda: bf16.encode([wav]), args.repeats)
-        a, _ = trim.encode([wav])
-        b, _ = bf16.encode([wav])
+        t_16, t_32, b, a = side_by_side(bf16, trim, speech(sec), args.repeats)
         rel = float((a - b).norm() / a.norm())
-        cos = torch.nn.functional.cosine_similarity(a[0], b[0], dim=-1)
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
         ratios.append(t_32 / t_16)
         print(f"| {sec:g} | {t_32:.3f} | {t_16:.3f} | {t_32 / t_16:.1f}x | {rel:.4f} | {cos.min():.4f} |")
-    print(f"\nspeed-up fp32 / bf16 (trim), one clip at a time: geometric mean {float(np.exp(np.mean(np.log(ratios)))):.1f}x")
+    print(f"\nspeed-up fp32 / bf16 (trim), one clip at a time: geometric mean {geomean(ratios):.1f}x")
     # how the encoder cache runs it: batches of 8 clips (lengths spread like a corpus's, 2-5 s here)
     batch = [speech(2 + 3 * i / 7) for i in range(8)]
     t_32 = best_time(lambda: trim.encode(batch), args.repeats)

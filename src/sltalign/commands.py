@@ -30,25 +30,10 @@ def data(source: str, args: Any) -> int:
 
             mt = load_translator(args.mt)
             translate_fn = lambda texts: mt.translate_text(texts, beam=1)  # noqa: E731
-        cfg = SynthConfig(
-            sentences=args.sentences,
-            translations=args.translations,
-            n_train=args.n_train,
-            n_dev=args.n_dev,
-            n_test=args.n_test,
-            long_fraction=args.long_fraction,
-            train_long_fraction=args.train_long_fraction,
-            backend=args.backend,
-            voices=args.voices,
-            noise_snr_db=args.noise_snr_db,
-            noise_prob=args.noise_prob,
-            reverb_prob=args.reverb_prob,
-            augment_splits=tuple(args.augment_splits),
-            seed=args.seed,
-            workers=args.workers,
-            translation_source=None if args.translations else f"mt:{args.mt}",
-            mt_splits=tuple(args.mt_splits),
-        )
+        # the command's options named as SynthConfig's fields pass straight through
+        same = ("sentences", "translations", "n_train", "n_dev", "n_test", "long_fraction", "train_long_fraction", "backend",
+                "voices", "noise_snr_db", "noise_prob", "reverb_prob", "augment_splits", "seed", "workers", "mt_splits")
+        cfg = SynthConfig(**{k: getattr(args, k) for k in same}, translation_source=None if args.translations else f"mt:{args.mt}")
         paths = synthesize_corpus(cfg, out, translate_fn=translate_fn)
         for split, p in paths.items():
             print(f"{split}: {p}")
