@@ -177,18 +177,14 @@ def run_demo(out: Path, *, quick: bool = False, minutes: float | None = None, wo
 def encode_clips(cfg: TrainConfig) -> None:
     """Run the frozen speech encoder over every clip that training and dev selection will read, into the
     configured cache (what ``train`` would do first), so the demo knows how much time is left to train."""
-    from .data.cache import EncoderCache
-    from .data.manifest import read_manifest
     from .foundation import load_speech_encoder
     from .foundation.base import resolve_precision
-    from .train import filter_utterances
+    from .train import open_cache, select_utterances
 
     m = cfg.model
     enc = load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=resolve_precision(m.encoder_precision))
-    utts = filter_utterances(read_manifest(cfg.data.train, require=("transcript",)), cfg, need_transcript=True)
-    utts += filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False)[: cfg.data.max_dev or None]
-    cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
-    cache.build(enc, utts, batch_size=8, progress=True)
+    train_utts, dev_utts = select_utterances(cfg)
+    open_cache(cfg, enc).build(enc, train_utts + dev_utts, batch_size=8, progress=True)
 
 
 def _combined_report(out: Path, doc: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
 from .data.cache import EncoderCache
 from .data.manifest import Utterance, read_manifest
 from .evaluate import plot_training_curve, score, word_error_rate
-from .foundation.base import resolve_precision
+from .foundation.base import SpeechEncoder, resolve_precision
 from .model import IGNORE, AlignedST
 from .objectives import ObjectiveConfig, Objectives
 
@@ -105,14 +105,44 @@ def filter_utterances(utts: list[Utterance], cfg: TrainConfig, *, need_transcrip
     return keep
 
 
+def needs_transcripts(cfg: TrainConfig) -> bool:
+    """Whether some stage reads the training transcripts (the ctc and kd objectives)."""
+    return any(s.objectives.get("ctc", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
+
+
+def needs_translations(cfg: TrainConfig) -> bool:
+    """Whether some stage reads the training translations. CTC alone learns from transcripts: a recipe without
+    ce/kd trains on speech recognition data (dev still needs translations, it is scored by BLEU)."""
+    return any(s.objectives.get("ce", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
+
+
+def select_utterances(cfg: TrainConfig) -> tuple[list[Utterance], list[Utterance]]:
+    """The training and dev utterances a run reads (duration limits, ``max_dev``, the fields its objectives
+    need). Manifest errors name the file and line."""
+    train_require = ("translation",) if needs_translations(cfg) else ("transcript",)
+    train_utts = filter_utterances(read_manifest(cfg.data.train, require=train_require), cfg, need_transcript=needs_transcripts(cfg))
+    # Dev follows the same duration limits (the encoder takes at most one 30 s window per utterance).
+    dev_utts = filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False) if cfg.data.dev else []
+    if cfg.data.max_dev and len(dev_utts) > cfg.data.max_dev:
+        dev_utts = dev_utts[: cfg.data.max_dev]
+    if not train_utts:
+        raise ValueError(f"{cfg.data.train}: no utterance between {cfg.data.min_duration} and {cfg.data.max_duration} s")
+    return train_utts, dev_utts
+
+
+def open_cache(cfg: TrainConfig, enc: SpeechEncoder) -> EncoderCache:
+    """The configured encoder-output cache, keyed for this encoder (weights, mode and precision)."""
+    return EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
+
+
 def build_cache(cfg: TrainConfig, model: AlignedST, utts: list[Utterance], accelerator: Accelerator) -> EncoderCache:
     enc = model.speech_encoder
-    cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
+    cache = open_cache(cfg, enc)
     if accelerator.is_main_process:
         cache.build(enc, utts, batch_size=8, progress=True)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:  # re-open to see what the main process wrote
-        cache = EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
+        cache = open_cache(cfg, enc)
     return cache
 
 
@@ -247,18 +277,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         (out / "parameters.json").write_text(json.dumps(report, indent=2))
 
     # --- data -------------------------------------------------------------------------------------
-    needs_text = any(s.objectives.get("ctc", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
-    # CTC alone learns from transcripts: a recipe without ce/kd trains on speech recognition data (no
-    # translations needed in the training split; dev still needs them, it is scored by BLEU).
-    needs_translation = any(s.objectives.get("ce", 0) > 0 or s.objectives.get("kd", 0) > 0 for s in cfg.stages)
-    train_require = ("translation",) if needs_translation else ("transcript",)
-    train_utts = filter_utterances(read_manifest(cfg.data.train, require=train_require), cfg, need_transcript=needs_text)
-    # Dev follows the same duration limits (the encoder takes at most one 30 s window per utterance).
-    dev_utts = filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False) if cfg.data.dev else []
-    if cfg.data.max_dev and len(dev_utts) > cfg.data.max_dev:
-        dev_utts = dev_utts[: cfg.data.max_dev]
-    if not train_utts:
-        raise ValueError(f"{cfg.data.train}: no utterance between {cfg.data.min_duration} and {cfg.data.max_duration} s")
+    train_utts, dev_utts = select_utterances(cfg)
+    needs_text, needs_translation = needs_transcripts(cfg), needs_translations(cfg)
     if cfg.max_piece_seconds is None:  # translate in pieces no longer than what the connector trained on
         decoding["max_piece_seconds"] = piece_seconds_for([u.duration for u in train_utts])
     else:  # 0: the encoder's window only (validated in config.validate)
