@@ -72,11 +72,10 @@ def _train(model: str, manifest: str, steps: int, threads: int, q: mp.Queue) -> 
 
     cfg = read_config(model)
     with tempfile.TemporaryDirectory(prefix="sltalign-bench-train-") as out:
-        half = max(1, steps // 2)
         overrides = [
             f"model.speech_encoder={cfg['speech_encoder']['spec']}", f"model.translator={cfg['translator']['spec']}",
             f"data.train={manifest}", f"data.dev={manifest}", f"data.cache_dir={out}/cache", f"out={out}/run",
-            f"stages.0.steps={half}", "stages.0.evaluate=false", f"stages.1.steps={half}", "stages.1.evaluate=false",
+            f"stages.0.steps={steps}", "stages.0.evaluate=false",
             "data.batch_size=8", f"num_threads={threads}", f"save_every={steps}",
         ]  # fmt: skip
         t = time.perf_counter()

@@ -112,6 +112,10 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, ["stages.0.objectives={ctc: 1.0}"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(None, ["data.batch_size"])
+    # translation losses alone cannot reach the connector through hard compression: said before training starts
+    with pytest.raises(ConfigError, match=r"stages.1.objectives: \['ce'\] cannot train the connector through hard compression"):
+        load_config(None, ["model.ctc=true", "model.compression=hard",
+                           "stages=[{name: a, objectives: {ctc: 1.0}}, {name: b, objectives: {ce: 1.0}}]"])
 
 
 def test_shipped_presets_are_valid():

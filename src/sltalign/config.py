@@ -274,6 +274,12 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"stages.{i}.objectives: at least one weight must be > 0")
         if s.objectives.get("ctc", 0) > 0 and not m.ctc:
             raise ConfigError(f"stages.{i}.objectives: the ctc objective needs model.ctc: true")
+        if m.compression == "hard" and not s.objectives.get("ctc", 0) > 0:
+            # hard compression hands the MT the embedding rows of argmax tokens: no gradient reaches the connector
+            raise ConfigError(
+                f"stages.{i}.objectives: {sorted(k for k, w in s.objectives.items() if w > 0)} cannot train the connector "
+                "through hard compression (it passes no gradient); add ctc, or use model.compression: posterior or soft"
+            )
     if m.compression and not m.ctc:
         raise ConfigError("model.compression needs model.ctc: true (segments come from the CTC head)")
     if cfg.max_piece_seconds is not None and not (cfg.max_piece_seconds == 0 or cfg.max_piece_seconds >= 2.0):
