@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .data.augment import AugmentConfig
+from .foundation.base import ENCODER_PRECISIONS
 
 
 @dataclass
@@ -252,8 +253,8 @@ def validate(cfg: TrainConfig) -> None:
     m = cfg.model
     if m.encoder_mode not in ("trim", "pad30"):
         raise ConfigError(f"model.encoder_mode: expected 'trim' or 'pad30', got {m.encoder_mode!r}")
-    if m.encoder_precision not in ("fp32", "bf16", "auto"):
-        raise ConfigError(f"model.encoder_precision: expected 'fp32', 'bf16' or 'auto', got {m.encoder_precision!r}")
+    if m.encoder_precision not in (*ENCODER_PRECISIONS, "auto"):
+        raise ConfigError(f"model.encoder_precision: expected one of {(*ENCODER_PRECISIONS, 'auto')}, got {m.encoder_precision!r}")
     if m.arrangement not in ("ecd", "eced"):
         raise ConfigError(f"model.arrangement: expected 'ecd' or 'eced', got {m.arrangement!r}")
     if m.compression not in (None, "hard", "soft", "posterior"):

@@ -177,12 +177,11 @@ def run_demo(out: Path, *, quick: bool = False, minutes: float | None = None, wo
 def encode_clips(cfg: TrainConfig) -> None:
     """Run the frozen speech encoder over every clip that training and dev selection will read, into the
     configured cache (what ``train`` would do first), so the demo knows how much time is left to train."""
-    from .foundation import load_speech_encoder
-    from .foundation.base import resolve_precision
-    from .train import open_cache, select_utterances
+    from accelerate import PartialState
 
-    m = cfg.model
-    enc = load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=resolve_precision(m.encoder_precision))
+    from .train import load_configured_speech_encoder, open_cache, select_utterances
+
+    enc = load_configured_speech_encoder(cfg, PartialState().device)  # the device train() will use
     train_utts, dev_utts = select_utterances(cfg)
     open_cache(cfg, enc).build(enc, train_utts + dev_utts, batch_size=8, progress=True)
 

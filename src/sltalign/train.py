@@ -130,6 +130,15 @@ def select_utterances(cfg: TrainConfig) -> tuple[list[Utterance], list[Utterance
     return train_utts, dev_utts
 
 
+def load_configured_speech_encoder(cfg: TrainConfig, device: torch.device) -> SpeechEncoder:
+    """The frozen speech encoder of ``cfg.model``, its precision resolved for ``device`` (the training device:
+    "auto" there decides the cache key, so every caller must resolve it the same way)."""
+    from .foundation import load_speech_encoder
+
+    m = cfg.model
+    return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=resolve_precision(m.encoder_precision, device))
+
+
 def open_cache(cfg: TrainConfig, enc: SpeechEncoder) -> EncoderCache:
     """The configured encoder-output cache, keyed for this encoder (weights, mode and precision)."""
     return EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
@@ -247,9 +256,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     mcfg = cfg.model
-    precision = resolve_precision(mcfg.encoder_precision, accelerator.device)  # "auto" -> what this device does fast
     model_cfg = {
-        "speech_encoder": {"spec": mcfg.speech_encoder, "mode": mcfg.encoder_mode, "precision": precision},
+        "speech_encoder": {"spec": mcfg.speech_encoder, "mode": mcfg.encoder_mode},
         "translator": {"spec": mcfg.translator, "kwargs": mcfg.translator_kwargs},
         "arrangement": mcfg.arrangement,
         "prompt": mcfg.prompt,
@@ -259,9 +267,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     }
     if model is None:
         from .connectors import build_connector
-        from .foundation import load_speech_encoder, load_translator
+        from .foundation import load_translator
 
-        speech = load_speech_encoder(mcfg.speech_encoder, mode=mcfg.encoder_mode, precision=precision)
+        speech = load_configured_speech_encoder(cfg, accelerator.device)  # "auto": what this device does fast
         translator = load_translator(mcfg.translator, **mcfg.translator_kwargs)
         connector = build_connector(
             mcfg.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=mcfg.connector_preset, **mcfg.connector_args
