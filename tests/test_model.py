@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from sltalign.connectors import CONNECTORS, TiedCTCHead, build_connector
+from sltalign.connectors.pieces import PieceCTCHead, train_pieces
 from sltalign.foundation import load_speech_encoder, load_translator
 from sltalign.model import IGNORE, AlignedST
 from tests.conftest import speechlike
+
+PAIRS = [("the cat sat on the mat", ""), ("a dog runs in the park", ""), ("we like green tea", "")]
 
 SIZES = {  # tiny connectors: the behaviour, not the size, is under test
     "ste": dict(d=32, layers=1, heads=2, ffn=64, conv_channels=32),
@@ -153,6 +156,43 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(speech, marian):
         model.translate_and_transcribe(states, mask)
     with pytest.raises(ValueError, match="CTC head"):
         model.ctc_transcribe(states, mask)
+
+
+def test_piece_head_hands_the_mt_its_own_text_path(speech, marian):
+    """A CTC head over word pieces: its greedy transcript is spelled out, tokenized by the MT's tokenizer and
+    given to the MT encoder as the MT's own embedding rows, so the memory equals the MT reading that text;
+    soft/posterior compression are refused (the head is not tied to the MT's embeddings)."""
+    head = PieceCTCHead(embed_dim=marian.embed_dim, model_proto=train_pieces([t for t, _ in PAIRS] * 10, vocab_size=30))
+    model = make(speech, marian, "mlp", "eced", ctc_head=head, compression="hard")
+    states, mask, _ = batch_for(model)
+    p = head.vocab_size
+    spelled = head.encode(["the cat sat"])[0]
+
+    path = [spelled[0]]  # the CTC path: a blank between two equal pieces, else one piece per frame
+    for piece in spelled[1:]:
+        path += [p, piece] if piece == path[-1] else [piece]
+
+    class Scripted(PieceCTCHead):  # the real head with its frame-by-frame argmax scripted
+        def forward(self, out, emb=None):
+            logits = torch.zeros(out.shape[0], out.shape[1], p + 1)
+            logits[..., p] = 1.0  # blank everywhere else
+            for t, c in enumerate(path):
+                logits[0, t, c] = 2.0
+            return logits
+
+    model.ctc_head = Scripted(embed_dim=marian.embed_dim, model_proto=head.model_proto)
+    assert model.ctc_transcribe(states, mask) == ["the cat sat", ""]
+    bridged = model.bridge(states, mask)
+    for i, text in enumerate(["the cat sat", ""]):
+        ids = marian.tokenize_source([text])[0] or [marian.eos_id]
+        n = len(ids)
+        assert bridged.memory_mask[i].sum() == n
+        want = marian.encode_ids(torch.tensor([ids]), torch.ones(1, n, dtype=torch.bool))[0]
+        torch.testing.assert_close(bridged.memory[i, :n], want, atol=1e-5, rtol=1e-5)
+    conn = build_connector("mlp", in_dim=speech.dim, out_dim=marian.embed_dim, **SIZES["mlp"])
+    for mode in ("soft", "posterior"):
+        with pytest.raises(ValueError, match="pieces supports compression 'hard'"):
+            AlignedST(speech_encoder=speech, connector=conn, translator=marian, ctc_head=head, compression=mode)
 
 
 def test_bad_construction(speech, marian):

@@ -263,3 +263,56 @@ def test_encoder_precision_auto_resolves_per_device_and_is_recorded(tmp_path, ti
     train(cfg, progress=False)
     model, cfg_json = load_connector(Path(cfg.out) / "best")
     assert cfg_json["speech_encoder"]["precision"] == "bf16" == model.speech_encoder.precision
+
+
+def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    """model.ctc_pieces: the run learns word pieces from its transcripts, trains the head on them, and every
+    checkpoint carries the pieces: loading, resuming and init_from spell with the same ones; a checkpoint
+    without them, or an init_from with another kind of head, is refused by name."""
+    import shutil
+
+    from sltalign.checkpoint import CheckpointError, read_pieces
+    from sltalign.connectors.pieces import PIECES_FILE, PieceCTCHead
+
+    stages = "[{name: ctc, steps: 3, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **{
+        "model.ctc_pieces": "40", "model.compression": "hard"})
+    summary = train(cfg, progress=False)
+    assert summary["steps"] == 3
+    out = Path(cfg.out)
+    names = {(r["split"], r["name"]) for r in csv.DictReader((out / "metrics.csv").open())}
+    assert {("train", "loss_ctc"), ("dev", "bleu"), ("dev", "ctc_wer")} <= names
+    pieces = read_pieces(out / "best")
+    assert pieces == read_pieces(out / "last")
+    model, ckpt_cfg = load_connector(out / "best")
+    assert isinstance(model.ctc_head, PieceCTCHead) and model.ctc_head.model_proto == pieces
+    assert ckpt_cfg["ctc_head"] == {"kind": "pieces", "embed_dim": model.translator.embed_dim, "vocab_size": model.ctc_head.vocab_size}
+    # the pieces spell the training transcripts exactly
+    assert model.ctc_head.decode(model.ctc_head.encode(["the cat sat on the mat"])) == ["the cat sat on the mat"]
+
+    # init_from: the new run starts from the same pieces, not ones learned again
+    again = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"),
+                   **{"model.ctc_pieces": "40", "model.compression": "hard"})
+    train(again, progress=False)
+    assert read_pieces(Path(again.out) / "best") == pieces
+    tied = config(tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"))
+    with pytest.raises(ValueError, match="CTC head is 'pieces'"):
+        train(tied, progress=False)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out / "best", broken)
+    (broken / PIECES_FILE).unlink()
+    with pytest.raises(CheckpointError, match=PIECES_FILE):
+        load_connector(broken)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.ctc_pieces": "4"}, "ctc_pieces"),
+    ({"model.ctc_pieces": "64", "model.ctc": "false"}, "needs model.ctc: true"),
+    ({"model.ctc_pieces": "64", "model.compression": "posterior"}, "supports 'hard' or null"),
+])
+def test_ctc_pieces_is_validated(overrides, message):
+    from sltalign.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["model.ctc=true", *(f"{k}={v}" for k, v in overrides.items())])

@@ -5,6 +5,7 @@ Layout of a checkpoint directory::
     config.json          every setting needed to rebuild the AlignedST (foundation specs and fingerprints,
                          connector name + sizes, arrangement, prompt, CTC/compression, decoding defaults)
     connector.safetensors  the trainable weights only (connector.*, ctc_head.*)
+    ctc_pieces.model     (CTC heads over word pieces only) the head's SentencePiece model
     trainer_state.pt     (training checkpoints only) optimizer, scheduler, RNG and loop state for resume
 
 Directories are written atomically: into a sibling temporary directory first, then renamed into place, so a
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .connectors import connector_from_config
 from .connectors.compress import TiedCTCHead
+from .connectors.pieces import PIECES_FILE, PieceCTCHead
 from .foundation import load_speech_encoder, load_translator
 from .model import AlignedST
 
@@ -57,6 +59,10 @@ def model_config(model: AlignedST, *, translator_kwargs: dict | None = None, dec
         "arrangement": model.arrangement,
         "prompt": model.prompt,
         "ctc": model.ctc_head is not None,
+        # which head: absent (older checkpoints) means the head tied to the MT's embeddings
+        "ctc_head": None if model.ctc_head is None else {"kind": "tied", **model.ctc_head.config()}
+        if isinstance(model.ctc_head, TiedCTCHead)
+        else model.ctc_head.config(),
         "compression": model.compression,
         "compression_temperature": model.compression_temperature,
         "decoding": decoding or {"beam": 4, "max_len": 150, "length_penalty": 1.0},
@@ -113,6 +119,8 @@ def save_connector(
     def fill(tmp: Path) -> None:
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+        if isinstance(model.ctc_head, PieceCTCHead):
+            (tmp / PIECES_FILE).write_bytes(model.ctc_head.model_proto)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
 
@@ -138,8 +146,27 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-def build_model(cfg: dict[str, Any], *, speech_encoder=None, translator=None, load_speech: bool = True) -> AlignedST:
-    """An untrained AlignedST from a checkpoint/model config (foundations loaded unless passed in)."""
+def ctc_head_kind(cfg: dict[str, Any]) -> str | None:
+    """None (no head), "tied" or "pieces" from a checkpoint/model config."""
+    if not cfg.get("ctc"):
+        return None
+    return (cfg.get("ctc_head") or {}).get("kind", "tied")
+
+
+def read_pieces(path: str | Path) -> bytes:
+    """The SentencePiece model of a checkpoint whose CTC head is over pieces."""
+    f = Path(path) / PIECES_FILE
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint {path}: its CTC head is over word pieces but {PIECES_FILE} is missing")
+    return f.read_bytes()
+
+
+def build_model(
+    cfg: dict[str, Any], *, speech_encoder=None, translator=None, load_speech: bool = True, pieces: bytes | None = None
+) -> AlignedST:
+    """An untrained AlignedST from a checkpoint/model config (foundations loaded unless passed in).
+
+    ``pieces``: the SentencePiece model bytes, needed when the config's CTC head is over pieces."""
     if translator is None:
         translator = load_translator(cfg["translator"]["spec"], **cfg["translator"].get("kwargs", {}))
     if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
@@ -147,7 +174,20 @@ def build_model(cfg: dict[str, Any], *, speech_encoder=None, translator=None, lo
         # checkpoints from before encoder precision existed computed in fp32
         speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim", precision=se.get("precision") or "fp32")
     connector = connector_from_config(cfg["connector"])
-    ctc_head = TiedCTCHead(embed_dim=translator.embed_dim) if cfg.get("ctc") else None
+    kind = ctc_head_kind(cfg)
+    if kind == "pieces":
+        if pieces is None:
+            raise CheckpointError("this model's CTC head is over word pieces: pass its SentencePiece model (pieces=...)")
+        ctc_head = PieceCTCHead(embed_dim=translator.embed_dim, model_proto=pieces)
+        want = cfg["ctc_head"].get("vocab_size")
+        if want is not None and want != ctc_head.vocab_size:
+            raise CheckpointError(f"the pieces model has {ctc_head.vocab_size} pieces, the config says {want}")
+    elif kind == "tied":
+        ctc_head = TiedCTCHead(embed_dim=translator.embed_dim)
+    elif kind is None:
+        ctc_head = None
+    else:
+        raise CheckpointError(f"field 'ctc_head.kind' should be 'tied' or 'pieces', got {kind!r}")
     return AlignedST(
         speech_encoder=speech_encoder,
         connector=connector,
@@ -180,7 +220,8 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
     """Rebuild the AlignedST of a checkpoint directory; returns (model, config). Mismatched foundations fail."""
     path = Path(path)
     cfg = read_config(path)
-    model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech)
+    pieces = read_pieces(path) if ctc_head_kind(cfg) == "pieces" else None
+    model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech, pieces=pieces)
     check_fingerprints(cfg, model, path)
     wfile = path / WEIGHTS
     if not wfile.is_file():

@@ -45,6 +45,10 @@ class ModelConfig:
     prompt: str | None = None
     #: CTC head tied to the MT's source embeddings (needed by the ctc objective and by compression)
     ctc: bool = False
+    #: 0: the CTC head is tied to the MT's source embeddings (its whole vocabulary). N > 0: a linear head over
+    #: N word pieces learned from the training transcripts (SentencePiece unigram); its transcript reaches the
+    #: MT through its own tokenizer (compression "hard" only). Rare words are spelled from common pieces.
+    ctc_pieces: int = 0
     #: CTC compression before the MT: null, "hard", "soft" or "posterior"
     compression: str | None = None
     compression_temperature: float = 1.0
@@ -283,6 +287,14 @@ def validate(cfg: TrainConfig) -> None:
             )
     if m.compression and not m.ctc:
         raise ConfigError("model.compression needs model.ctc: true (segments come from the CTC head)")
+    if isinstance(m.ctc_pieces, bool) or not isinstance(m.ctc_pieces, int) or m.ctc_pieces < 0 or 0 < m.ctc_pieces < 8:
+        raise ConfigError(f"model.ctc_pieces: expected 0 (the MT's vocabulary) or a number of pieces >= 8, got {m.ctc_pieces!r}")
+    if m.ctc_pieces and not m.ctc:
+        raise ConfigError("model.ctc_pieces needs model.ctc: true (it sets the CTC head's vocabulary)")
+    if m.ctc_pieces and m.compression not in (None, "hard"):
+        raise ConfigError(
+            f"model.compression: a CTC head over pieces (model.ctc_pieces) supports 'hard' or null, got {m.compression!r}"
+        )
     if cfg.max_piece_seconds is not None and not (cfg.max_piece_seconds == 0 or cfg.max_piece_seconds >= 2.0):
         raise ConfigError(f"max_piece_seconds: expected null (auto), 0 (encoder window only) or at least 2 s, got {cfg.max_piece_seconds}")
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):

@@ -8,6 +8,9 @@ touches train.py. Shapes follow the legend in ``sltalign.foundation.base``.
            source-embedding matrix (plus a learned blank): the connector learns to emit vectors that point
            at the MT's input embeddings, which is ~10x faster to learn than CE alone (FACTS.md, issue 4).
            Training may use a sampled softmax (the batch's tokens + random negatives) for speed.
+           With a head over word pieces (``model.ctc_pieces``) the targets are piece ids instead (the
+           batch's ``sources`` then hold pieces: train.py tokenizes transcripts with the head) and the
+           softmax is always full (a few hundred classes).
 - ``kd``:  word-level knowledge distillation from the same frozen MT reading the gold transcript:
            KL(teacher || student) over the teacher's top-k next-token distribution, at a temperature.
            Teacher top-k is computed once per utterance and kept in memory.
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .connectors.pieces import PieceCTCHead
 from .model import IGNORE, AlignedST, target_cross_entropy
 
 TERMS = ("ce", "ctc", "kd")
@@ -89,8 +93,10 @@ class Objectives:
         """CTC of the connector output (B, S, D_m) against transcript tokens (B, L_src) over the MT vocabulary."""
         if model.ctc_head is None:
             raise ValueError("the ctc objective needs a CTC head: set model.ctc: true")
-        emb = model.translator.source_embedding_matrix()  # (V, D_m)
         tgt = sources.masked_fill(~source_mask, 0)
+        if isinstance(model.ctc_head, PieceCTCHead):
+            return self._ctc_loss(model.ctc_head(out), tgt, out_mask, source_mask)  # (B, S, P+1): full softmax
+        emb = model.translator.source_embedding_matrix()  # (V, D_m)
         k = self.config.ctc_sampled_vocab
         if model.training and k and k < emb.shape[0]:
             # Sampled softmax: the batch's own tokens + k random rows; targets renumbered into the subset.
@@ -99,7 +105,11 @@ class Objectives:
             rows = torch.unique(torch.cat([present, negatives]))  # sorted
             emb = emb[rows]
             tgt = torch.searchsorted(rows, tgt)
-        logits = model.ctc_head(out, emb)  # (B, S, V'+1), blank last
+        return self._ctc_loss(model.ctc_head(out, emb), tgt, out_mask, source_mask)  # (B, S, V'+1), blank last
+
+    @staticmethod
+    def _ctc_loss(logits: torch.Tensor, tgt: torch.Tensor, out_mask: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+        """logits (B, S, C+1) blank last, targets (B, L) -> mean CTC loss per target token."""
         log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (S, B, V'+1)
         blank = logits.shape[-1] - 1
         return F.ctc_loss(

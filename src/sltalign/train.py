@@ -37,7 +37,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .api import piece_seconds_for
-from .checkpoint import TRAINER_STATE, build_model, load_connector, read_config, save_connector
+from .checkpoint import TRAINER_STATE, build_model, ctc_head_kind, load_connector, read_config, read_pieces, save_connector
+from .connectors.pieces import PieceCTCHead, train_pieces
 from .config import TrainConfig, to_dict
 from .data.augment import mask_states
 from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
@@ -232,10 +233,28 @@ def init_from_checkpoint(model: AlignedST, path: str | Path) -> None:
         raise ValueError(f"init_from {path}: its connector {want} differs from the configured one {have}")
     if bool(cfg.get("ctc")) != (model.ctc_head is not None):
         raise ValueError(f"init_from {path}: ctc is {bool(cfg.get('ctc'))} there but {model.ctc_head is not None} here")
+    here = None if model.ctc_head is None else ("pieces" if isinstance(model.ctc_head, PieceCTCHead) else "tied")
+    if ctc_head_kind(cfg) != here:
+        raise ValueError(f"init_from {path}: its CTC head is {ctc_head_kind(cfg)!r}, the configured one is {here!r}")
+    if here == "pieces" and read_pieces(path) != model.ctc_head.model_proto:
+        raise ValueError(f"init_from {path}: its CTC head spells with other word pieces than this run's")
     loaded, _ = load_connector(path, speech_encoder=model.speech_encoder, translator=model.translator)
     model.connector.load_state_dict(loaded.connector.state_dict())
     if model.ctc_head is not None:
         model.ctc_head.load_state_dict(loaded.ctc_head.state_dict())
+
+
+def run_pieces(cfg: TrainConfig, out: Path) -> bytes:
+    """The SentencePiece model of a run whose CTC head is over pieces: the one it already has when it resumes
+    (OUT/last) or starts from a checkpoint (``init_from``), else one learned now from its training transcripts
+    (deterministic for the same transcripts)."""
+    last = out / "last"
+    if (last / TRAINER_STATE).is_file():
+        return read_pieces(last)
+    if cfg.init_from:
+        return read_pieces(cfg.init_from)
+    train_utts, _ = select_utterances(cfg)
+    return train_pieces((u.transcript or "" for u in train_utts), vocab_size=cfg.model.ctc_pieces)
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = None) -> dict[str, Any]:
@@ -262,6 +281,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         "arrangement": mcfg.arrangement,
         "prompt": mcfg.prompt,
         "ctc": mcfg.ctc,
+        "ctc_head": {"kind": "pieces"} if mcfg.ctc and mcfg.ctc_pieces else None,  # size: what the pieces have
         "compression": mcfg.compression,
         "compression_temperature": mcfg.compression_temperature,
     }
@@ -275,7 +295,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
             mcfg.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=mcfg.connector_preset, **mcfg.connector_args
         )
         model_cfg["connector"] = connector.config()
-        model = build_model(model_cfg, speech_encoder=speech, translator=translator)
+        pieces = run_pieces(cfg, out) if model_cfg["ctc_head"] else None
+        model = build_model(model_cfg, speech_encoder=speech, translator=translator, pieces=pieces)
         model.connector.load_state_dict(connector.state_dict())
     translator = model.translator
     decoding = {"beam": cfg.decode_beam, "max_len": cfg.max_len, "length_penalty": 1.0}
@@ -292,7 +313,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     else:  # 0: the encoder's window only (validated in config.validate)
         decoding["max_piece_seconds"] = cfg.max_piece_seconds or None
     cache = build_cache(cfg, model, train_utts + dev_utts, accelerator)
-    src_tok = lambda texts: translator.tokenize_source(texts)  # noqa: E731  (transcript tokens for CTC)
+    if isinstance(model.ctc_head, PieceCTCHead):  # CTC targets: the head's own pieces
+        src_tok = model.ctc_head.encode
+    else:  # CTC targets: the MT's source tokens
+        src_tok = lambda texts: translator.tokenize_source(texts)  # noqa: E731
     train_set = CachedSpeechDataset(cache, train_utts, translator.tokenize_target if needs_translation else None, src_tok if needs_text else None)
     dev_set = CachedSpeechDataset(cache, dev_utts, translator.tokenize_target, None) if dev_utts else None
     sampler = LengthBucketSampler(

@@ -21,6 +21,7 @@ from sltalign.connectors.compress import COMPRESS_MODES, CTCSegments, TiedCTCHea
 
 # Importing the modules registers their connectors.
 from sltalign.connectors.mlp import MLPConnector
+from sltalign.connectors.pieces import PieceCTCHead, train_pieces
 from sltalign.connectors.qformer import QFormerConnector
 from sltalign.connectors.ste import STEConnector
 from sltalign.connectors.window_qformer import WindowQFormerConnector
@@ -70,6 +71,8 @@ __all__ = [
     "QFormerConnector",
     "STEConnector",
     "TiedCTCHead",
+    "PieceCTCHead",
+    "train_pieces",
     "WindowQFormerConnector",
     "build_connector",
     "compress",
