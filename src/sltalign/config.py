@@ -47,7 +47,8 @@ class ModelConfig:
     ctc: bool = False
     #: 0: the CTC head is tied to the MT's source embeddings (its whole vocabulary). N > 0: a linear head over
     #: N word pieces learned from the training transcripts (SentencePiece unigram); its transcript reaches the
-    #: MT through its own tokenizer (compression "hard" only). Rare words are spelled from common pieces.
+    #: MT through its own tokenizer (compression "hard" only). Rare words are spelled from common pieces, but on
+    #: the demo's data 512 pieces did worse than the tied head (docs/RESULTS.md)
     ctc_pieces: int = 0
     #: CTC compression before the MT: null, "hard", "soft" or "posterior"
     compression: str | None = None
