@@ -316,3 +316,35 @@ def test_ctc_pieces_is_validated(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["model.ctc=true", *(f"{k}={v}" for k, v in overrides.items())])
+
+
+def test_resume_with_pieces_reads_them_from_the_checkpoint(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
+    """After a kill, the run resumes with the pieces OUT/last carries; it never learns them again (the
+    transcripts could have changed on disk, and other pieces would make the trained head meaningless)."""
+    import sltalign.train as train_mod
+    from sltalign.checkpoint import read_pieces
+
+    stages = "[{name: ctc, steps: 5, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]"
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **{
+        "model.ctc_pieces": "40", "model.compression": "hard"})
+    original = Objectives.__call__
+    calls = {"n": 0}
+
+    def crash_at_step_4(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("killed")
+        return original(self, model, batch)
+
+    monkeypatch.setattr(Objectives, "__call__", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(Objectives, "__call__", original)
+    saved = read_pieces(Path(cfg.out) / "last")
+
+    def no_relearning(*a, **k):
+        raise AssertionError("pieces learned again on resume")
+
+    monkeypatch.setattr(train_mod, "train_pieces", no_relearning)
+    assert train(cfg, progress=False)["steps"] == 5
+    assert read_pieces(Path(cfg.out) / "last") == saved
