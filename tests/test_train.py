@@ -298,6 +298,12 @@ def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path
     tied = config(tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"))
     with pytest.raises(ValueError, match="CTC head is 'pieces'"):
         train(tied, progress=False)
+    tied.init_from = None
+    train(tied, progress=False)  # and the other way round: a tied head cannot start a run over pieces
+    from_tied = config(tmp_path / "d", tiny_whisper_dir, sharp_marian_dir, "run4", stages=stages,
+                       init_from=str(Path(tied.out) / "best"), **{"model.ctc_pieces": "40", "model.compression": "hard"})
+    with pytest.raises(ValueError, match="CTC head is 'tied', the configured one is 'pieces'"):
+        train(from_tied, progress=False)
 
     broken = tmp_path / "broken"
     shutil.copytree(out / "best", broken)

@@ -252,6 +252,9 @@ def run_pieces(cfg: TrainConfig, out: Path) -> bytes:
     if (last / TRAINER_STATE).is_file():
         return read_pieces(last)
     if cfg.init_from:
+        kind = ctc_head_kind(read_config(cfg.init_from))
+        if kind != "pieces":
+            raise ValueError(f"init_from {cfg.init_from}: its CTC head is {kind!r}, the configured one is 'pieces'")
         return read_pieces(cfg.init_from)
     train_utts, _ = select_utterances(cfg)
     return train_pieces((u.transcript or "" for u in train_utts), vocab_size=cfg.model.ctc_pieces)
