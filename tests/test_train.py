@@ -92,25 +92,30 @@ def test_train_stages_logs_and_best(tmp_path, tiny_whisper_dir, sharp_marian_dir
     assert n_trainable == summary["parameters"]["connector"] == summary["parameters"]["trainable"]
 
 
+def train_killed_at_step(cfg, step: int, monkeypatch) -> None:
+    """Run ``train(cfg)`` and kill it (KeyboardInterrupt) as it starts training step ``step``."""
+    original = Objectives.__call__
+    calls = {"n": 0}
+
+    def crash(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt("killed")
+        return original(self, model, batch)
+
+    monkeypatch.setattr(Objectives, "__call__", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(Objectives, "__call__", original)
+
+
 def test_resume_after_crash_is_exact(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
     ref_cfg = config(tmp_path / "a", tiny_whisper_dir, sharp_marian_dir, "run")
     train(ref_cfg, progress=False)
     ref, _ = load_connector(Path(ref_cfg.out) / "last")
 
     cfg = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run")
-    calls = {"n": 0}
-    original = Objectives.__call__
-
-    def crash_at_step_6(self, model, batch):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt("killed")
-        return original(self, model, batch)
-
-    monkeypatch.setattr(Objectives, "__call__", crash_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, progress=False)
-    monkeypatch.setattr(Objectives, "__call__", original)
+    train_killed_at_step(cfg, 6, monkeypatch)
     # The last good state (step 4) is intact and loadable; the same command resumes from it.
     _, mid = load_connector(Path(cfg.out) / "last")
     assert mid["training"]["loop"]["global_step"] == 4
@@ -333,19 +338,7 @@ def test_resume_with_pieces_reads_them_from_the_checkpoint(tmp_path, tiny_whispe
     stages = "[{name: ctc, steps: 5, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]"
     cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **{
         "model.ctc_pieces": "40", "model.compression": "hard"})
-    original = Objectives.__call__
-    calls = {"n": 0}
-
-    def crash_at_step_4(self, model, batch):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt("killed")
-        return original(self, model, batch)
-
-    monkeypatch.setattr(Objectives, "__call__", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, progress=False)
-    monkeypatch.setattr(Objectives, "__call__", original)
+    train_killed_at_step(cfg, 4, monkeypatch)
     saved = read_pieces(Path(cfg.out) / "last")
 
     def no_relearning(*a, **k):
