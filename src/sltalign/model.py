@@ -26,7 +26,7 @@ from torch import nn
 from .connectors import Connector
 from .connectors.compress import TiedCTCHead, compress, ctc_segments
 from .connectors.pieces import PieceCTCHead
-from .foundation.base import SpeechEncoder, Translator
+from .foundation.base import SpeechEncoder, Translator, pad_id_rows
 
 ARRANGEMENTS = ("ecd", "eced")
 #: padding value of target and source token batches (PyTorch's ignore index)
@@ -223,12 +223,7 @@ class AlignedST(nn.Module):
         texts = self._read_ctc(ctc_logits, out_mask)
         ids = self.translator.tokenize_source(texts)
         ids = [row if row else [self.translator.eos_id] for row in ids]  # the MT always gets an input
-        width = max(len(r) for r in ids)
-        batch = torch.zeros((len(ids), width), dtype=torch.long, device=out_mask.device)
-        x_mask = torch.zeros((len(ids), width), dtype=torch.bool, device=out_mask.device)
-        for i, row in enumerate(ids):
-            batch[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            x_mask[i, : len(row)] = True
+        batch, x_mask = pad_id_rows(ids, self.translator.pad_id, device=out_mask.device)
         x = self.translator.embed_source_ids(batch) * x_mask[..., None]  # (B, L, D_m), zeros on padding
         return x.to(ctc_logits.dtype), x_mask
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .connectors.pieces import PieceCTCHead
+from .foundation.base import pad_id_rows
 from .model import IGNORE, AlignedST, target_cross_entropy
 
 TERMS = ("ce", "ctc", "kd")
@@ -135,13 +136,7 @@ class Objectives:
                 if ids[i] not in self.transcripts:
                     raise ValueError(f"word-level KD needs the transcript of utterance {ids[i]!r}; the manifest has none")
                 texts.append(tr.source_prefix + self.transcripts[ids[i]])
-            src = tr.tokenize_source(texts)
-            width = max(len(s) for s in src)
-            src_ids = torch.full((len(src), width), tr.pad_id, dtype=torch.long)
-            src_mask = torch.zeros((len(src), width), dtype=torch.bool)
-            for j, s in enumerate(src):
-                src_ids[j, : len(s)] = torch.tensor(s)
-                src_mask[j, : len(s)] = True
+            src_ids, src_mask = pad_id_rows(tr.tokenize_source(texts), tr.pad_id)
             tgt = batch["targets"][missing]
             tgt = tgt.masked_fill(tgt == IGNORE, tr.pad_id)
             memory = tr.encode_ids(src_ids, src_mask)

@@ -30,6 +30,18 @@ from torch import nn
 ENCODER_PRECISIONS = ("fp32", "bf16")
 
 
+def pad_id_rows(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows of different lengths -> ids (B, L) padded with ``pad_id`` and mask (B, L), True on the
+    rows' own positions (so an id equal to ``pad_id`` inside a row still counts as real)."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool, device=device)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+        mask[i, : len(row)] = True
+    return ids, mask
+
+
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
     """"auto" -> "bf16" where the device multiplies bf16 matrices natively (a CPU with AMX tiles, a GPU
     with bf16 support), else "fp32"; "fp32" and "bf16" are returned as given. On a CPU without AMX,
@@ -218,14 +230,7 @@ class Translator(FrozenModule, abc.ABC):
         out: list[str] = []
         for i in range(0, len(texts), batch_size):
             chunk = [self.source_prefix + t for t in texts[i : i + batch_size]]
-            ids = self.tokenize_source(chunk)
-            width = max(len(x) for x in ids)
-            batch = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-            for j, row in enumerate(ids):
-                batch[j, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask = batch != self.pad_id
-            for j, row in enumerate(ids):  # an id equal to pad inside a sentence is still real
-                mask[j, : len(row)] = True
+            batch, mask = pad_id_rows(self.tokenize_source(chunk), self.pad_id)
             with torch.no_grad():
                 memory = self.encode_ids(batch, mask)
                 hyp = self.generate(memory, mask, beam=beam, max_len=max_len)
