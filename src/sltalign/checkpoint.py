@@ -60,9 +60,7 @@ def model_config(model: AlignedST, *, translator_kwargs: dict | None = None, dec
         "prompt": model.prompt,
         "ctc": model.ctc_head is not None,
         # which head: absent (older checkpoints) means the head tied to the MT's embeddings
-        "ctc_head": None if model.ctc_head is None else {"kind": "tied", **model.ctc_head.config()}
-        if isinstance(model.ctc_head, TiedCTCHead)
-        else model.ctc_head.config(),
+        "ctc_head": None if model.ctc_head is None else model.ctc_head.config(),
         "compression": model.compression,
         "compression_temperature": model.compression_temperature,
         "decoding": decoding or {"beam": 4, "max_len": 150, "length_penalty": 1.0},

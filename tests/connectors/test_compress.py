@@ -151,7 +151,7 @@ def test_ctc_logits_and_tied_head():
     logits.logsumexp(-1).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     assert out.grad.abs().sum() > 0
-    assert head.config() == {"embed_dim": D}
+    assert head.config() == {"kind": "tied", "embed_dim": D}
 
 
 def test_connector_head_compress_end_to_end_gradients():

@@ -83,8 +83,9 @@ class TiedCTCHead(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp()
 
-    def config(self) -> dict[str, int]:
-        return {"embed_dim": self.embed_dim}
+    def config(self) -> dict[str, int | str]:
+        # "kind" tells a checkpoint reader which head to build (PieceCTCHead says "pieces")
+        return {"kind": "tied", "embed_dim": self.embed_dim}
 
     def forward(self, out: torch.Tensor, embedding_matrix: torch.Tensor) -> torch.Tensor:
         """out (B, S, D_m), embedding_matrix (V, D_m) -> logits (B, S, V + 1), blank = index V."""
