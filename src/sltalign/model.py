@@ -189,7 +189,8 @@ class AlignedST(nn.Module):
     @torch.no_grad()
     def ctc_transcribe(self, states: torch.Tensor, mask: torch.Tensor) -> list[str]:
         """Greedy CTC transcript of each utterance over the MT's full source vocabulary: what the connector
-        "hears", read off the tied CTC head (a diagnostic; translation never goes through this text).
+        "hears", read off the CTC head. With the tied head it is a diagnostic (translation never goes through
+        this text); with a word-pieces head and compression it is exactly the text the MT translates.
         states (B, T_s, D_s), mask (B, T_s) -> B strings ("" where the head emits only blanks)."""
         if self.ctc_head is None:
             raise ValueError("ctc_transcribe needs a CTC head: build the model with ctc=True")
