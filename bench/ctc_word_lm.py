@@ -210,7 +210,7 @@ def main() -> None:
             (f"LM alpha {a} beta {b}", WordLMBeamSearch(sp, lm, alpha=float(a), beta=float(b))) for a, b in (w.split(",") for w in args.weights)
         ]
         for name, dec in decoders:
-            hyps = [sp.decode([i for i in dec(lp) if i > 1]) for lp in logps]  # ids 0, 1: </s>, <unk>
+            hyps = model.translator.detokenize_source([dec(lp) for lp in logps])  # drops </s> and <unk> as hard compression's read-out does
             tx = model.translator.translate_text(hyps, beam=4)
             bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
             b, c = bleu.corpus_score(tx, [tgts]), chrf.corpus_score(tx, [tgts])
