@@ -23,7 +23,9 @@ synthetic sets. Outside the package: it needs ``pip install phonemizer``.
     python3 bench/phoneme_probe.py --train corpus/train.jsonl --dev corpus/dev.jsonl \
         --eval corpus/dev.jsonl corpus/test.jsonl realspeech/manifest.jsonl --cache cache \
         --exclude corpus/dev.jsonl corpus/test.jsonl \
-        --minutes 16 --p2t_minutes 10 --baseline base12k/best --out runs/phoneme_probe
+        --minutes 16 --p2t_minutes 0 --baseline base12k/best --out runs/phoneme_probe
+
+(``--p2t_minutes 0`` skips the speller; a saved OUT/acoustic.pt is reused, so a rerun only rescores.)
 """
 
 from __future__ import annotations
@@ -84,6 +86,21 @@ def phonemize(texts: Sequence[str], accents: Sequence[str]) -> list[list[str]]:
                 units.pop()
             out[i] = units
     return out  # type: ignore[return-value]
+
+
+def held_sentences(manifests: Sequence[str]) -> set[str]:
+    """Every sentence of the manifests' transcripts: a long clip's transcript joins several sentences, so the
+    whole transcripts are not enough; the synthesiser's sidecar json lists them, and a split at sentence ends
+    covers manifests without one."""
+    held: set[str] = set()
+    for m in manifests:
+        for u in read_manifest(m, require=("transcript",)):
+            held.add(u.transcript)
+            held.update(t for t in re.split(r"(?<=[.!?])\s+", u.transcript) if t)
+            meta = Path(u.audio).with_suffix(".json")
+            if meta.is_file():
+                held.update(json.loads(meta.read_text()).get("sentences", []))
+    return held
 
 
 def ding_phrase_lines(n: int, held: set[str], seed: int) -> list[str]:
@@ -310,14 +327,15 @@ def train_speller(phones: list[list[int]], tokens: list[list[int]], n_units: int
 def spell(model: Speller, seqs: list[list[int]], n_units: int) -> list[list[int]]:
     out = []
     for s in range(0, len(seqs), 64):
-        chunk = [q or [n_units - 1] for q in seqs[s : s + 64]]
+        chunk = [q or [n_units] for q in seqs[s : s + 64]]  # an empty hearing reads as padding only
         n = max(len(q) for q in chunk)
         x = torch.full((len(chunk), n), n_units, dtype=torch.long)
         m = torch.zeros(len(chunk), n, dtype=torch.bool)
         for k, q in enumerate(chunk):
             x[k, : len(q)] = torch.tensor(q)
             m[k, : len(q)] = True
-        out += greedy(model.logits(model.hidden(x, m)), m)
+        read = greedy(model.logits(model.hidden(x, m)), m)
+        out += [r if q else [] for q, r in zip(seqs[s : s + 64], read)]
     return out
 
 
@@ -379,9 +397,10 @@ class Lexicon:
         from rapidfuzz.distance import Levenshtein
 
         best = process.extractOne(key, self.keys, scorer=Levenshtein.distance)
-        for i in range(1, len(key)):
-            if key[:i] in self.table and key[i:] in self.table and best[1] >= 1:
-                return [self.table[key[:i]], self.table[key[i:]]]
+        if best[1] >= 2:  # two exact entries (a missed word mark) beat an entry two or more phones away
+            for i in range(1, len(key)):
+                if key[:i] in self.table and key[i:] in self.table:
+                    return [self.table[key[:i]], self.table[key[i:]]]
         return [self.table[best[0]]]
 
     def read(self, seq: Sequence[int]) -> str:
@@ -433,7 +452,7 @@ def main() -> None:
     # phone inventory and targets
     t0 = time.perf_counter()
     train_ph = phonemize([u.transcript for u in train], [accent_of(u.audio) for u in train])
-    held = {u.transcript for m in args.exclude for u in read_manifest(m, require=("transcript",))}
+    held = held_sentences(args.exclude)
     rng = random.Random(args.seed)
     text = [s for s, _ in load_sentences(None) if s not in held]
     for f in args.text_extra:
@@ -443,6 +462,14 @@ def main() -> None:
     text_acc = [rng.choice(ACCENTS) for _ in text]
     text_ph = phonemize(text, text_acc)
     units = sorted({p for seq in train_ph + text_ph for p in seq})
+    ac_path = out / "acoustic.pt"
+    n_heard = len(units)  # the units the recogniser has classes for
+    if ac_path.is_file():
+        # a saved recogniser keeps its inventory (and ids); units only the new text has go after it: the
+        # recogniser never emits them, the lexicon and PER still see them
+        saved_units = torch.load(ac_path)["units"]
+        units = saved_units + sorted(set(units) - set(saved_units))
+        n_heard = len(saved_units)
     uid = {p: i for i, p in enumerate(units)}
     print(f"phonemised {len(train)} transcripts + {len(text)} text lines in {time.perf_counter() - t0:.0f} s; {len(units)} phone units")
     train_ids = [[uid[p] for p in seq] for seq in train_ph]
@@ -459,7 +486,10 @@ def main() -> None:
 
     # The speller reads text only, so it may be trained apart (beside other work) and reused: OUT/speller.pt.
     sp_path = out / "speller.pt"
-    if sp_path.is_file():
+    speller = None
+    if not args.p2t_minutes:
+        print("speller: skipped (--p2t_minutes 0)")
+    elif sp_path.is_file():
         saved = torch.load(sp_path)
         if saved["units"] != units or saved["vocab"] != vocab:
             raise SystemExit(f"{sp_path} was trained on other phone units or tokens; delete it")
@@ -472,12 +502,9 @@ def main() -> None:
         torch.save({"units": units, "vocab": vocab, "speller": speller.state_dict()}, sp_path)
     if args.speller_only:
         return
-    ac_path = out / "acoustic.pt"
     if ac_path.is_file():  # a finished run's recogniser: rescore without retraining
         saved = torch.load(ac_path)
-        if saved["units"] != units:
-            raise SystemExit(f"{ac_path} was trained on other phone units; delete it")
-        acoustic = PhoneRecognizer(in_dim=cache.dim or 512, n_units=len(units))
+        acoustic = PhoneRecognizer(in_dim=cache.dim or 512, n_units=n_heard)
         acoustic.load_state_dict(saved["acoustic"])
         acoustic.eval()
         print(f"acoustic: loaded {ac_path}")
@@ -513,16 +540,14 @@ def main() -> None:
                 if baseline is not None:
                     base_txt += baseline.ctc_transcribe(x, m)
         gold_ph = [[uid.get(p, 0) for p in seq] for seq in phonemize([u.transcript for u in utts], [accent_of(u.audio) for u in utts])]
-        spelled = [tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, heard, len(units))]
-        gold_spelled = [tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, gold_ph, len(units))]
+        rows = {}
+        if speller is not None:
+            rows["probe (phones -> speller)"] = [tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, heard, len(units))]
+            rows["speller on eSpeak's phones of the transcript"] = [tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, gold_ph, len(units))]
         refs = [u.translation for u in utts]
         transcripts = [u.transcript for u in utts]
-        rows = {
-            "probe (phones -> speller)": spelled,
-            "speller on eSpeak's phones of the transcript": gold_spelled,
-            "lexicon (phones -> lexicon)": [lexicon.read(q) for q in heard],
-            "lexicon on eSpeak's phones of the transcript": [lexicon.read(q) for q in gold_ph],
-        }
+        rows["lexicon (phones -> lexicon)"] = [lexicon.read(q) for q in heard]
+        rows["lexicon on eSpeak's phones of the transcript"] = [lexicon.read(q) for q in gold_ph]
         if baseline is not None:
             rows["baseline greedy CTC read-out"] = base_txt
         res = {"n": len(utts), "per": round(100 * edit_rate(heard, gold_ph), 1), "systems": {}}
