@@ -35,7 +35,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ from sltalign.data.manifest import read_manifest
 from sltalign.data.synth import _ANNOTATION, DEFAULT_SENTENCES, _clean, load_sentences
 from sltalign.evaluate import word_error_rate
 from sltalign.foundation import load_speech_encoder, load_translator
+from sltalign.foundation.base import pad_id_rows
+from sltalign.objectives import Objectives
 
 ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 WORD = "|"
@@ -198,12 +200,9 @@ def greedy(logits: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
 
 
 def ctc(logits: torch.Tensor, mask: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-    lens = torch.tensor([len(t) for t in targets])
-    tgt = torch.zeros(len(targets), max(1, int(lens.max())), dtype=torch.long)
-    for i, t in enumerate(targets):
-        tgt[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-    lp = logits.float().log_softmax(-1).transpose(0, 1)
-    return F.ctc_loss(lp, tgt, mask.sum(1), lens, blank=logits.shape[-1] - 1, reduction="mean", zero_infinity=True)
+    """logits (B, S, C+1) blank last, mask (B, S), label lists -> the package's CTC loss (mean per target)."""
+    tgt, tgt_mask = pad_id_rows(targets, 0)
+    return Objectives._ctc_loss(logits, tgt, mask, tgt_mask)
 
 
 def lr_at(step: int, frac: float, lr: float, warmup: int) -> float:
@@ -232,27 +231,23 @@ def batches_by_length(lengths: Sequence[int], size: int, rng: random.Random) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
-def train_acoustic(cache: EncoderCache, utts, phones: list[list[int]], n_units: int, minutes: float, seed: int) -> PhoneRecognizer:
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    model = PhoneRecognizer(in_dim=cache.dim or 512, n_units=n_units)
+def train_timed(model: nn.Module, desc: str, minutes: float, epoch: Callable[[], list[list[int]]], batch_loss: Callable[[list[int]], torch.Tensor]) -> nn.Module:
+    """AdamW (lr 1e-3, 300 warmup steps, linear decay to 0 over ``minutes`` of wall clock), clipping at 1, over
+    the batches of ``epoch()`` (called again at each pass) until the clock runs out; returns the model in eval."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    lengths = [cache.frames(u) for u in utts]
     t0, step, ema = time.perf_counter(), 0, None
-    bar = tqdm(total=int(minutes * 60), unit="s", desc="acoustic", dynamic_ncols=True)
+    bar = tqdm(total=int(minutes * 60), unit="s", desc=desc, dynamic_ncols=True)
     model.train()
     while True:
-        for b in batches_by_length(lengths, 32, rng):
+        for b in epoch():
             frac = (time.perf_counter() - t0) / (minutes * 60)
             if frac >= 1:
                 bar.close()
-                print(f"acoustic: {step} steps in {minutes} min, loss {ema:.3f}")
+                print(f"{desc}: {step} steps in {minutes} min, loss {ema:.3f}")
                 return model.eval()
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, frac, 1e-3, 300)
-            x, m = pad_states([cache.get(utts[i]) for i in b])
-            logits, om = model(x, m)
-            loss = ctc(logits, om, [phones[i] for i in b])
+            loss = batch_loss(b)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -262,6 +257,20 @@ def train_acoustic(cache: EncoderCache, utts, phones: list[list[int]], n_units: 
             bar.n = int(time.perf_counter() - t0)
             bar.set_postfix(step=step, loss=f"{ema:.3f}")
             bar.refresh()
+
+
+def train_acoustic(cache: EncoderCache, utts, phones: list[list[int]], n_units: int, minutes: float, seed: int) -> PhoneRecognizer:
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = PhoneRecognizer(in_dim=cache.dim or 512, n_units=n_units)
+    lengths = [cache.frames(u) for u in utts]
+
+    def batch_loss(b: list[int]) -> torch.Tensor:
+        x, m = pad_states([cache.get(utts[i]) for i in b])
+        logits, om = model(x, m)
+        return ctc(logits, om, [phones[i] for i in b])
+
+    return train_timed(model, "acoustic", minutes, lambda: batches_by_length(lengths, 32, rng), batch_loss)
 
 
 def add_noise(seq: list[int], n_units: int, rate: float, rng: random.Random) -> list[int]:
@@ -285,55 +294,24 @@ def train_speller(phones: list[list[int]], tokens: list[list[int]], n_units: int
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     model = Speller(n_units=n_units, n_tokens=n_tokens)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     lengths = [len(p) for p in phones]
-    t0, step, ema = time.perf_counter(), 0, None
-    bar = tqdm(total=int(minutes * 60), unit="s", desc="speller", dynamic_ncols=True)
-    model.train()
-    while True:
-        for b in batches_by_length(lengths, 48, rng):
-            frac = (time.perf_counter() - t0) / (minutes * 60)
-            if frac >= 1:
-                bar.close()
-                print(f"speller: {step} steps in {minutes} min, loss {ema:.3f}")
-                return model.eval()
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, frac, 1e-3, 300)
-            seqs = [add_noise(phones[i], n_units, noise, rng) for i in b]
-            n = max(len(s) for s in seqs)
-            x = torch.full((len(b), n), n_units, dtype=torch.long)
-            m = torch.zeros(len(b), n, dtype=torch.bool)
-            for k, s in enumerate(seqs):
-                x[k, : len(s)] = torch.tensor(s)
-                m[k, : len(s)] = True
-            tg = [tokens[i] for i in b]
-            present = torch.tensor(sorted({t for row in tg for t in row}), dtype=torch.long)
-            rows = torch.unique(torch.cat([present, torch.randint(0, n_tokens, (sampled,), generator=gen)]))
-            pos = {int(r): k for k, r in enumerate(rows.tolist())}
-            logits = model.logits(model.hidden(x, m), rows)
-            loss = ctc(logits, m, [[pos[t] for t in row] for row in tg])
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-            bar.n = int(time.perf_counter() - t0)
-            bar.set_postfix(step=step, loss=f"{ema:.3f}")
-            bar.refresh()
+
+    def batch_loss(b: list[int]) -> torch.Tensor:
+        x, m = pad_id_rows([add_noise(phones[i], n_units, noise, rng) for i in b], n_units)
+        tg = [tokens[i] for i in b]
+        present = torch.tensor(sorted({t for row in tg for t in row}), dtype=torch.long)
+        rows = torch.unique(torch.cat([present, torch.randint(0, n_tokens, (sampled,), generator=gen)]))
+        pos = {int(r): k for k, r in enumerate(rows.tolist())}
+        return ctc(model.logits(model.hidden(x, m), rows), m, [[pos[t] for t in row] for row in tg])
+
+    return train_timed(model, "speller", minutes, lambda: batches_by_length(lengths, 48, rng), batch_loss)
 
 
 @torch.no_grad()
 def spell(model: Speller, seqs: list[list[int]], n_units: int) -> list[list[int]]:
     out = []
     for s in range(0, len(seqs), 64):
-        chunk = [q or [n_units] for q in seqs[s : s + 64]]  # an empty hearing reads as padding only
-        n = max(len(q) for q in chunk)
-        x = torch.full((len(chunk), n), n_units, dtype=torch.long)
-        m = torch.zeros(len(chunk), n, dtype=torch.bool)
-        for k, q in enumerate(chunk):
-            x[k, : len(q)] = torch.tensor(q)
-            m[k, : len(q)] = True
+        x, m = pad_id_rows([q or [n_units] for q in seqs[s : s + 64]], n_units)  # an empty hearing: padding only
         read = greedy(model.logits(model.hidden(x, m)), m)
         out += [r if q else [] for q, r in zip(seqs[s : s + 64], read)]
     return out
