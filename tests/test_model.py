@@ -191,8 +191,48 @@ def test_piece_head_hands_the_mt_its_own_text_path(speech, marian):
         torch.testing.assert_close(bridged.memory[i, :n], want, atol=1e-5, rtol=1e-5)
     conn = build_connector("mlp", in_dim=speech.dim, out_dim=marian.embed_dim, **SIZES["mlp"])
     for mode in ("soft", "posterior"):
-        with pytest.raises(ValueError, match="pieces supports compression 'hard'"):
+        with pytest.raises(ValueError, match="pieces or phones supports compression 'hard'"):
             AlignedST(speech_encoder=speech, connector=conn, translator=marian, ctc_head=head, compression=mode)
+
+
+def test_phone_head_reads_through_its_lexicon_into_the_mt_text_path(speech, marian):
+    """A CTC head over phones: the greedy phones are spelled by the lexicon and that text reaches the MT as
+    its own embedding rows (the memory equals the MT reading the text); the connector and head train, the
+    foundations stay frozen."""
+    from sltalign.connectors.phones import Lexicon, PhoneCTCHead, build_phone_inventory, phonemize
+
+    texts = [t for t, _ in PAIRS]
+    phones = phonemize(texts, "en-us")
+    units = build_phone_inventory(phones)
+    head = PhoneCTCHead(embed_dim=marian.embed_dim, units=units, lexicon=Lexicon.from_text(texts, phones))
+    u = head.vocab_size
+    heard = head.encode(["the cat sat"])[0]
+    path = [heard[0]]
+    for ph in heard[1:]:
+        path += [u, ph] if ph == path[-1] else [ph]
+
+    class Scripted(PhoneCTCHead):
+        def forward(self, out, emb=None):
+            logits = torch.zeros(out.shape[0], out.shape[1], u + 1)
+            logits[..., u] = 1.0
+            for t, c in enumerate(path):
+                logits[0, t, c] = 2.0
+            return logits
+
+    scripted = Scripted(embed_dim=marian.embed_dim, units=units, lexicon=head.lexicon)
+    model = make(speech, marian, "mlp", "eced", ctc_head=scripted, compression="hard")
+    states, mask, _ = batch_for(model)
+    assert states.shape[1] // SIZES["mlp"]["stack"] >= len(path)
+    assert model.ctc_transcribe(states, mask) == ["The cat sat.", ""]
+    bridged = model.bridge(states, mask)
+    ids = marian.tokenize_source(["The cat sat."])[0]
+    n = len(ids)
+    want = marian.encode_ids(torch.tensor([ids]), torch.ones(1, n, dtype=torch.bool))[0]
+    torch.testing.assert_close(bridged.memory[0, :n], want, atol=1e-5, rtol=1e-5)
+    real = make(speech, marian, "mlp", "eced", ctc_head=head, compression="hard")
+    assert {n for n, p in real.named_parameters() if p.requires_grad} == {
+        *(f"connector.{k}" for k, _ in real.connector.named_parameters()), "ctc_head.proj.weight", "ctc_head.proj.bias"}
+    assert not real.translator.training and not real.speech_encoder.training
 
 
 def test_bad_construction(speech, marian):

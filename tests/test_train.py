@@ -317,10 +317,65 @@ def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path
         load_connector(broken)
 
 
+def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    """model.ctc_phones: the run phonemises its transcripts (targets) and the lexicon text minus the dev
+    sentences, trains the head on the phones, and every checkpoint carries units and lexicon; init_from keeps
+    them; a checkpoint without them is refused by name."""
+    import json
+    import shutil
+
+    from sltalign.checkpoint import CheckpointError, read_phones
+    from sltalign.connectors.phones import PHONES_FILE, PhoneCTCHead
+
+    text = tmp_path / "lexicon.txt"
+    text.write_text("My brother bought a red bicycle.\nThe cat sat on the mat\nWhere is the railway station?\n")
+    stages = "[{name: ctc, steps: 3, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
+    phones = {"model.ctc_phones": "true", "model.compression": "hard", "model.lexicon_text": f"[{text}]"}
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **phones)
+    summary = train(cfg, progress=False)
+    assert summary["steps"] == 3
+    out = Path(cfg.out)
+    names = {(r["split"], r["name"]) for r in csv.DictReader((out / "metrics.csv").open())}
+    assert {("train", "loss_ctc"), ("dev", "bleu"), ("dev", "ctc_wer")} <= names
+    state = read_phones(out / "best")
+    assert state == read_phones(out / "last")
+    model, ckpt_cfg = load_connector(out / "best")
+    head = model.ctc_head
+    assert isinstance(head, PhoneCTCHead) and json.loads(json.dumps(head.state())) == state
+    assert ckpt_cfg["ctc_head"] == {"kind": "phones", "embed_dim": model.translator.embed_dim, "vocab_size": head.vocab_size}
+    words = set(head.lexicon.table.values())
+    assert {"bicycle", "railway"} <= words  # from the lexicon text
+    assert "dog" in words  # from the training transcripts (dev is part of train in this tiny corpus)
+    assert head.decode(head.encode(["a red bicycle"])) == ["A red bicycle."]
+
+    again = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"),
+                   **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"})  # init_from: never built again
+    train(again, progress=False)
+    assert read_phones(Path(again.out) / "best") == state
+    pieces = config(tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"),
+                    **{"model.ctc_pieces": "40", "model.compression": "hard"})
+    with pytest.raises(ValueError, match="CTC head is 'phones', the configured one is 'pieces'"):
+        train(pieces, progress=False)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out / "best", broken)
+    (broken / PHONES_FILE).unlink()
+    with pytest.raises(CheckpointError, match=PHONES_FILE):
+        load_connector(broken)
+    bad = config(tmp_path / "d", tiny_whisper_dir, sharp_marian_dir, "run4", stages=stages,
+                 **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"})
+    with pytest.raises(ValueError, match="unknown source 'trans-de-en:nothing'"):
+        train(bad, progress=False)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"model.ctc_pieces": "4"}, "ctc_pieces"),
     ({"model.ctc_pieces": "64", "model.ctc": "false"}, "needs model.ctc: true"),
     ({"model.ctc_pieces": "64", "model.compression": "posterior"}, "supports 'hard' or null"),
+    ({"model.ctc_phones": "true", "model.ctc": "false"}, "ctc_phones needs model.ctc: true"),
+    ({"model.ctc_phones": "true", "model.ctc_pieces": "64"}, "exclude each other"),
+    ({"model.ctc_phones": "true", "model.compression": "soft"}, "phones .* supports 'hard' or null"),
+    ({"model.lexicon_text": "text.txt"}, "lexicon_text: expected a list"),
 ])
 def test_ctc_pieces_is_validated(overrides, message):
     from sltalign.config import ConfigError

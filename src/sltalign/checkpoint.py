@@ -6,6 +6,7 @@ Layout of a checkpoint directory::
                          connector name + sizes, arrangement, prompt, CTC/compression, decoding defaults)
     connector.safetensors  the trainable weights only (connector.*, ctc_head.*)
     ctc_pieces.model     (CTC heads over word pieces only) the head's SentencePiece model
+    ctc_phones.json      (CTC heads over phones only) the head's phone units and pronunciation lexicon
     trainer_state.pt     (training checkpoints only) optimizer, scheduler, RNG and loop state for resume
 
 Directories are written atomically: into a sibling temporary directory first, then renamed into place, so a
@@ -28,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .connectors import connector_from_config
 from .connectors.compress import TiedCTCHead
+from .connectors.phones import PHONES_FILE, PhoneCTCHead
 from .connectors.pieces import PIECES_FILE, PieceCTCHead
 from .foundation import load_speech_encoder, load_translator
 from .model import AlignedST
@@ -119,6 +121,8 @@ def save_connector(
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
         if isinstance(model.ctc_head, PieceCTCHead):
             (tmp / PIECES_FILE).write_bytes(model.ctc_head.model_proto)
+        if isinstance(model.ctc_head, PhoneCTCHead):
+            (tmp / PHONES_FILE).write_text(json.dumps(model.ctc_head.state(), ensure_ascii=False))
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
 
@@ -145,7 +149,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def ctc_head_kind(cfg: dict[str, Any]) -> str | None:
-    """None (no head), "tied" or "pieces" from a checkpoint/model config."""
+    """None (no head), "tied", "pieces" or "phones" from a checkpoint/model config."""
     if not cfg.get("ctc"):
         return None
     return (cfg.get("ctc_head") or {}).get("kind", "tied")
@@ -159,12 +163,40 @@ def read_pieces(path: str | Path) -> bytes:
     return f.read_bytes()
 
 
+def read_phones(path: str | Path) -> dict[str, Any]:
+    """The phone units and lexicon (``PhoneCTCHead.state()``) of a checkpoint whose CTC head is over phones."""
+    f = Path(path) / PHONES_FILE
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint {path}: its CTC head is over phones but {PHONES_FILE} is missing")
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{f}: not valid JSON ({e})") from e
+
+
+def read_head_data(path: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What ``build_model`` needs besides the config to rebuild a checkpoint's CTC head (pieces= or phones=)."""
+    kind = ctc_head_kind(cfg)
+    if kind == "pieces":
+        return {"pieces": read_pieces(path)}
+    if kind == "phones":
+        return {"phones": read_phones(path)}
+    return {}
+
+
 def build_model(
-    cfg: dict[str, Any], *, speech_encoder=None, translator=None, load_speech: bool = True, pieces: bytes | None = None
+    cfg: dict[str, Any],
+    *,
+    speech_encoder=None,
+    translator=None,
+    load_speech: bool = True,
+    pieces: bytes | None = None,
+    phones: dict[str, Any] | None = None,
 ) -> AlignedST:
     """An untrained AlignedST from a checkpoint/model config (foundations loaded unless passed in).
 
-    ``pieces``: the SentencePiece model bytes, needed when the config's CTC head is over pieces."""
+    ``pieces``: the SentencePiece model bytes, needed when the config's CTC head is over pieces;
+    ``phones``: the units and lexicon (``PhoneCTCHead.state()``), needed when it is over phones."""
     if translator is None:
         translator = load_translator(cfg["translator"]["spec"], **cfg["translator"].get("kwargs", {}))
     if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
@@ -180,12 +212,22 @@ def build_model(
         want = cfg["ctc_head"].get("vocab_size")
         if want is not None and want != ctc_head.vocab_size:
             raise CheckpointError(f"the pieces model has {ctc_head.vocab_size} pieces, the config says {want}")
+    elif kind == "phones":
+        if phones is None:
+            raise CheckpointError("this model's CTC head is over phones: pass its units and lexicon (phones=...)")
+        try:
+            ctc_head = PhoneCTCHead.from_state(phones, embed_dim=translator.embed_dim)
+        except ValueError as e:
+            raise CheckpointError(f"{PHONES_FILE}: {e}") from e
+        want = cfg["ctc_head"].get("vocab_size")
+        if want is not None and want != ctc_head.vocab_size:
+            raise CheckpointError(f"{PHONES_FILE} has {ctc_head.vocab_size} phone units, the config says {want}")
     elif kind == "tied":
         ctc_head = TiedCTCHead(embed_dim=translator.embed_dim)
     elif kind is None:
         ctc_head = None
     else:
-        raise CheckpointError(f"field 'ctc_head.kind' should be 'tied' or 'pieces', got {kind!r}")
+        raise CheckpointError(f"field 'ctc_head.kind' should be 'tied', 'pieces' or 'phones', got {kind!r}")
     return AlignedST(
         speech_encoder=speech_encoder,
         connector=connector,
@@ -218,8 +260,7 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
     """Rebuild the AlignedST of a checkpoint directory; returns (model, config). Mismatched foundations fail."""
     path = Path(path)
     cfg = read_config(path)
-    pieces = read_pieces(path) if ctc_head_kind(cfg) == "pieces" else None
-    model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech, pieces=pieces)
+    model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech, **read_head_data(path, cfg))
     check_fingerprints(cfg, model, path)
     wfile = path / WEIGHTS
     if not wfile.is_file():

@@ -50,6 +50,15 @@ class ModelConfig:
     #: MT through its own tokenizer (compression "hard" only). Rare words are spelled from common pieces, but on
     #: the demo's data 512 pieces did worse than the tied head (docs/RESULTS.md)
     ctc_pieces: int = 0
+    #: a linear CTC head over eSpeak NG's phones (~100 units), read out through a pronunciation lexicon built
+    #: from English text (connectors/phones.py); its transcript reaches the MT through its own tokenizer
+    #: (compression "hard" only). Needs a connector with >= ~20 outputs per second (e.g. STE, conv_stages 1)
+    ctc_phones: bool = False
+    #: the lexicon's English text besides the training transcripts: "trans-de-en:sentences",
+    #: "trans-de-en:phrases" or paths of text files (data/lexicon_text.py)
+    lexicon_text: list[str] = field(default_factory=lambda: ["trans-de-en:sentences", "trans-de-en:phrases"])
+    #: manifests whose sentences the lexicon must not read (data.dev is always excluded; add the test set)
+    lexicon_exclude: list[str] = field(default_factory=list)
     #: CTC compression before the MT: null, "hard", "soft" or "posterior"
     compression: str | None = None
     compression_temperature: float = 1.0
@@ -296,6 +305,18 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"model.compression: a CTC head over pieces (model.ctc_pieces) supports 'hard' or null, got {m.compression!r}"
         )
+    if not isinstance(m.ctc_phones, bool):
+        raise ConfigError(f"model.ctc_phones: expected true or false, got {m.ctc_phones!r}")
+    if m.ctc_phones and not m.ctc:
+        raise ConfigError("model.ctc_phones needs model.ctc: true (it sets the CTC head's vocabulary)")
+    if m.ctc_phones and m.ctc_pieces:
+        raise ConfigError("model.ctc_phones and model.ctc_pieces exclude each other (one CTC head vocabulary)")
+    if m.ctc_phones and m.compression not in (None, "hard"):
+        raise ConfigError(f"model.compression: a CTC head over phones (model.ctc_phones) supports 'hard' or null, got {m.compression!r}")
+    for key in ("lexicon_text", "lexicon_exclude"):
+        v = getattr(m, key)
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError(f"model.{key}: expected a list of non-empty strings, got {v!r}")
     if cfg.max_piece_seconds is not None and not (cfg.max_piece_seconds == 0 or cfg.max_piece_seconds >= 2.0):
         raise ConfigError(f"max_piece_seconds: expected null (auto), 0 (encoder window only) or at least 2 s, got {cfg.max_piece_seconds}")
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):

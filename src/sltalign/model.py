@@ -9,9 +9,9 @@ Two arrangements (arXiv 2411.18294):
 
 Beyond the paper (the "fast alignment" recipes): an optional CTC head tied to the MT's frozen
 source-embedding matrix, and CTC compression (hard / soft / posterior) of the connector output before it
-reaches the MT; or a CTC head over a few hundred word pieces (``connectors.pieces``), whose greedy
-transcript is tokenized with the MT's source tokenizer and handed over as the MT's own embedding rows
-(hard compression through text). AlignedST alone knows ECD from ECED; the connector knows nothing of either foundation.
+reaches the MT; or a CTC head over a few hundred word pieces (``connectors.pieces``) or ~100 phones read
+through a pronunciation lexicon (``connectors.phones``), whose greedy transcript is tokenized with the MT's
+source tokenizer and handed over as the MT's own embedding rows (hard compression through text). AlignedST alone knows ECD from ECED; the connector knows nothing of either foundation.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import nn
 
 from .connectors import Connector
 from .connectors.compress import TiedCTCHead, compress, ctc_segments
+from .connectors.phones import PhoneCTCHead
 from .connectors.pieces import PieceCTCHead
 from .foundation.base import SpeechEncoder, Translator, pad_id_rows
 
@@ -32,6 +33,8 @@ ARRANGEMENTS = ("ecd", "eced")
 #: padding value of target and source token batches (PyTorch's ignore index)
 IGNORE = -100
 COMPRESSION_MODES = (None, "hard", "soft", "posterior")
+#: CTC heads whose transcript reaches the MT as text (through its own tokenizer), not as vectors
+TEXT_HEADS = (PieceCTCHead, PhoneCTCHead)
 
 
 @dataclass
@@ -60,7 +63,7 @@ class AlignedST(nn.Module):
         translator: Translator,
         arrangement: str = "eced",
         prompt: str | None = None,
-        ctc_head: TiedCTCHead | PieceCTCHead | None = None,
+        ctc_head: TiedCTCHead | PieceCTCHead | PhoneCTCHead | None = None,
         compression: str | None = None,
         compression_temperature: float = 1.0,
     ) -> None:
@@ -72,10 +75,10 @@ class AlignedST(nn.Module):
             raise ValueError(f"compression must be one of {COMPRESSION_MODES}, got {compression!r}")
         if compression is not None and ctc_head is None:
             raise ValueError("CTC compression needs a CTC head (set ctc: true in the model config)")
-        if isinstance(ctc_head, PieceCTCHead) and compression not in (None, "hard"):
+        if isinstance(ctc_head, TEXT_HEADS) and compression not in (None, "hard"):
             raise ValueError(
-                f"a CTC head over pieces supports compression 'hard' or none, got {compression!r}: its vectors are "
-                "not in the MT's embedding space, so soft/posterior averaging has nothing meaningful to give the MT"
+                f"a CTC head over pieces or phones supports compression 'hard' or none, got {compression!r}: its "
+                "vectors are not in the MT's embedding space, so soft/posterior averaging has nothing meaningful to give the MT"
             )
         if prompt and arrangement != "eced":
             raise ValueError("a text prompt only applies to the ECED arrangement (it is embedded and fed to the MT encoder)")
@@ -138,7 +141,7 @@ class AlignedST(nn.Module):
         if self.ctc_head is not None:
             ctc_logits = self.ctc_head(out, self.translator.source_embedding_matrix())  # (B, S, V+1)
         x, x_mask = out, out_mask
-        if self.compression is not None and isinstance(self.ctc_head, PieceCTCHead):
+        if self.compression is not None and isinstance(self.ctc_head, TEXT_HEADS):
             x, x_mask = self._pieces_to_embeddings(ctc_logits, out_mask)  # (B, S', D_m)
         elif self.compression is not None:
             x, x_mask = compress(
@@ -209,13 +212,14 @@ class AlignedST(nn.Module):
     def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:
         seg = ctc_segments(ctc_logits, out_mask)  # (B, S, V+1) -> segments of the argmax path
         rows = [[] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out_mask.shape[0])]
-        if isinstance(self.ctc_head, PieceCTCHead):
+        if isinstance(self.ctc_head, TEXT_HEADS):
             return self.ctc_head.decode(rows)
         return self.translator.detokenize_source(rows)
 
     @torch.no_grad()
     def _pieces_to_embeddings(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hard compression through text: greedy piece transcript -> MT source tokens -> their embedding rows.
+        """Hard compression through text: greedy piece (or phone) transcript -> written text -> MT source
+        tokens -> their embedding rows.
 
         ctc_logits (B, S, P+1), out_mask (B, S) -> x (B, L, D_m), x_mask (B, L): exactly what the MT's own
         text path embeds for the transcript (same tokenizer, same EOS), so ECED's MT encoder reads input

@@ -10,7 +10,8 @@ touches train.py. Shapes follow the legend in ``sltalign.foundation.base``.
            Training may use a sampled softmax (the batch's tokens + random negatives) for speed.
            With a head over word pieces (``model.ctc_pieces``) the targets are piece ids instead (the
            batch's ``sources`` then hold pieces: train.py tokenizes transcripts with the head) and the
-           softmax is always full (a few hundred classes).
+           softmax is always full (a few hundred classes). With a head over phones (``model.ctc_phones``)
+           the targets are eSpeak's phonemes of the transcript in the clip's accent (train.py again).
 - ``kd``:  word-level knowledge distillation from the same frozen MT reading the gold transcript:
            KL(teacher || student) over the teacher's top-k next-token distribution, at a temperature.
            Teacher top-k is computed once per utterance and kept in memory.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .connectors.phones import PhoneCTCHead
 from .connectors.pieces import PieceCTCHead
 from .foundation.base import pad_id_rows
 from .model import IGNORE, AlignedST, target_cross_entropy
@@ -95,7 +97,7 @@ class Objectives:
         if model.ctc_head is None:
             raise ValueError("the ctc objective needs a CTC head: set model.ctc: true")
         tgt = sources.masked_fill(~source_mask, 0)
-        if isinstance(model.ctc_head, PieceCTCHead):
+        if isinstance(model.ctc_head, (PieceCTCHead, PhoneCTCHead)):
             return self._ctc_loss(model.ctc_head(out), tgt, out_mask, source_mask)  # (B, S, P+1): full softmax
         emb = model.translator.source_embedding_matrix()  # (V, D_m)
         k = self.config.ctc_sampled_vocab

@@ -37,7 +37,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .api import piece_seconds_for
-from .checkpoint import TRAINER_STATE, build_model, ctc_head_kind, load_connector, read_config, read_pieces, save_connector
+from .checkpoint import (
+    TRAINER_STATE,
+    build_model,
+    ctc_head_kind,
+    load_connector,
+    read_config,
+    read_head_data,
+    read_phones,
+    read_pieces,
+    save_connector,
+)
+from .connectors.phones import ACCENTS, Lexicon, PhoneCTCHead, accent_for, build_phone_inventory, phonemize
+from .connectors import connector_from_config
 from .connectors.pieces import PieceCTCHead, train_pieces
 from .config import TrainConfig, to_dict
 from .data.augment import mask_states
@@ -228,36 +240,94 @@ def init_from_checkpoint(model: AlignedST, path: str | Path) -> None:
     naming both configurations, because a partial copy would silently train something else.
     """
     cfg = read_config(path)
-    want, have = cfg["connector"], model.connector.config()
+    # rebuilt from its config first: sizes added since it was written take their defaults
+    want, have = connector_from_config(cfg["connector"]).config(), model.connector.config()
     if want != have:
         raise ValueError(f"init_from {path}: its connector {want} differs from the configured one {have}")
     if bool(cfg.get("ctc")) != (model.ctc_head is not None):
         raise ValueError(f"init_from {path}: ctc is {bool(cfg.get('ctc'))} there but {model.ctc_head is not None} here")
-    here = None if model.ctc_head is None else ("pieces" if isinstance(model.ctc_head, PieceCTCHead) else "tied")
+    here = None if model.ctc_head is None else model.ctc_head.config().get("kind", "tied")
     if ctc_head_kind(cfg) != here:
         raise ValueError(f"init_from {path}: its CTC head is {ctc_head_kind(cfg)!r}, the configured one is {here!r}")
     if here == "pieces" and read_pieces(path) != model.ctc_head.model_proto:
         raise ValueError(f"init_from {path}: its CTC head spells with other word pieces than this run's")
+    if here == "phones" and read_phones(path) != json.loads(json.dumps(model.ctc_head.state())):
+        raise ValueError(f"init_from {path}: its CTC head has other phone units or another lexicon than this run's")
     loaded, _ = load_connector(path, speech_encoder=model.speech_encoder, translator=model.translator)
     model.connector.load_state_dict(loaded.connector.state_dict())
     if model.ctc_head is not None:
         model.ctc_head.load_state_dict(loaded.ctc_head.state_dict())
 
 
-def run_pieces(cfg: TrainConfig, out: Path) -> bytes:
-    """The SentencePiece model of a run whose CTC head is over pieces: the one it already has when it resumes
-    (OUT/last) or starts from a checkpoint (``init_from``), else one learned now from its training transcripts
-    (deterministic for the same transcripts)."""
+def run_head_data(cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """What the configured CTC head needs besides its weights (``build_model``'s pieces= or phones=): the
+    resumed run's (OUT/last), else ``init_from``'s, else made now from the training data."""
+    m = cfg.model
+    kind = "phones" if m.ctc and m.ctc_phones else "pieces" if m.ctc and m.ctc_pieces else None
+    if kind is None:
+        return {}
     last = out / "last"
-    if (last / TRAINER_STATE).is_file():
-        return read_pieces(last)
-    if cfg.init_from:
-        kind = ctc_head_kind(read_config(cfg.init_from))
-        if kind != "pieces":
-            raise ValueError(f"init_from {cfg.init_from}: its CTC head is {kind!r}, the configured one is 'pieces'")
-        return read_pieces(cfg.init_from)
+    for src in ([last] if (last / TRAINER_STATE).is_file() else []) + ([Path(cfg.init_from)] if cfg.init_from else []):
+        have = ctc_head_kind(read_config(src))
+        if have != kind:
+            raise ValueError(f"{src}: its CTC head is {have!r}, the configured one is {kind!r}")
+        return read_head_data(src, read_config(src))
+    if kind == "pieces":
+        return {"pieces": run_pieces(cfg, out)}
+    return {"phones": make_phone_head_state(cfg)}
+
+
+def clip_accents(utts: list[Utterance]) -> list[str]:
+    """The eSpeak accent of each utterance's voice (the synthesiser's record beside the clip; else en-us)."""
+    from .data.lexicon_text import clip_voice
+
+    return [accent_for(*clip_voice(u.audio)) for u in utts]
+
+
+def make_phone_head_state(cfg: TrainConfig) -> dict[str, Any]:
+    """Units and lexicon of a new phone head: eSpeak's phonemes of the training transcripts (in each clip's
+    accent) and of ``model.lexicon_text`` (each line in an accent drawn by the run's seed), minus every
+    sentence of the dev manifest and ``model.lexicon_exclude``. Deterministic for the same data and seed."""
+    from .data.lexicon_text import held_sentences, lexicon_lines
+
+    t0 = time.perf_counter()
+    train_utts, _ = select_utterances(cfg)
+    held_from = [cfg.data.dev] if cfg.data.dev else []
+    held_from += list(cfg.model.lexicon_exclude)
+    held = held_sentences(u for path in held_from for u in read_manifest(path))
+    text = lexicon_lines(cfg.model.lexicon_text, held, seed=cfg.seed)
+    rng = random.Random(cfg.seed)
+    text_ph = phonemize(text, [rng.choice(ACCENTS) for _ in text])
+    transcripts = [u.transcript or "" for u in train_utts]
+    train_ph = phonemize(transcripts, clip_accents(train_utts))
+    lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph)
+    head = PhoneCTCHead(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon)
+    log.info(
+        "phone head: %d units; lexicon of %d phone words from %d of %d lines (%.0f s)",
+        head.vocab_size, len(lexicon.table), lexicon.lines_used, len(text) + len(transcripts), time.perf_counter() - t0,
+    )  # fmt: skip
+    return head.state()
+
+
+def run_pieces(cfg: TrainConfig, out: Path) -> bytes:
+    """The SentencePiece model of a new head over pieces, learned from the run's training transcripts
+    (deterministic for the same transcripts)."""
     train_utts, _ = select_utterances(cfg)
     return train_pieces((u.transcript or "" for u in train_utts), vocab_size=cfg.model.ctc_pieces)
+
+
+def phone_targets(head: PhoneCTCHead, utts: list[Utterance]):
+    """A source tokenizer for ``CachedSpeechDataset`` over ``utts``: their transcripts -> phone ids, each in
+    its clip's accent. It is called once with the transcripts of ``utts`` in order (which it checks)."""
+    transcripts = [u.transcript for u in utts if u.transcript is not None]
+    accents = [a for u, a in zip(utts, clip_accents(utts)) if u.transcript is not None]
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        if list(texts) != transcripts:
+            raise ValueError("phone targets: expected the transcripts of the training utterances, in order")
+        return head.encode(texts, accents)
+
+    return tokenize
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = None) -> dict[str, Any]:
@@ -284,7 +354,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         "arrangement": mcfg.arrangement,
         "prompt": mcfg.prompt,
         "ctc": mcfg.ctc,
-        "ctc_head": {"kind": "pieces"} if mcfg.ctc and mcfg.ctc_pieces else None,  # size: what the pieces have
+        # size: what the pieces / the phone inventory have
+        "ctc_head": ({"kind": "phones"} if mcfg.ctc_phones else {"kind": "pieces"} if mcfg.ctc_pieces else None) if mcfg.ctc else None,
         "compression": mcfg.compression,
         "compression_temperature": mcfg.compression_temperature,
     }
@@ -298,8 +369,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
             mcfg.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=mcfg.connector_preset, **mcfg.connector_args
         )
         model_cfg["connector"] = connector.config()
-        pieces = run_pieces(cfg, out) if model_cfg["ctc_head"] else None
-        model = build_model(model_cfg, speech_encoder=speech, translator=translator, pieces=pieces)
+        model = build_model(model_cfg, speech_encoder=speech, translator=translator, **run_head_data(cfg, out))
         model.connector.load_state_dict(connector.state_dict())
     translator = model.translator
     decoding = {"beam": cfg.decode_beam, "max_len": cfg.max_len, "length_penalty": 1.0}
@@ -318,6 +388,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
     cache = build_cache(cfg, model, train_utts + dev_utts, accelerator)
     if isinstance(model.ctc_head, PieceCTCHead):  # CTC targets: the head's own pieces
         src_tok = model.ctc_head.encode
+    elif isinstance(model.ctc_head, PhoneCTCHead):  # CTC targets: phones, each clip in its voice's accent
+        src_tok = phone_targets(model.ctc_head, train_utts)
     else:  # CTC targets: the MT's source tokens
         src_tok = lambda texts: translator.tokenize_source(texts)  # noqa: E731
     train_set = CachedSpeechDataset(cache, train_utts, translator.tokenize_target if needs_translation else None, src_tok if needs_text else None)

@@ -1,0 +1,311 @@
+"""A CTC head over phones, read out through a pronunciation lexicon.
+
+The tied head (``compress.TiedCTCHead``) asks the connector to recognise 32k MT tokens, and most of its errors
+are rare words it heard too few times to learn (docs/RESULTS.md, "error analysis"). Phones split the job:
+
+1. hearing: the connector emits ~100 phone units (eSpeak NG's phonemes, the word boundary ``WORD`` among
+   them), each heard thousands of times in a few hours of speech; CTC targets are eSpeak's phonemes of the
+   transcript in the accent the clip was spoken in (``accent_for``), so for synthetic speech they are exactly
+   what the synthesiser said;
+2. spelling: a ``Lexicon`` read off eSpeak's phonemisation of English text (no training) maps each phone
+   word to its most frequent written word; a phone word never seen is read as the nearest entry by edit
+   distance over phones, or as two entries when it splits exactly into two (a missed word boundary) and no
+   entry is within one phone. Text is cheap, so the lexicon knows words no clip ever said.
+
+The written transcript reaches the MT through its own tokenizer (hard compression through text, as for the
+word-pieces head: ``AlignedST._pieces_to_embeddings``). Measured on the demo's data (docs/RESULTS.md, "Phones
+in the middle"): on synthetic speech word error 29-30% against 59-62% for the tied head; on real voices only
+as good as the training voices are varied.
+
+    out (B, S, D_m) -> logits (B, S, U + 1), U phone units, blank last (index U)
+
+Needs ~20 connector outputs per second or more (English runs at ~12-15 phones/s): e.g. STE with one conv
+stage (25/s from Whisper's 50 frames/s). The unit inventory and the lexicon are part of the head: they are
+written beside the weights in checkpoints (``ctc_phones.json``), so a checkpoint always reads with the
+lexicon it was trained with. Phonemisation uses ``phonemizer`` over the eSpeak NG library (the system's
+``libespeak-ng``, else the one of the ``espeakng-loader`` wheel).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+#: file name of the units + lexicon inside a checkpoint directory
+PHONES_FILE = "ctc_phones.json"
+#: the word-boundary unit (a CTC class like any phone)
+WORD = "|"
+#: eSpeak NG English accents phonemes are read in; other voices (Flite, Festival, human) count as en-us
+ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+DEFAULT_ACCENT = "en-us"
+_backends: dict[str, Any] = {}
+
+
+def accent_for(backend: str | None, voice: str | None) -> str:
+    """The eSpeak accent whose phonemes match a clip's voice: eSpeak voices ("en-gb-scotland+m3") by their
+    language (eSpeak's plain "en" is British), anything else (Flite, Festival, unknown, real) en-us."""
+    if backend in (None, "espeak", "espeak-cli") and voice:
+        base = voice.split("+")[0]
+        base = "en-gb" if base == "en" else base
+        if base in ACCENTS:
+            return base
+    return DEFAULT_ACCENT
+
+
+def _backend(accent: str) -> Any:
+    if accent not in _backends:
+        from phonemizer.backend import EspeakBackend
+
+        import logging
+
+        # phonemizer warns about every line whose word count changed (numbers, abbreviations): the lexicon
+        # skips those lines on its own, so only errors are worth showing
+        quiet = logging.getLogger("sltalign.phonemizer")
+        quiet.setLevel(logging.ERROR)
+        kw = dict(preserve_punctuation=False, with_stress=False, language_switch="remove-flags", logger=quiet)
+        try:
+            _backends[accent] = EspeakBackend(accent, **kw)
+        except RuntimeError:
+            # no system libespeak-ng: the espeakng-loader wheel's library and voice data
+            import espeakng_loader
+            from phonemizer.backend.espeak.wrapper import EspeakWrapper
+
+            os.environ.setdefault("ESPEAK_DATA_PATH", espeakng_loader.get_data_path())
+            EspeakWrapper.set_library(espeakng_loader.get_library_path())
+            _backends[accent] = EspeakBackend(accent, **kw)
+    return _backends[accent]
+
+
+def phonemize(texts: Sequence[str], accents: Sequence[str] | str = DEFAULT_ACCENT) -> list[list[str]]:
+    """English texts -> phone lists with ``WORD`` between words, each text in its own eSpeak accent.
+
+    Deterministic (eSpeak's rules and dictionary). An accent outside ``ACCENTS`` is an error naming it."""
+    if isinstance(accents, str):
+        accents = [accents] * len(texts)
+    if len(accents) != len(texts):
+        raise ValueError(f"phonemize: {len(texts)} texts but {len(accents)} accents")
+    bad = sorted(set(accents) - set(ACCENTS))
+    if bad:
+        raise ValueError(f"phonemize: unknown accent(s) {bad}; known: {list(ACCENTS)}")
+    from phonemizer.separator import Separator
+
+    sep = Separator(phone=" ", word=f" {WORD} ", syllable="")
+    out: list[list[str]] = [[] for _ in texts]
+    for acc in sorted(set(accents)):
+        idx = [i for i, a in enumerate(accents) if a == acc and texts[i].strip()]
+        if not idx:
+            continue
+        res = _backend(acc).phonemize([texts[i] for i in idx], separator=sep, strip=True, njobs=1)
+        for i, s in zip(idx, res):
+            units = s.split()
+            while units and units[-1] == WORD:
+                units.pop()
+            while units and units[0] == WORD:
+                units.pop(0)
+            out[i] = units
+    return out
+
+
+class Lexicon:
+    """Phone words -> written words, read off phonemised text (no training).
+
+    ``texts`` and their phone lists ``phones`` (from ``phonemize``): each line whose phone words (between
+    ``WORD`` marks) pair one to one with its written words adds (phone word -> written word) counts; a phone
+    word reads as its most frequent written word (ties: the first seen). Lines that do not pair (numbers,
+    abbreviations eSpeak spells out) are skipped. Deterministic for the same lines in the same order.
+    """
+
+    _WORDS = re.compile(r"[A-Za-z0-9']+")
+
+    def __init__(self, table: Mapping[tuple[str, ...], str]) -> None:
+        if not table:
+            raise ValueError("Lexicon: empty table (no line of the text paired its words with its phone words)")
+        self.table = dict(table)
+        self._codes: dict[str, str] = {}
+        self._by_code = {self._code(k): w for k, w in self.table.items()}
+        self._keys = list(self._by_code)
+
+    @classmethod
+    def from_text(cls, texts: Sequence[str], phones: Sequence[Sequence[str]], accents: Sequence[str] | str = DEFAULT_ACCENT) -> Lexicon:
+        """Count (phone word -> written word) pairs over phonemised lines (``phones[i]`` is ``texts[i]`` read
+        in ``accents[i]``).
+
+        eSpeak joins some function words into one phone word ("in the" -> "ɪnðə"), so a line can have fewer
+        phone words than words; such lines are aligned by each word's own phonemes (one phone word takes one
+        to three words, the split closest in edit distance) and the joined words become one entry, which is
+        what a recogniser trained on eSpeak's phonemes hears. Lines with more phone words than words
+        (numbers, abbreviations spelled out) are skipped."""
+        if len(texts) != len(phones):
+            raise ValueError(f"Lexicon.from_text: {len(texts)} texts but {len(phones)} phone lists")
+        if isinstance(accents, str):
+            accents = [accents] * len(texts)
+        lines = [(cls._WORDS.findall(t), split_words(p), a) for t, p, a in zip(texts, phones, accents)]
+        # each word of a joined line in isolation, phonemised once per (word, accent)
+        need = sorted({(w.lower(), a) for words, groups, a in lines if 0 < len(groups) < len(words) for w in words})
+        iso_ph = phonemize([w for w, _ in need], [a for _, a in need]) if need else []
+        iso = {k: tuple(p for p in ph if p != WORD) for k, ph in zip(need, iso_ph)}
+        counts: dict[tuple[str, ...], Counter] = defaultdict(Counter)
+        kept = 0
+        for words, groups, acc in lines:
+            if not words or not groups or len(groups) > len(words):
+                continue
+            spans = _align(words, groups, [iso.get((w.lower(), acc), ()) for w in words]) if len(groups) < len(words) else [[w] for w in words]
+            if spans is None:
+                continue
+            kept += 1
+            for k, (span, g) in enumerate(zip(spans, groups)):
+                # a line's first word is capitalised by position, not by spelling: count it lower-cased
+                if k == 0 and span[0] != "I" and not (len(span[0]) > 1 and span[0].isupper()):  # "I", "UN" keep case
+                    span = [span[0].lower(), *span[1:]]
+                counts[g][" ".join(span)] += 1
+        lex = cls({k: c.most_common(1)[0][0] for k, c in counts.items()})
+        lex.lines_used = kept
+        return lex
+
+    def _code(self, key: Sequence[str]) -> str:
+        """A phone word as one character per unit (rapidfuzz measures edit distance over characters)."""
+        return "".join(self._codes.setdefault(u, chr(0xE000 + len(self._codes))) for u in key)
+
+    def read_word(self, key: Sequence[str]) -> list[str]:
+        """One phone word -> its written word (or two, for a missed word boundary)."""
+        key = tuple(key)
+        if key in self.table:
+            return [self.table[key]]
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+
+        code = self._code(key)
+        best_code, dist, _ = process.extractOne(code, self._keys, scorer=Levenshtein.distance)
+        if dist >= 2:  # two exact entries (a missed word mark) beat an entry two or more phones away
+            for i in range(1, len(code)):
+                if code[:i] in self._by_code and code[i:] in self._by_code:
+                    return [self._by_code[code[:i]], self._by_code[code[i:]]]
+        return [self._by_code[best_code]]
+
+    def read(self, phones: Sequence[str]) -> str:
+        """A phone sequence -> a sentence: its words, the first capitalised, a full stop ("" for no words)."""
+        words = [w for g in split_words(phones) for w in self.read_word(g)]
+        if not words:
+            return ""
+        text = " ".join(words)
+        return text[:1].upper() + text[1:] + "."
+
+    def to_json(self) -> list[list[str]]:
+        return [[" ".join(k), w] for k, w in self.table.items()]
+
+    @classmethod
+    def from_json(cls, rows: Sequence[Sequence[str]]) -> Lexicon:
+        try:
+            return cls({tuple(k.split()): w for k, w in rows})
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"Lexicon: expected rows of [phone word, written word], got {str(rows)[:80]!r} ({e})") from e
+
+
+def _align(words: Sequence[str], groups: Sequence[tuple[str, ...]], iso: Sequence[tuple[str, ...]]) -> list[list[str]] | None:
+    """Split ``words`` into len(groups) runs of 1-3 words, in order, minimising the summed edit distance
+    between each phone word and its run's isolated phonemes; None when no split exists."""
+    from rapidfuzz.distance import Levenshtein
+
+    n, m = len(words), len(groups)
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(m + 1)]  # best[j][i]: first j groups take the first i words
+    back = [[0] * (n + 1) for _ in range(m + 1)]
+    best[0][0] = 0.0
+    for j in range(1, m + 1):
+        for i in range(j, min(n, 3 * j) + 1):
+            for k in (1, 2, 3):
+                if i - k < j - 1 or best[j - 1][i - k] == inf:
+                    continue
+                run = [p for w in iso[i - k : i] for p in w]
+                cost = best[j - 1][i - k] + Levenshtein.distance(groups[j - 1], run)
+                if cost < best[j][i]:
+                    best[j][i], back[j][i] = cost, k
+    if best[m][n] == inf:
+        return None
+    spans: list[list[str]] = []
+    i = n
+    for j in range(m, 0, -1):
+        k = back[j][i]
+        spans.append(list(words[i - k : i]))
+        i -= k
+    return spans[::-1]
+
+
+def split_words(phones: Sequence[str]) -> list[tuple[str, ...]]:
+    """Phone sequence -> phone words (tuples), split at ``WORD``; empty words are dropped."""
+    groups: list[tuple[str, ...]] = []
+    cur: list[str] = []
+    for p in phones:
+        if p == WORD:
+            if cur:
+                groups.append(tuple(cur))
+            cur = []
+        else:
+            cur.append(p)
+    if cur:
+        groups.append(tuple(cur))
+    return groups
+
+
+class PhoneCTCHead(nn.Module):
+    """Linear CTC head over phone units (blank last), carrying the unit inventory and the lexicon.
+
+    ``units``: the phone units (``WORD`` among them), in class order; ``lexicon``: how heard phones are
+    spelled; ``embed_dim``: the width of the connector output it reads (D_m).
+    """
+
+    def __init__(self, *, embed_dim: int, units: Sequence[str], lexicon: Lexicon) -> None:
+        super().__init__()
+        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"PhoneCTCHead: embed_dim must be a positive integer, got {embed_dim!r}")
+        units = list(units)
+        if len(set(units)) != len(units) or WORD not in units or any(not isinstance(u, str) or not u or " " in u for u in units):
+            raise ValueError(f"PhoneCTCHead: units must be distinct non-empty strings without spaces, {WORD!r} among them; got {units[:10]}...")
+        self.units = units
+        self.unit_ids = {u: i for i, u in enumerate(units)}
+        self.lexicon = lexicon
+        self.embed_dim = embed_dim
+        self.vocab_size = len(units)
+        self.proj = nn.Linear(embed_dim, self.vocab_size + 1)
+
+    def config(self) -> dict[str, int | str]:
+        return {"kind": "phones", "embed_dim": self.embed_dim, "vocab_size": self.vocab_size}
+
+    def forward(self, out: torch.Tensor, embedding_matrix: torch.Tensor | None = None) -> torch.Tensor:
+        """out (B, S, D_m) -> logits (B, S, U + 1), blank = index U. ``embedding_matrix`` is ignored (the head
+        is not tied); it is accepted so all heads are called alike."""
+        if out.shape[-1] != self.embed_dim:
+            raise ValueError(f"PhoneCTCHead: out has width {out.shape[-1]}, the head was built for embed_dim={self.embed_dim}")
+        return self.proj(out)
+
+    def encode(self, texts: Sequence[str], accents: Sequence[str] | str = DEFAULT_ACCENT) -> list[list[int]]:
+        """Transcripts -> phone-unit ids (CTC targets); phones outside the inventory are dropped."""
+        return [[self.unit_ids[p] for p in seq if p in self.unit_ids] for seq in phonemize(texts, accents)]
+
+    def phones(self, ids: Sequence[Sequence[int]]) -> list[list[str]]:
+        return [[self.units[int(i)] for i in row] for row in ids]
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Unit ids -> written text through the lexicon (the connector's transcript)."""
+        return [self.lexicon.read(row) for row in self.phones(ids)]
+
+    def state(self) -> dict[str, Any]:
+        """What ``from_state`` needs besides the weights (JSON): units and lexicon."""
+        return {"format": "sltalign-phones", "units": self.units, "lexicon": self.lexicon.to_json()}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *, embed_dim: int) -> PhoneCTCHead:
+        if not isinstance(state, Mapping) or state.get("format") != "sltalign-phones" or not {"units", "lexicon"} <= set(state):
+            raise ValueError("PhoneCTCHead: expected a mapping with format 'sltalign-phones', 'units' and 'lexicon'")
+        return cls(embed_dim=embed_dim, units=state["units"], lexicon=Lexicon.from_json(state["lexicon"]))
+
+
+def build_phone_inventory(*phone_lists: Sequence[Sequence[str]]) -> list[str]:
+    """Every unit of the phone lists, sorted (``WORD`` always included): the head's classes."""
+    return sorted({p for lists in phone_lists for seq in lists for p in seq} | {WORD})
