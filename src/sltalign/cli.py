@@ -54,6 +54,8 @@ def _parser() -> ArgumentParser:
                        help="the train split's own share of long clips (default: --long_fraction)")
     synth.add_argument("--backend", type=str, default="espeak", help="TTS: espeak, espeak-cli, flite or festival")
     synth.add_argument("--voices", type=list[str] | None, default=None, help="the backend's voice names (default: all its English voices)")
+    synth.add_argument("--train_backends", type=dict[str, float] | None, default=None,
+                       help="training clips' backends drawn with these weights, e.g. '{espeak: 0.5, flite: 0.5}' (dev/test: --backend)")
     synth.add_argument("--noise_snr_db", type=tuple[float, float] | None, default=None,
                        help="add noise at an SNR drawn from this range (dB), e.g. [10,30], to --noise_prob of the clips")
     synth.add_argument("--noise_prob", type=float, default=0.5)

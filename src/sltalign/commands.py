@@ -32,7 +32,8 @@ def data(source: str, args: Any) -> int:
             translate_fn = lambda texts: mt.translate_text(texts, beam=1)  # noqa: E731
         # the command's options named as SynthConfig's fields pass straight through
         same = ("sentences", "translations", "n_train", "n_dev", "n_test", "long_fraction", "train_long_fraction", "backend",
-                "voices", "noise_snr_db", "noise_prob", "reverb_prob", "augment_splits", "seed", "workers", "mt_splits")
+                "voices", "noise_snr_db", "noise_prob", "reverb_prob", "augment_splits", "seed", "workers", "mt_splits",
+                "train_backends")
         cfg = SynthConfig(**{k: getattr(args, k) for k in same}, translation_source=None if args.translations else f"mt:{args.mt}")
         paths = synthesize_corpus(cfg, out, translate_fn=translate_fn)
         for split, p in paths.items():

@@ -227,3 +227,33 @@ def test_augment_splits_leave_the_other_splits_as_a_clean_corpus_would_be():
     assert all(p.snr_db is not None and p.rt60 is not None for p in b if p.split == "train")
     with pytest.raises(ValueError, match="augment_splits"):
         SynthConfig(augment_splits=("valid",))
+
+
+def test_train_backends_mix_voices_in_training_only(tmp_path):
+    """train_backends: each training clip's synthesiser is drawn by weight (deterministically); dev and test,
+    and the clips that keep the main backend, are exactly what the corpus without the mix plans; a rendered
+    clip's record names its backend (what the phone head reads the clip's accent from)."""
+    from sltalign.data.synth import FLITE_VOICES
+
+    sentences = [f"sentence number {i} is here" for i in range(80)]
+    plain = SynthConfig(n_train=40, n_dev=5, n_test=5, long_fraction=0.0, seed=3)
+    mixed = SynthConfig(n_train=40, n_dev=5, n_test=5, long_fraction=0.0, seed=3, train_backends={"espeak": 1, "flite": 1})
+    a, b = plan_clips(plain, sentences, DEFAULT_VOICES), plan_clips(mixed, sentences, DEFAULT_VOICES)
+    assert b == plan_clips(mixed, sentences, DEFAULT_VOICES)
+    assert [p for p in a if p.split != "train"] == [p for p in b if p.split != "train"]
+    flite = [q for q in b if q.backend == "flite"]
+    assert all(q.split == "train" and q.voice in FLITE_VOICES for q in flite) and 10 < len(flite) < 30
+    assert all(p == q for p, q in zip(a, b) if q.backend is None)
+    for bad in ({"espeak": -1.0}, {"nope": 1.0}, {"espeak": 0.0}, {}):
+        with pytest.raises(ValueError, match="train_backends"):
+            SynthConfig(train_backends=bad)
+    try:
+        make_backend("flite")
+    except OSError as err:
+        pytest.skip(str(err))
+    cfg = SynthConfig(n_train=4, n_dev=0, n_test=1, long_fraction=0.0, seed=0, workers=0, train_backends={"espeak": 1, "flite": 1})
+    synthesize_corpus(cfg, tmp_path / "c", progress=False)
+    plans = plan_clips(cfg, [s for s, _ in load_sentences(None)], DEFAULT_VOICES, {"flite": "flite"})
+    for p in plans:
+        rec = json.loads((tmp_path / "c" / "audio" / p.split / f"{p.id}.json").read_text())
+        assert rec["backend"] == (p.backend or "espeak") and rec["voice"] == p.voice

@@ -115,6 +115,11 @@ class SynthConfig:
     backend: str = "espeak"
     #: voice names for the backend; None: DEFAULT_VOICES for eSpeak (96), FLITE_VOICES for flite
     voices: tuple[str, ...] | None = None
+    #: training clips only: each clip's TTS backend drawn with these weights, e.g. {"espeak": 0.5,
+    #: "flite": 0.5} (each backend with its default voices; ``voices`` applies to ``backend``); dev and test
+    #: keep ``backend``. A model trained on one synthesiser hears people poorly; more voices help.
+    #: None: every clip uses ``backend``
+    train_backends: dict[str, float] | None = None
     #: speaking rate in words per minute (eSpeak ``-s``; flite/festival get the equivalent duration stretch)
     rate_range: tuple[int, int] = (130, 200)
     #: eSpeak base pitch 0-99 (ignored by flite/festival)
@@ -156,6 +161,10 @@ class SynthConfig:
             (set(self.mt_splits) <= set(SPLITS), f"mt_splits must name splits among {SPLITS}, got {self.mt_splits}"),
             (set(self.augment_splits) <= set(SPLITS), f"augment_splits must name splits among {SPLITS}, got {self.augment_splits}"),
         ]
+        tb = self.train_backends
+        checks += [(tb is None or (isinstance(tb, dict) and tb and set(tb) <= set(BACKENDS) and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in tb.values()) and sum(tb.values()) > 0),
+            f"train_backends must map backends among {BACKENDS} to weights >= 0 (not all 0), got {tb!r}")]
         checks += [(0.0 <= getattr(self, k) <= 1.0, f"{k} must be in [0, 1], got {getattr(self, k)}")
                    for k in ("long_fraction", "noise_prob", "reverb_prob")]
         checks += [(self.train_long_fraction is None or 0.0 <= self.train_long_fraction <= 1.0,
@@ -285,6 +294,8 @@ class ClipPlan:
     noise_color: float  # spectral slope: 0 white, 1 pink, 2 brown
     rt60: float | None
     seed: int  # for the gaps, noise samples, room response and eSpeak's own random generator
+    #: the TTS backend (resolved name) when it is not the corpus's ``backend`` (``train_backends``)
+    backend: str | None = None
 
 
 def _split_pools(cfg: SynthConfig, n_sentences: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -307,9 +318,15 @@ def _split_pools(cfg: SynthConfig, n_sentences: int, rng: np.random.Generator) -
     return pools
 
 
-def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]) -> list[ClipPlan]:
-    """Every clip of every split, in manifest order. Depends only on the config and the sentences."""
+def plan_clips(
+    cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str], backends: dict[str, str] | None = None
+) -> list[ClipPlan]:
+    """Every clip of every split, in manifest order. Depends only on the config and the sentences.
+
+    ``backends``: resolved name of each backend of ``cfg.train_backends`` (default: the names themselves)."""
     pools = _split_pools(cfg, len(sentences), np.random.default_rng([cfg.seed, 0]))
+    mix = sorted(cfg.train_backends.items()) if cfg.train_backends else []
+    mix_p = np.array([w for _, w in mix], dtype=np.float64) / sum(w for _, w in mix) if mix else None
     plans = []
     for s_idx, split in enumerate(SPLITS, start=1):
         n = cfg.counts()[split]
@@ -335,6 +352,13 @@ def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]
             augment = split in cfg.augment_splits
             noisy = augment and cfg.noise_snr_db is not None and rng.random() < cfg.noise_prob
             reverb = rng.random() < cfg.reverb_prob and augment
+            clip_backend, clip_voices = None, voices
+            if split == "train" and mix:
+                # its own generator, so a corpus without the mix draws exactly what it drew before
+                name = mix[int(np.random.default_rng([cfg.seed, s_idx, i, 1]).choice(len(mix), p=mix_p))][0]
+                if name != cfg.backend:
+                    clip_backend = (backends or {}).get(name, name)
+                    clip_voices = _DEFAULT_VOICES.get(clip_backend, DEFAULT_VOICES)
             plans.append(
                 ClipPlan(
                     id=f"{split}-{i:06d}",
@@ -344,13 +368,14 @@ def plan_clips(cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str]
                     min_seconds=lo,
                     target_seconds=target,
                     max_seconds=hi,
-                    voice=str(voices[rng.integers(len(voices))]),
+                    voice=str(clip_voices[rng.integers(len(clip_voices))]),
                     rate=int(rng.integers(cfg.rate_range[0], cfg.rate_range[1] + 1)),
                     pitch=int(rng.integers(cfg.pitch_range[0], cfg.pitch_range[1] + 1)),
                     snr_db=float(rng.uniform(*cfg.noise_snr_db)) if noisy and cfg.noise_snr_db else None,
                     noise_color=float(rng.choice([0.0, 1.0, 2.0])),
                     rt60=float(rng.uniform(*cfg.rt60_range)) if reverb else None,
                     seed=int(rng.integers(2**31 - 1)),
+                    backend=clip_backend,
                 )
             )
     return plans
@@ -646,16 +671,24 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 class _Renderer:
-    """Owns one backend (one per process) and renders plans into ``out_dir``."""
+    """Owns the backends (one of each per process, made when first needed) and renders plans into ``out_dir``."""
 
     def __init__(self, backend_name: str, out_dir: Path, sample_rate: int) -> None:
         self.backend = make_backend(backend_name)
+        self.others: dict[str, Any] = {}
         self.out_dir = out_dir
         self.sample_rate = sample_rate
 
+    def _backend_for(self, plan: ClipPlan) -> Any:
+        if plan.backend is None or plan.backend == self.backend.name:
+            return self.backend
+        if plan.backend not in self.others:
+            self.others[plan.backend] = make_backend(plan.backend)
+        return self.others[plan.backend]
+
     def __call__(self, plan: ClipPlan) -> dict[str, Any]:
         audio = self.out_dir / "audio" / plan.split / f"{plan.id}.flac"
-        record = render_clip(plan, self.backend, audio, self.sample_rate)
+        record = render_clip(plan, self._backend_for(plan), audio, self.sample_rate)
         _write_json(audio.with_suffix(".json"), record)  # after the audio: marks the clip finished
         return record
 
@@ -683,6 +716,8 @@ def _fingerprint(cfg: SynthConfig, backend: str, pool_sha: str) -> dict[str, Any
         d.pop(speed_only)
     if tuple(d["augment_splits"]) == SPLITS:
         del d["augment_splits"]  # the default: corpora made before the setting existed still resume
+    if d["train_backends"] is None:
+        del d["train_backends"]  # likewise
     d = json.loads(json.dumps(d))  # tuples -> lists, as they come back from the file
     d.update(format=_FORMAT, resolved_backend=backend, sentences_sha256=pool_sha)
     return d
@@ -733,7 +768,9 @@ def synthesize_corpus(
     out.mkdir(parents=True, exist_ok=True)
     _check_or_write_state(out, _fingerprint(cfg, backend, pool_sha))
 
-    plans = plan_clips(cfg, sentences, voices)
+    # resolved now, in this process: a mix backend whose program is missing fails before any clip is rendered
+    mix_names = {name: make_backend(name).name for name in (cfg.train_backends or {}) if (cfg.train_backends or {})[name] > 0}
+    plans = plan_clips(cfg, sentences, voices, mix_names)
     for split in SPLITS:
         d = out / "audio" / split
         d.mkdir(parents=True, exist_ok=True)
