@@ -79,7 +79,7 @@ def _train(model: str, manifest: str, steps: int, threads: int, q: mp.Queue) -> 
             "data.batch_size=8", f"num_threads={threads}", f"save_every={steps}",
         ]  # fmt: skip
         t = time.perf_counter()
-        train(load_config(preset_path("demo.yaml"), overrides), progress=False)
+        train(load_config(preset_path("tokens.yaml"), overrides), progress=False)
         q.put({"seconds": time.perf_counter() - t, "peak_mb": _peak_mb()})
 
 

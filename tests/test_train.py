@@ -347,6 +347,13 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     assert {"bicycle", "railway"} <= words  # from the lexicon text
     assert "dog" in words  # from the training transcripts (dev is part of train in this tiny corpus)
     assert head.decode(head.encode(["a red bicycle"])) == ["A red bicycle."]
+    # the public API loads and translates through the phones (the MT path itself: test_model.py)
+    from sltalign import SpeechTranslator
+
+    st = SpeechTranslator.from_pretrained(out / "best", beam=1)
+    assert isinstance(st.model.ctc_head, PhoneCTCHead) and st.model.compression == "hard"
+    out_texts = st.translate([speechlike(0.9, seed=5), speechlike(1.3, seed=6)])
+    assert len(out_texts) == 2 and all(isinstance(t, str) for t in out_texts)
 
     again = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"),
                    **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"})  # init_from: never built again
