@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
-# espeak-ng: TTS CLI fallback; pocketsphinx-testdata: real English speech for tests; trans-de-en: English
+# espeak-ng: TTS CLI fallback; pocketsphinx-testdata, asterisk-core-sounds-en-wav: real English speech for tests; trans-de-en: English
 # sentences for the synthetic corpus; libsndfile1: audio I/O; flite, festival: more TTS voices.
 apt_need=""
-for p in espeak-ng pocketsphinx-testdata trans-de-en libsndfile1 flite festival festvox-kallpc16k; do
+for p in espeak-ng pocketsphinx-testdata asterisk-core-sounds-en-wav trans-de-en libsndfile1 flite festival festvox-kallpc16k; do
   dpkg -s "$p" >/dev/null 2>&1 || apt_need="$apt_need $p"
 done
 if [ -n "$apt_need" ]; then

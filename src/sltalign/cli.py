@@ -82,6 +82,8 @@ def _parser() -> ArgumentParser:
     dsub.add_subcommand("covost", covost)
     real = ArgumentParser(description="The project's small real-speech test set (human pt-BR references).")
     real.add_argument("--out", type=str, required=True)
+    real.add_argument("--subsets", type=list[str] | None, default=None,
+                      help="among librivox, cards, commands, digits, ivr (default: all)")
     dsub.add_subcommand("realspeech", real)
     gt = ArgumentParser(description="English -> target pairs from installed gettext catalogs (software UI strings, human translations).")
     gt.add_argument("--out", type=str, required=True, help="directory for en.txt, <lang>.txt and sources.tsv")

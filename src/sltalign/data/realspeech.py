@@ -1,16 +1,21 @@
 """A small real-speech English -> Portuguese test set with human references.
 
-The audio is what Debian's ``pocketsphinx-testdata`` installs under /usr/share/pocketsphinx/test/data
-(nothing is copied or redistributed); the English transcripts come from that package, and the pt-BR
+The audio is what two Debian packages install (nothing is copied or redistributed): ``pocketsphinx-testdata``
+under /usr/share/pocketsphinx/test/data and ``asterisk-core-sounds-en-wav`` under
+/usr/share/asterisk/sounds/en_US_f_Allison. The English transcripts come from those packages, and the pt-BR
 translations in ``realspeech.tsv`` were written by hand for this project (not by a machine translator).
 
-Subsets (12 utterances, 39.6 s, several speakers):
+Subsets (96 utterances, several speakers):
 
 * ``librivox``: 5 read sentences of Sense and Sensibility (LibriVox, one reader), 24.7 s;
   transcripts from ``librivox/transcription``.
 * ``cards``: 5 spoken playing-card commands ("ten of clubs", ...), 9.7 s, transcripts from ``cards/cards.transcription``.
 * ``commands``: ``goforward.raw``, "go forward ten meters" (the JSGF rule the package's grammar ships for it).
 * ``digits``: ``tidigits/dhd.2934z.raw``, a TIDIGITS digit string named by its content (z = zero).
+* ``ivr``: 84 telephone prompts of Asterisk's core sounds ("Please enter your password followed by the pound
+  key."), one professional US speaker (Allison Smith), 8 kHz audio; transcripts from the package's
+  ``core-sounds-en.txt`` (CC-BY-SA-3.0, so are their translations here). Prompts whose text may not be what
+  is spoken (a packaged Whisper disagreed beyond punctuation or a near-homophone) are left out.
 
 The English side holds the package's words in written form (case and punctuation added by the project, and
 the reader's slip "a more a amiable" written as the book has it), so MT on gold transcripts reads them as
@@ -32,8 +37,11 @@ __all__ = ["DEFAULT_ROOT", "SUBSETS", "RealSpeechUnavailable", "read_realspeech_
 
 #: where Debian's pocketsphinx-testdata installs its audio
 DEFAULT_ROOT = Path("/usr/share/pocketsphinx/test/data")
-SUBSETS = ("librivox", "cards", "commands", "digits")
-_PREFIX_TO_SUBSET = {"librivox": "librivox", "cards": "cards", "goforward": "commands", "tidigits": "digits"}
+#: where Debian's asterisk-core-sounds-en-wav installs its audio (the ``ivr`` subset)
+IVR_ROOT = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+SUBSETS = ("librivox", "cards", "commands", "digits", "ivr")
+_PREFIX_TO_SUBSET = {"librivox": "librivox", "cards": "cards", "goforward": "commands", "tidigits": "digits", "ivr": "ivr"}
+_PACKAGE = {"ivr": "asterisk-core-sounds-en-wav"}  # every other subset: pocketsphinx-testdata
 
 
 class RealSpeechUnavailable(FileNotFoundError):
@@ -51,7 +59,7 @@ def read_realspeech_table() -> list[dict[str, str]]:
 
 
 def subset_of(utt_id: str) -> str:
-    """The subset an id belongs to (``librivox``, ``cards``, ``commands`` or ``digits``)."""
+    """The subset an id belongs to (one of ``SUBSETS``)."""
     return _PREFIX_TO_SUBSET[utt_id.split("-", 1)[0]]
 
 
@@ -60,28 +68,31 @@ def build_realspeech_manifest(
     *,
     subsets: Sequence[str] | None = None,
     root: str | os.PathLike = DEFAULT_ROOT,
+    ivr_root: str | os.PathLike = IVR_ROOT,
 ) -> Path:
     """Write ``out_dir/manifest.jsonl`` pointing at the installed audio; translation_source "human".
 
     ``subsets`` picks among SUBSETS (default: all). Raises ``RealSpeechUnavailable`` (a FileNotFoundError)
-    naming the Debian package when the audio is not installed.
+    naming the Debian package when a chosen subset's audio is not installed.
     """
-    base = Path(root).expanduser()
+    roots = {s: Path(ivr_root if s == "ivr" else root).expanduser() for s in SUBSETS}
     chosen = tuple(subsets) if subsets is not None else SUBSETS
     unknown = [s for s in chosen if s not in SUBSETS]
     if unknown or not chosen:
         raise ValueError(f"realspeech subsets must be among {SUBSETS}, got {list(chosen)}")
-    if not base.is_dir():
-        raise RealSpeechUnavailable(
-            f"real-speech test audio not found at {base}: install the Debian package pocketsphinx-testdata "
-            f"(apt-get install pocketsphinx-testdata)"
-        )
+    for s in chosen:
+        if not roots[s].is_dir():
+            pkg = _PACKAGE.get(s, "pocketsphinx-testdata")
+            raise RealSpeechUnavailable(
+                f"real-speech test audio of subset {s!r} not found at {roots[s]}: install the Debian package {pkg} "
+                f"(apt-get install {pkg})"
+            )
     utts = []
     missing = []
     for row in read_realspeech_table():
         if subset_of(row["id"]) not in chosen:
             continue
-        audio = base / row["path"]
+        audio = roots[subset_of(row["id"])] / row["path"]
         if not audio.is_file():
             missing.append(str(audio))
             continue
@@ -96,5 +107,5 @@ def build_realspeech_manifest(
             )
         )
     if missing:
-        raise RealSpeechUnavailable(f"{len(missing)} real-speech audio file(s) missing (pocketsphinx-testdata incomplete?): {missing[:3]}")
+        raise RealSpeechUnavailable(f"{len(missing)} real-speech audio file(s) missing (a Debian package incomplete?): {missing[:3]}")
     return write_manifest(Path(out_dir).expanduser() / "manifest.jsonl", utts)
