@@ -28,6 +28,7 @@ TINY = {
     "ste-post-norm": dict(d=16, layers=2, heads=2, ffn=32, conv_channels=12, conv_stages=2, norm_first=False),
     "ste-0-stages": dict(d=16, layers=1, heads=2, ffn=32, conv_stages=0),
     "ste-1-stage": dict(d=16, layers=1, heads=2, ffn=32, conv_stages=1),
+    "ste-input-norm": dict(d=16, layers=1, heads=2, ffn=32, conv_stages=1, input_norm=True),  # the "phones" preset's shape
     "ste-3-stages": dict(d=16, layers=1, heads=2, ffn=32, conv_channels=8, conv_stages=3),
     "qformer": dict(n_queries=7, d=16, layers=2, heads=2, ffn=32),
     "qformer-post-norm": dict(n_queries=5, d=16, layers=2, heads=2, ffn=32, norm_first=False),

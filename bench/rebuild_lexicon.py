@@ -1,0 +1,45 @@
+"""Rebuild the pronunciation lexicon of a phone-head checkpoint with the current code, keeping its connector.
+
+The connector only hears phones; what it writes is the lexicon's business, built at the start of training
+from text (``model.lexicon_text``). This copies RUN/best to RUN/best_relex with a lexicon made again from the
+run's own config (plus ``key=value`` overrides, e.g. other ``model.lexicon_text``), so two lexicons can be
+compared on one connector. The phone units must come out the same (they depend on the same phonemisation).
+
+    python3 bench/rebuild_lexicon.py runs/pkg_ph12k
+    sltalign evaluate --model runs/pkg_ph12k/best_relex --manifest corpus/test.jsonl --out eval/relex
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from sltalign.checkpoint import read_phones
+from sltalign.config import load_config
+from sltalign.train import make_phone_head_state
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", help="a training output directory (config.yaml and best/)")
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    ap.add_argument("--out", default=None, help="default: RUN/best_relex")
+    args = ap.parse_args()
+    run = Path(args.run)
+    cfg = load_config(run / "config.yaml", args.overrides)
+    state = make_phone_head_state(cfg)
+    old = read_phones(run / "best")
+    if state["units"] != old["units"]:
+        raise SystemExit(f"the rebuilt head has {len(state['units'])} units, the checkpoint {len(old['units'])}: not the same phonemisation")
+    dst = Path(args.out) if args.out else run / "best_relex"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(run / "best", dst)
+    (dst / "ctc_phones.json").write_text(json.dumps(state, ensure_ascii=False))
+    print(f"{dst}: lexicon of {len(old['lexicon'])} -> {len(state['lexicon'])} phone words")
+
+
+if __name__ == "__main__":
+    main()
