@@ -164,6 +164,11 @@ def test_write_report_tables_and_plot(tmp_path: Path) -> None:
     assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
     assert img[..., :3].std() > 0.05  # something was drawn
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # the demo's results.json shape nests the signatures: the report still names them
+    nested = {k: {**{f: m[f] for f in ("bleu", "chrf", "n", "buckets")},
+                  "signatures": {"bleu": m["bleu_signature"], "chrf": m["chrf_signature"]}} for k, m in results.items()}
+    text = write_report(tmp_path / "nested", nested, title="Demo", notes=[], reference_kind="human").read_text()
+    assert f"BLEU `{results['cascade']['bleu_signature']}`" in text and "`?`" not in text
 
 
 def test_report_mt_references_and_errors(tmp_path: Path) -> None:

@@ -281,7 +281,11 @@ def write_report(
     lines += ["## sacreBLEU signatures", ""]
     sigs: dict[tuple[str, str], list[str]] = {}
     for name, m in results.items():
-        sigs.setdefault((m.get("bleu_signature", "?"), m.get("chrf_signature", "?")), []).append(name)
+        # write_results' flat keys, or the demo's results.json shape ({"signatures": {"bleu", "chrf"}})
+        nested = m.get("signatures") or {}
+        bleu_sig = m.get("bleu_signature") or nested.get("bleu", "?")
+        chrf_sig = m.get("chrf_signature") or nested.get("chrf", "?")
+        sigs.setdefault((bleu_sig, chrf_sig), []).append(name)
     for (bs, cs), names_ in sigs.items():
         who = "all systems" if len(sigs) == 1 else ", ".join(names_)
         lines += [f"- {who}: BLEU `{bs}`; chrF `{cs}`"]
