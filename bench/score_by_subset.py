@@ -1,0 +1,50 @@
+"""Corpus BLEU and chrF of hyps.jsonl files per subset of the real-speech set (ids ``ivr-*`` vs the rest).
+
+    python3 bench/score_by_subset.py demo=runs/demo/eval/real/aligned/hyps.jsonl tokens=eval/r96_tokens/hyps.jsonl
+
+Each argument is NAME=PATH (a ``hyps.jsonl`` written by ``sltalign evaluate`` or the demo: id, hyp, ref).
+Scores are corpus-level sacrebleu over each subset's lines, never averages of sentence scores; the
+signatures are printed once at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import sacrebleu
+
+SUBSETS = {
+    "all": lambda uid: True,
+    "pocketsphinx": lambda uid: not uid.startswith("ivr-"),
+    "ivr": lambda uid: uid.startswith("ivr-"),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", help="NAME=PATH/hyps.jsonl")
+    args = ap.parse_args()
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    print("| system | " + " | ".join(f"{s} BLEU / chrF (n)" for s in SUBSETS) + " |")
+    print("|---|" + "---|" * len(SUBSETS))
+    for arg in args.runs:
+        name, _, path = arg.partition("=")
+        if not path:
+            raise SystemExit(f"expected NAME=PATH, got {arg!r}")
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        cells = []
+        for keep in SUBSETS.values():
+            sub = [r for r in rows if keep(r["id"])]
+            if not sub:
+                cells.append("-")
+                continue
+            hyps, refs = [r["hyp"] for r in sub], [[r["ref"] for r in sub]]
+            cells.append(f"{bleu.corpus_score(hyps, refs).score:.1f} / {chrf.corpus_score(hyps, refs).score:.1f} ({len(sub)})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\nBLEU `{bleu.get_signature()}`, chrF `{chrf.get_signature()}`")
+
+
+if __name__ == "__main__":
+    main()
