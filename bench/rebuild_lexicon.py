@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from sltalign.checkpoint import read_phones
+from sltalign.checkpoint import read_phones, write_dir_atomically
 from sltalign.config import load_config
 from sltalign.train import make_phone_head_state
 
@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("run", help="a training output directory (config.yaml and best/)")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     ap.add_argument("--out", default=None, help="default: RUN/best_relex")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     args = ap.parse_args()
     run = Path(args.run)
     cfg = load_config(run / "config.yaml", args.overrides)
@@ -34,10 +35,14 @@ def main() -> None:
     if state["units"] != old["units"]:
         raise SystemExit(f"the rebuilt head has {len(state['units'])} units, the checkpoint {len(old['units'])}: not the same phonemisation")
     dst = Path(args.out) if args.out else run / "best_relex"
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(run / "best", dst)
-    (dst / "ctc_phones.json").write_text(json.dumps(state, ensure_ascii=False))
+    if dst.exists() and not args.force:
+        raise SystemExit(f"{dst} exists; pass --force to replace it")
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(run / "best", tmp, dirs_exist_ok=True)
+        (tmp / "ctc_phones.json").write_text(json.dumps(state, ensure_ascii=False))
+
+    write_dir_atomically(dst, fill)  # a crash leaves the old directory or none, never half of one
     print(f"{dst}: lexicon of {len(old['lexicon'])} -> {len(state['lexicon'])} phone words")
 
 

@@ -14,10 +14,12 @@ import json
 
 import sacrebleu
 
+from sltalign.data.realspeech import subset_of
+
 SUBSETS = {
     "all": lambda uid: True,
-    "pocketsphinx": lambda uid: not uid.startswith("ivr-"),
-    "ivr": lambda uid: uid.startswith("ivr-"),
+    "pocketsphinx": lambda uid: subset_of(uid) != "ivr",  # librivox, cards, commands, digits
+    "ivr": lambda uid: subset_of(uid) == "ivr",
 }
 
 
@@ -32,8 +34,15 @@ def main() -> None:
         name, _, path = arg.partition("=")
         if not path:
             raise SystemExit(f"expected NAME=PATH, got {arg!r}")
+        rows = []
         with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if not {"id", "hyp", "ref"} <= set(row):
+                    raise SystemExit(f"{path}:{n}: expected the fields id, hyp and ref, got {sorted(row)}")
+                rows.append(row)
         cells = []
         for keep in SUBSETS.values():
             sub = [r for r in rows if keep(r["id"])]

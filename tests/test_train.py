@@ -330,7 +330,9 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     text = tmp_path / "lexicon.txt"
     text.write_text("My brother bought a red bicycle.\nThe cat sat on the mat\nWhere is the railway station?\n")
     stages = "[{name: ctc, steps: 3, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
-    phones = {"model.ctc_phones": "true", "model.compression": "hard", "model.lexicon_text": f"[{text}]"}
+    phones = {"model.ctc_phones": "true", "model.compression": "hard", "model.lexicon_text": f"[{text}]",
+              # one conv stage: 25 outputs/s, what a phone head needs (two stages are refused, below)
+              "model.connector_args": "{d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, dropout: 0.0, conv_stages: 1}"}
     cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **phones)
     summary = train(cfg, progress=False)
     assert summary["steps"] == 3
@@ -373,6 +375,10 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
                  **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"})
     with pytest.raises(ValueError, match="unknown source 'trans-de-en:nothing'"):
         train(bad, progress=False)
+    coarse = config(tmp_path / "e", tiny_whisper_dir, sharp_marian_dir, "run5", stages=stages,
+                    **{**phones, "model.connector_args": "{d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, conv_stages: 2}"})
+    with pytest.raises(ValueError, match=r"needs >= 15 connector outputs per second; 'ste' as configured gives 12.5/s"):
+        train(coarse, progress=False)
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -260,7 +260,10 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
     """Rebuild the AlignedST of a checkpoint directory; returns (model, config). Mismatched foundations fail."""
     path = Path(path)
     cfg = read_config(path)
-    model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech, **read_head_data(path, cfg))
+    try:
+        model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech, **read_head_data(path, cfg))
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from e
     check_fingerprints(cfg, model, path)
     wfile = path / WEIGHTS
     if not wfile.is_file():

@@ -26,6 +26,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -271,10 +272,29 @@ def run_head_data(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         have = ctc_head_kind(read_config(src))
         if have != kind:
             raise ValueError(f"{src}: its CTC head is {have!r}, the configured one is {kind!r}")
+        if kind == "phones" and src != last:
+            log.warning("init_from %s: its phone units and lexicon are kept (model.lexicon_text and lexicon_exclude of this "
+                        "run are not read); bench/rebuild_lexicon.py makes a new lexicon for a trained connector", src)
         return read_head_data(src, read_config(src))
     if kind == "pieces":
         return {"pieces": run_pieces(cfg, out)}
     return {"phones": make_phone_head_state(cfg)}
+
+
+#: a phone head needs at least this many connector outputs per second of speech (English runs at ~12-15
+#: phones/s, and CTC needs one output per phone, more between repeats); Whisper gives 50 frames/s
+MIN_PHONE_RATE, WHISPER_FRAMES_PER_SECOND = 15, 50
+
+
+def check_phone_rate(connector: nn.Module, name: str) -> None:
+    """Refuse a connector too coarse for phones (CTC would find no path and learn nothing), naming it."""
+    per_10s = int(connector.output_lengths(torch.tensor([10 * WHISPER_FRAMES_PER_SECOND]))[0])
+    if per_10s < 10 * MIN_PHONE_RATE:
+        raise ValueError(
+            f"model.connector: a CTC head over phones (model.ctc_phones) needs >= {MIN_PHONE_RATE} connector outputs per "
+            f"second; {name!r} as configured gives {per_10s / 10:g}/s. Use model.connector=ste with "
+            f"model.connector_preset=phones (25/s)"
+        )
 
 
 def clip_accents(utts: list[Utterance]) -> list[str]:
@@ -295,12 +315,17 @@ def make_phone_head_state(cfg: TrainConfig) -> dict[str, Any]:
     held_from = [cfg.data.dev] if cfg.data.dev else []
     held_from += list(cfg.model.lexicon_exclude)
     held = held_sentences(u for path in held_from for u in read_manifest(path))
+    if not cfg.model.lexicon_exclude:
+        log.warning("model.lexicon_exclude is empty: only the dev sentences are kept out of the lexicon; name the test "
+                    "manifest there, or test scores read a lexicon built from their own sentences' sources")
     text = lexicon_lines(cfg.model.lexicon_text, held, seed=cfg.seed)
     rng = random.Random(cfg.seed)
-    text_ph = phonemize(text, [rng.choice(ACCENTS) for _ in text])
+    text_acc = [rng.choice(ACCENTS) for _ in text]
+    text_ph = phonemize(text, text_acc)
     transcripts = [u.transcript or "" for u in train_utts]
-    train_ph = phonemize(transcripts, clip_accents(train_utts))
-    lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph)
+    train_acc = clip_accents(train_utts)
+    train_ph = phonemize(transcripts, train_acc)
+    lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc)
     head = PhoneCTCHead(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon)
     log.info(
         "phone head: %d units; lexicon of %d phone words from %d of %d lines (%.0f s)",
@@ -316,16 +341,23 @@ def run_pieces(cfg: TrainConfig, out: Path) -> bytes:
     return train_pieces((u.transcript or "" for u in train_utts), vocab_size=cfg.model.ctc_pieces)
 
 
-def phone_targets(head: PhoneCTCHead, utts: list[Utterance]):
+def phone_targets(head: PhoneCTCHead, utts: list[Utterance]) -> Callable[[list[str]], list[list[int]]]:
     """A source tokenizer for ``CachedSpeechDataset`` over ``utts``: their transcripts -> phone ids, each in
-    its clip's accent. It is called once with the transcripts of ``utts`` in order (which it checks)."""
-    transcripts = [u.transcript for u in utts if u.transcript is not None]
-    accents = [a for u, a in zip(utts, clip_accents(utts)) if u.transcript is not None]
+    its clip's accent. It is called once with the transcripts of ``utts`` in order (which it checks). Phones
+    the head has no class for (a resumed head, new data) are dropped, and counted in a warning."""
+    kept = [u for u in utts if u.transcript is not None]
+    transcripts = [u.transcript for u in kept]
+    accents = clip_accents(kept)
 
     def tokenize(texts: list[str]) -> list[list[int]]:
         if list(texts) != transcripts:
             raise ValueError("phone targets: expected the transcripts of the training utterances, in order")
-        return head.encode(texts, accents)
+        phones = phonemize(texts, accents)
+        unknown = [(u.id, p) for u, seq in zip(kept, phones) for p in seq if p not in head.unit_ids]
+        if unknown:
+            log.warning("%d phones of %d utterances have no class in the phone head and are left out of the targets "
+                        "(first: %r in %s)", len(unknown), len({u for u, _ in unknown}), unknown[0][1], unknown[0][0])
+        return [[head.unit_ids[p] for p in seq if p in head.unit_ids] for seq in phones]
 
     return tokenize
 
@@ -369,6 +401,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
             mcfg.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=mcfg.connector_preset, **mcfg.connector_args
         )
         model_cfg["connector"] = connector.config()
+        if mcfg.ctc and mcfg.ctc_phones:
+            check_phone_rate(connector, mcfg.connector)
         model = build_model(model_cfg, speech_encoder=speech, translator=translator, **run_head_data(cfg, out))
         model.connector.load_state_dict(connector.state_dict())
     translator = model.translator

@@ -244,6 +244,9 @@ def test_train_backends_mix_voices_in_training_only(tmp_path):
     flite = [q for q in b if q.backend == "flite"]
     assert all(q.split == "train" and q.voice in FLITE_VOICES for q in flite) and 10 < len(flite) < 30
     assert all(p == q for p, q in zip(a, b) if q.backend is None)
+    # a backend with weight 0 is never drawn: the same plans as no mix
+    assert plan_clips(SynthConfig(n_train=40, n_dev=5, n_test=5, long_fraction=0.0, seed=3, train_backends={"espeak": 1, "flite": 0}),
+                      sentences, DEFAULT_VOICES) == a
     for bad in ({"espeak": -1.0}, {"nope": 1.0}, {"espeak": 0.0}, {}):
         with pytest.raises(ValueError, match="train_backends"):
             SynthConfig(train_backends=bad)

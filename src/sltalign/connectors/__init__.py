@@ -9,7 +9,9 @@ Registered names: "ste" (the paper's conv subsampler + Transformer), "qformer" (
 Presets: "paper" (the sizes of arXiv 2411.18294 / FACTS.md; also the constructor defaults) and "small"
 (for whisper-base D_s 512 -> Bergamot D_m 256: under ``SMALL_BUDGET`` parameters, i.e. under 5% of the
 ~89.5M parameters of whisper-base (72.6M) plus Bergamot en-pt tiny (16.9M)).
-``compress`` holds the CTC head tied to the MT embeddings and the CTC compression usable after any connector.
+``compress`` holds the CTC head tied to the MT embeddings and the CTC compression usable after any connector;
+``pieces`` and ``phones`` the CTC heads over word pieces and over phones (read through a lexicon), whose
+transcripts reach the MT as text.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sltalign.connectors.compress import COMPRESS_MODES, CTCSegments, TiedCTCHea
 
 # Importing the modules registers their connectors.
 from sltalign.connectors.mlp import MLPConnector
+from sltalign.connectors.phones import Lexicon, PhoneCTCHead, phonemize
 from sltalign.connectors.pieces import PieceCTCHead, train_pieces
 from sltalign.connectors.qformer import QFormerConnector
 from sltalign.connectors.ste import STEConnector
@@ -73,6 +76,9 @@ __all__ = [
     "TiedCTCHead",
     "PieceCTCHead",
     "train_pieces",
+    "PhoneCTCHead",
+    "Lexicon",
+    "phonemize",
     "WindowQFormerConnector",
     "build_connector",
     "compress",

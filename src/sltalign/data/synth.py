@@ -321,7 +321,8 @@ def _split_pools(cfg: SynthConfig, n_sentences: int, rng: np.random.Generator) -
 def plan_clips(
     cfg: SynthConfig, sentences: Sequence[str], voices: Sequence[str], backends: dict[str, str] | None = None
 ) -> list[ClipPlan]:
-    """Every clip of every split, in manifest order. Depends only on the config and the sentences.
+    """Every clip of every split, in manifest order. Depends only on the config, the sentences and, with
+    ``cfg.train_backends``, the resolved backend names.
 
     ``backends``: resolved name of each backend of ``cfg.train_backends`` (default: the names themselves)."""
     pools = _split_pools(cfg, len(sentences), np.random.default_rng([cfg.seed, 0]))
@@ -766,10 +767,12 @@ def synthesize_corpus(
     voices = cfg.voices or _DEFAULT_VOICES.get(backend, DEFAULT_VOICES)
     pool_sha = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_state(out, _fingerprint(cfg, backend, pool_sha))
-
     # resolved now, in this process: a mix backend whose program is missing fails before any clip is rendered
     mix_names = {name: make_backend(name).name for name in (cfg.train_backends or {}) if (cfg.train_backends or {})[name] > 0}
+    state = _fingerprint(cfg, backend, pool_sha)
+    if mix_names:  # what renders the mixed clips (e.g. eSpeak's library or its program) decides their sound
+        state["resolved_train_backends"] = mix_names
+    _check_or_write_state(out, state)
     plans = plan_clips(cfg, sentences, voices, mix_names)
     for split in SPLITS:
         d = out / "audio" / split
