@@ -2,7 +2,8 @@
 
     python3 bench/score_by_subset.py demo=runs/demo/eval/real/aligned/hyps.jsonl tokens=eval/r96_tokens/hyps.jsonl
 
-Each argument is NAME=PATH (a ``hyps.jsonl`` written by ``sltalign evaluate`` or the demo: id, hyp, ref).
+Each argument is NAME=PATH (a ``hyps.jsonl`` written by ``sltalign evaluate`` or the demo: id, hyp, ref);
+``--refs MANIFEST`` scores against that manifest's translations instead (e.g. after references were mended).
 Scores are corpus-level sacrebleu over each subset's lines, never averages of sentence scores; the
 signatures are printed once at the end.
 """
@@ -26,7 +27,13 @@ SUBSETS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="NAME=PATH/hyps.jsonl")
+    ap.add_argument("--refs", default=None, help="a manifest whose translations replace the files' refs (matched by id)")
     args = ap.parse_args()
+    refs_by_id = None
+    if args.refs:
+        from sltalign.data.manifest import read_manifest
+
+        refs_by_id = {u.id: u.translation for u in read_manifest(args.refs, require=("translation",))}
     bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
     print("| system | " + " | ".join(f"{s} BLEU / chrF (n)" for s in SUBSETS) + " |")
     print("|---|" + "---|" * len(SUBSETS))
@@ -42,6 +49,10 @@ def main() -> None:
                 row = json.loads(line)
                 if not {"id", "hyp", "ref"} <= set(row):
                     raise SystemExit(f"{path}:{n}: expected the fields id, hyp and ref, got {sorted(row)}")
+                if refs_by_id is not None:
+                    if row["id"] not in refs_by_id:
+                        raise SystemExit(f"{path}:{n}: id {row['id']!r} is not in {args.refs}")
+                    row["ref"] = refs_by_id[row["id"]]
                 rows.append(row)
         cells = []
         for keep in SUBSETS.values():
