@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from sltalign.data.cache import EncoderCache
 from sltalign.data.manifest import read_manifest
-from sltalign.data.synth import _ANNOTATION, DEFAULT_SENTENCES, _clean, load_sentences
+from sltalign.data.lexicon_text import phrase_lines
+from sltalign.data.synth import load_sentences
 from sltalign.evaluate import word_error_rate
 from sltalign.foundation import load_speech_encoder, load_translator
 from sltalign.foundation.base import pad_id_rows
@@ -107,34 +108,8 @@ def held_sentences(manifests: Sequence[str]) -> set[str]:
 
 def ding_phrase_lines(n: int, held: set[str], seed: int) -> list[str]:
     """n pseudo-sentences of 3-6 English phrase entries of the Ding dictionary (trans-de-en), e.g.
-    "Carpenter's plane, credit point, sales policy, at legal interest.": words for the lexicon and speller."""
-    phrases = set()
-    for line in open(DEFAULT_SENTENCES, encoding="utf-8"):
-        if line.startswith("#") or "::" not in line:
-            continue
-        for entry in line.split("::", 1)[1].split("|"):
-            for alt in entry.split(";"):
-                t = _clean(_ANNOTATION.sub(" ", alt).strip())
-                if not t or t[-1:] in ".!?" or any(c in t for c in "/()[]{}<>=+*#@&%$0123456789"):
-                    continue
-                if 1 <= len(t.split()) <= 6 and all(ch.isalpha() or ch in " '-," for ch in t):
-                    phrases.add(t)
-    pool = sorted(phrases)
-    rng = random.Random(seed)
-    rng.shuffle(pool)
-    out: list[str] = []
-    i = 0
-    while len(out) < n:
-        k = rng.randint(3, 6)
-        if i + k > len(pool):
-            rng.shuffle(pool)
-            i = 0
-        line = ", ".join(pool[i : i + k])
-        i += k
-        line = line[0].upper() + line[1:] + "."
-        if line not in held:
-            out.append(line)
-    return out
+    "Carpenter's plane, credit point, sales policy, at legal interest.": the package's own source of them."""
+    return phrase_lines(n, held, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------------
