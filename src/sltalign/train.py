@@ -25,8 +25,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,8 @@ from .checkpoint import (
     read_pieces,
     save_connector,
 )
-from .connectors.phones import ACCENTS, Lexicon, PhoneCTCHead, accent_for, build_phone_inventory, phonemize
 from .connectors import connector_from_config
+from .connectors.phones import ACCENTS, Lexicon, PhoneCTCHead, accent_for, build_phone_inventory, phonemize
 from .connectors.pieces import PieceCTCHead, train_pieces
 from .config import TrainConfig, to_dict
 from .data.augment import mask_states
@@ -277,7 +277,7 @@ def run_head_data(cfg: TrainConfig, out: Path) -> dict[str, Any]:
                         "run are not read); bench/rebuild_lexicon.py makes a new lexicon for a trained connector", src)
         return read_head_data(src, read_config(src))
     if kind == "pieces":
-        return {"pieces": run_pieces(cfg, out)}
+        return {"pieces": run_pieces(cfg)}
     return {"phones": make_phone_head_state(cfg)}
 
 
@@ -334,7 +334,7 @@ def make_phone_head_state(cfg: TrainConfig) -> dict[str, Any]:
     return head.state()
 
 
-def run_pieces(cfg: TrainConfig, out: Path) -> bytes:
+def run_pieces(cfg: TrainConfig) -> bytes:
     """The SentencePiece model of a new head over pieces, learned from the run's training transcripts
     (deterministic for the same transcripts)."""
     train_utts, _ = select_utterances(cfg)
@@ -343,8 +343,8 @@ def run_pieces(cfg: TrainConfig, out: Path) -> bytes:
 
 def phone_targets(head: PhoneCTCHead, utts: list[Utterance]) -> Callable[[list[str]], list[list[int]]]:
     """A source tokenizer for ``CachedSpeechDataset`` over ``utts``: their transcripts -> phone ids, each in
-    its clip's accent. It is called once with the transcripts of ``utts`` in order (which it checks). Phones
-    the head has no class for (a resumed head, new data) are dropped, and counted in a warning."""
+    its clip's accent (``PhoneCTCHead.encode``). It is called once with the transcripts of ``utts`` in order
+    (which it checks)."""
     kept = [u for u in utts if u.transcript is not None]
     transcripts = [u.transcript for u in kept]
     accents = clip_accents(kept)
@@ -352,12 +352,7 @@ def phone_targets(head: PhoneCTCHead, utts: list[Utterance]) -> Callable[[list[s
     def tokenize(texts: list[str]) -> list[list[int]]:
         if list(texts) != transcripts:
             raise ValueError("phone targets: expected the transcripts of the training utterances, in order")
-        phones = phonemize(texts, accents)
-        unknown = [(u.id, p) for u, seq in zip(kept, phones) for p in seq if p not in head.unit_ids]
-        if unknown:
-            log.warning("%d phones of %d utterances have no class in the phone head and are left out of the targets "
-                        "(first: %r in %s)", len(unknown), len({u for u, _ in unknown}), unknown[0][1], unknown[0][0])
-        return [[head.unit_ids[p] for p in seq if p in head.unit_ids] for seq in phones]
+        return head.encode(texts, accents)
 
     return tokenize
 

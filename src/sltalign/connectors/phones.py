@@ -46,6 +46,10 @@ WORD = "|"
 ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 DEFAULT_ACCENT = "en-us"
 _backends: dict[str, Any] = {}
+#: (accent, text) -> phones of this process's earlier calls; eSpeak is deterministic, so a memo is exact
+_memo: dict[tuple[str, str], tuple[str, ...]] = {}
+_MEMO_MAX = 500_000
+log = logging.getLogger(__name__)
 
 
 def accent_for(backend: str | None, voice: str | None) -> str:
@@ -96,18 +100,23 @@ def phonemize(texts: Sequence[str], accents: Sequence[str] | str = DEFAULT_ACCEN
     from phonemizer.separator import Separator
 
     sep = Separator(phone=" ", word=f" {WORD} ", syllable="")
-    out: list[list[str]] = [[] for _ in texts]
+    out: list[list[str]] = [list(_memo.get((accents[i], t), ())) for i, t in enumerate(texts)]
     for acc in sorted(set(accents)):
-        idx = [i for i, a in enumerate(accents) if a == acc and texts[i].strip()]
+        # texts already read in this accent come from the memo (training reads its transcripts twice: for
+        # the lexicon and for the targets)
+        idx = [i for i, a in enumerate(accents) if a == acc and texts[i].strip() and (a, texts[i]) not in _memo]
         if not idx:
             continue
         res = _backend(acc).phonemize([texts[i] for i in idx], separator=sep, strip=True, njobs=1)
+        if len(_memo) + len(idx) > _MEMO_MAX:
+            _memo.clear()
         for i, s in zip(idx, res):
             units = s.split()
             while units and units[-1] == WORD:
                 units.pop()
             while units and units[0] == WORD:
                 units.pop(0)
+            _memo[(acc, texts[i])] = tuple(units)
             out[i] = units
     return out
 
@@ -293,8 +302,15 @@ class PhoneCTCHead(nn.Module):
         return self.proj(out)
 
     def encode(self, texts: Sequence[str], accents: Sequence[str] | str = DEFAULT_ACCENT) -> list[list[int]]:
-        """Transcripts -> phone-unit ids (CTC targets); phones outside the inventory are dropped."""
-        return [[self.unit_ids[p] for p in seq if p in self.unit_ids] for seq in phonemize(texts, accents)]
+        """Transcripts -> phone-unit ids (CTC targets). Phones the head has no class for (a reused head, new
+        data) are dropped and counted in a warning that names the first text with one."""
+        phones = phonemize(texts, accents)
+        unknown = [(i, p) for i, seq in enumerate(phones) for p in seq if p not in self.unit_ids]
+        if unknown:
+            i, p = unknown[0]
+            log.warning("%d phones of %d texts have no class in the phone head and are left out of the targets "
+                        "(first: %r in text %d, %r)", len(unknown), len({i for i, _ in unknown}), p, i, texts[i][:60])
+        return [[self.unit_ids[p] for p in seq if p in self.unit_ids] for seq in phones]
 
     def phones(self, ids: Sequence[Sequence[int]]) -> list[list[str]]:
         """Unit ids -> unit strings."""
