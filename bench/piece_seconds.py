@@ -10,6 +10,10 @@ each value (0: split only at the encoder's 30-s window, the behaviour without th
 BLEU/chrF overall and per duration bucket, side by side in one table. The model is loaded once; only the
 splitting changes between rows.
 
+``--pauses`` sweeps ``sentence_pause_seconds`` as well (each with each value): where audio is split, a pause
+at least this long always ends a piece and longer pauses are cut first; a negative value packs each piece up
+to the limit (greedy packing, the behaviour before the option).
+
 Writes OUT/results.json (scores with sacrebleu signatures, per manifest and value), OUT/report.md and
 OUT/piece_seconds.png.
 """
@@ -40,6 +44,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, required=True, help="connector checkpoint directory")
     ap.add_argument("--manifest", type=Path, nargs="+", required=True)
     ap.add_argument("--values", type=float, nargs="+", default=[0, 6, 8, 10, 15], help="max_piece_seconds (0: window only)")
+    ap.add_argument("--pauses", type=float, nargs="+", default=None,
+                    help="sentence_pause_seconds values (negative: greedy packing; default: the checkpoint's)")
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -47,6 +53,8 @@ def main() -> None:
 
     st = SpeechTranslator.from_pretrained(args.model, beam=args.beam)
     stored = st.max_piece_seconds
+    stored_pause = st.sentence_pause_seconds
+    pauses = args.pauses if args.pauses is not None else [-1.0 if stored_pause is None else stored_pause]
     results: dict[str, dict[str, dict]] = {}
     for manifest in args.manifest:
         utts = read_manifest(manifest, require=("translation",))
@@ -55,29 +63,35 @@ def main() -> None:
         durations = [u.duration for u in utts]
         rows: dict[str, dict] = {}
         for v in args.values:
-            st.max_piece_seconds = v or None
-            hyps = st.translate(wavs, progress=True)
-            m = score(hyps, refs, durations=durations)
-            m["model_seconds"] = st.last_timings["model_seconds"]
-            m["reference_source"] = sorted({u.translation_source or "unknown" for u in utts})
-            rows[f"{v:g}"] = m
-            print(f"{manifest} max_piece_seconds={v:g}: BLEU {m['bleu']:.2f} chrF {m['chrf']:.2f}", flush=True)
+            for pause in pauses:
+                st.max_piece_seconds = v or None
+                st.sentence_pause_seconds = pause if pause >= 0 else None
+                hyps = st.translate(wavs, progress=True)
+                m = score(hyps, refs, durations=durations)
+                m["model_seconds"] = st.last_timings["model_seconds"]
+                m["reference_source"] = sorted({u.translation_source or "unknown" for u in utts})
+                m["sentence_pause_seconds"] = st.sentence_pause_seconds
+                rows[f"{v:g}" if len(pauses) == 1 else f"{v:g} / {'greedy' if pause < 0 else f'{pause:g}'}"] = m
+                print(f"{manifest} max_piece_seconds={v:g} sentence_pause_seconds={pause:g}: "
+                      f"BLEU {m['bleu']:.2f} chrF {m['chrf']:.2f}", flush=True)
         results[str(manifest)] = rows
-    (args.out / "results.json").write_text(json.dumps({"model": str(args.model), "stored_max_piece_seconds": stored, "results": results}, indent=2))
+    (args.out / "results.json").write_text(json.dumps({"model": str(args.model), "stored_max_piece_seconds": stored,
+                                                           "stored_sentence_pause_seconds": stored_pause, "results": results}, indent=2))
 
     names = [name for name, _, _ in BUCKETS]
     lines = [
         "# Translating long audio in pieces (max_piece_seconds)",
         "",
-        f"Model {args.model} (checkpoint's own max_piece_seconds: {stored}); beam {args.beam}. "
-        "0 = split only at the encoder's 30-s window.",
+        f"Model {args.model} (checkpoint's own max_piece_seconds: {stored}, sentence_pause_seconds: {stored_pause}); "
+        f"beam {args.beam}. 0 = split only at the encoder's 30-s window; rows 'S / P' are max_piece_seconds S with "
+        "sentence_pause_seconds P (greedy: pieces packed up to S).",
         "",
     ]
     for manifest, rows in results.items():
         src = next(iter(rows.values()))["reference_source"]
         human = all(not s.startswith("mt:") for s in src)
         lines += [f"## {manifest} (references: {', '.join(src)}, {'human' if human else 'MT output'})", ""]
-        lines += ["| max_piece_seconds | BLEU / chrF | " + " | ".join(names) + " | model seconds |", "|---" * (len(names) + 3) + "|"]
+        lines += [f"| max_piece_seconds{' / sentence_pause_seconds' if len(pauses) > 1 else ''} | BLEU / chrF | " + " | ".join(names) + " | model seconds |", "|---" * (len(names) + 3) + "|"]
         for v, m in rows.items():
             b = m["buckets"]
             lines.append(f"| {v} | {m['bleu']:.1f} / {m['chrf']:.1f} | " + " | ".join(_fmt(b[n]["bleu"]) for n in names) + f" | {m['model_seconds']:.0f} |")
@@ -88,10 +102,10 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for manifest, rows in results.items():
-        xs = [float(v) for v in rows]
-        ax.plot(range(len(xs)), [m["bleu"] for m in rows.values()], marker="o", label=Path(manifest).parent.name + "/" + Path(manifest).name)
-        ax.set_xticks(range(len(xs)), [("window" if x == 0 else f"{x:g} s") for x in xs])
-    ax.set_xlabel("max_piece_seconds")
+        keys = list(rows)
+        ax.plot(range(len(keys)), [m["bleu"] for m in rows.values()], marker="o", label=Path(manifest).parent.name + "/" + Path(manifest).name)
+        ax.set_xticks(range(len(keys)), [("window" + k[1:] if k.startswith("0") else k) for k in keys], rotation=30, fontsize=7)
+    ax.set_xlabel("max_piece_seconds" + (" / sentence_pause_seconds" if len(pauses) > 1 else ""))
     ax.set_ylabel("corpus BLEU")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -207,12 +207,24 @@ def test_long_audio_translated_in_pieces_of_max_piece_seconds(model, tmp_path, m
     expected = " ".join(t for t in (st.translate(wav[s : s + int(2.5 * sr)]) for s in starts) if t)
     assert out == expected
     seen.clear()
-    assert SpeechTranslator(model, beam=1, max_len=4, max_piece_seconds=6.0).translate(wav) is not None
+    # the 0.5-s silences are sentence pauses (>= sentence_pause_seconds, 0.2 by default): each ends a piece
+    assert SpeechTranslator(model, beam=1, max_len=4, max_piece_seconds=6.0).translate(wav) == out
+    assert len(seen) == 3
+    seen.clear()
+    greedy = SpeechTranslator(model, beam=1, max_len=4, max_piece_seconds=6.0, sentence_pause_seconds=None)
+    assert greedy.translate(wav) is not None
     assert len(seen) == 2  # packed: 2.5 + 0.5 + 2.5 s fit in 6 s, the third region alone
+    seen.clear()
+    assert SpeechTranslator(model, beam=1, max_len=4, max_piece_seconds=6.0, sentence_pause_seconds=0.6).translate(wav)
+    assert len(seen) == 2  # 0.5-s pauses are below this threshold: packed as greedy packing does
     # Stored in the checkpoint's decoding defaults; a keyword overrides it (None: window only).
     ckpt = save_connector(model, tmp_path / "ckpt", decoding={"beam": 1, "max_len": 4, "max_piece_seconds": 3.0})
     assert SpeechTranslator.from_pretrained(ckpt).max_piece_seconds == 3.0
     assert SpeechTranslator.from_pretrained(ckpt, max_piece_seconds=None).max_piece_seconds is None
+    assert SpeechTranslator.from_pretrained(ckpt).sentence_pause_seconds == 0.2  # not stored: the default
+    assert SpeechTranslator.from_pretrained(ckpt, sentence_pause_seconds=None).sentence_pause_seconds is None
+    with pytest.raises(ValueError, match="sentence_pause_seconds"):
+        SpeechTranslator(model, sentence_pause_seconds=-0.1)
     with pytest.raises(ValueError, match="max_piece_seconds"):
         SpeechTranslator(model, max_piece_seconds=0.5)
 

@@ -72,6 +72,22 @@ def test_translate_files_and_manifest(ckpt, manifest, tmp_path, capsys):
     # Clips shorter than any piece limit are translated whole, whatever the limit.
     assert main(["translate", "--model", str(ckpt), "--max_piece_seconds", "2", *wavs]) == 0
     assert capsys.readouterr().out.strip("\n").split("\n") == lines
+    assert main(["translate", "--model", str(ckpt), "--max_piece_seconds", "2", "--sentence_pause_seconds", "-1", *wavs]) == 0
+    assert capsys.readouterr().out.strip("\n").split("\n") == lines
+
+
+def test_decoding_overrides_from_the_command_line():
+    from types import SimpleNamespace
+
+    from sltalign.commands import _decoding_overrides
+
+    def ov(piece, pause):
+        return _decoding_overrides(SimpleNamespace(max_piece_seconds=piece, sentence_pause_seconds=pause))
+
+    assert ov(None, None) == {}  # the checkpoint's own values
+    assert ov(0.0, None) == {"max_piece_seconds": None}  # 0: the encoder's window only
+    assert ov(8.0, 0.3) == {"max_piece_seconds": 8.0, "sentence_pause_seconds": 0.3}
+    assert ov(None, -1.0) == {"sentence_pause_seconds": None}  # negative: greedy packing
 
 
 def test_info(ckpt, capsys):

@@ -180,8 +180,77 @@ def test_packing_respects_gap_and_length(monkeypatch: pytest.MonkeyPatch) -> Non
         (np.zeros(100, np.float32), {"sample_rate": 44100}, "8000 or 16000"),
         (np.array([0.0, np.nan], np.float32), {}, "NaN"),
         (np.zeros(100, np.float32), {"min_seconds": 30.0}, "min_seconds"),
+        (np.zeros(100, np.float32), {"packing": "even"}, "packing"),
+        (np.zeros(100, np.float32), {"sentence_pause_seconds": -1.0}, "sentence_pause_seconds"),
     ],
 )
 def test_bad_input(wav: np.ndarray, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         split_long_audio(wav, **kwargs)
+
+
+def _sentences_with_pauses(pauses: list[float], seconds: float = 1.5) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Noise bursts of `seconds` separated by silences of `pauses` (s), and the regions a VAD padding each
+    burst by 100 ms would return (touching where a pause is under 0.2 s, as Silero's do)."""
+    rng = np.random.default_rng(5)
+    parts, bursts, pos = [], [], 0
+    for k in range(len(pauses) + 1):
+        n = int(seconds * SR)
+        parts.append(rng.normal(0, 0.1, n).astype(np.float32))
+        bursts.append((pos, pos + n))
+        pos += n
+        if k < len(pauses):
+            parts.append(np.zeros(int(pauses[k] * SR), np.float32))
+            pos += int(pauses[k] * SR)
+    wav = np.concatenate(parts)
+    pad = int(0.1 * SR)
+    regions = []
+    for i, (s, e) in enumerate(bursts):
+        lo = max(0, s - pad) if i == 0 else max(s - pad, (bursts[i - 1][1] + s) // 2)
+        hi = min(wav.size, e + pad) if i + 1 == len(bursts) else min(e + pad, (e + bursts[i + 1][0]) // 2)
+        regions.append((lo, hi))
+    return wav, regions
+
+
+def test_pause_packing_cuts_at_sentence_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # three "sentences" of two bursts each: 0.1 s pauses inside, 0.4 s between them (11.1 s in all)
+    wav, regions = _sentences_with_pauses([0.1, 0.4, 0.1, 0.4, 0.1])
+    monkeypatch.setattr(segment, "detect_speech", lambda *a, **k: regions)
+    spans = split_long_audio(wav, sample_rate=SR, max_seconds=10.0, packing="pauses", sentence_pause_seconds=0.2)
+    assert spans == [(regions[0][0], regions[1][1]), (regions[2][0], regions[3][1]), (regions[4][0], regions[5][1])]
+    # greedy packing fills the first span up to the limit, across the first sentence end
+    greedy = split_long_audio(wav, sample_rate=SR, max_seconds=10.0)
+    assert len(greedy) == 2 and greedy[0] == (regions[0][0], regions[4][1])
+
+
+def test_pause_packing_cuts_the_longest_pause_when_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    # no pause reaches the sentence threshold, but 10.6 s do not fit in 6: cut at the longest pause (0.15 s),
+    # then the 7.0 s on its right at its own longest (0.1 s)
+    wav, regions = _sentences_with_pauses([0.05, 0.15, 0.1, 0.05, 0.05], seconds=1.7)
+    monkeypatch.setattr(segment, "detect_speech", lambda *a, **k: regions)
+    spans = split_long_audio(wav, sample_rate=SR, max_seconds=6.0, packing="pauses", sentence_pause_seconds=0.5)
+    assert spans == [(regions[0][0], regions[1][1]), regions[2], (regions[3][0], regions[5][1])]
+    # without a threshold the same rule holds; every speech sample stays in one span
+    assert split_long_audio(wav, sample_rate=SR, max_seconds=6.0, packing="pauses") == spans
+
+
+def test_pause_packing_on_espeak_sentences(tmp_path: Path) -> None:
+    """Real eSpeak NG speech through the real VAD: five sentences 0.3 s apart come back one per span."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng CLI is required for this test (apt-get install espeak-ng)")
+    texts = [LONG_TEXT.split(" and ")[0], *SHORT_TEXTS[1:4], "the plan will be reviewed again in the spring"]
+    parts, starts, pos = [], [], 0
+    for i, text in enumerate(texts):
+        if i:
+            parts.append(np.zeros(int(0.3 * SR), np.float32))
+            pos += parts[-1].size
+        speech = _say(text, tmp_path, speed=170)
+        starts.append(pos)
+        parts.append(speech)
+        pos += speech.size
+    wav = np.concatenate(parts) + np.random.default_rng(0).normal(0, 1e-3, pos).astype(np.float32)
+    assert wav.size > 10 * SR
+    spans = split_long_audio(wav, sample_rate=SR, max_seconds=10.0, packing="pauses", sentence_pause_seconds=0.2)
+    assert len(spans) == len(texts)
+    for (s, e), start in zip(spans, starts):
+        assert s <= start + int(0.05 * SR) and start - int(0.3 * SR) <= s  # each span opens at its sentence

@@ -36,8 +36,11 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = SAMPLE_RATE // 10
 #: shortest allowed ``max_piece_seconds``: a piece must hold at least a few words, and the VAD's cuts need room
 MIN_PIECE_SECONDS = 2.0
+#: default ``sentence_pause_seconds``: on the synthetic long clips' VAD-measured pauses, sentence ends were 0.18 s
+#: or longer and pauses inside sentences mostly shorter (docs/RESULTS.md, "Long audio cut at sentence pauses")
+SENTENCE_PAUSE_SECONDS = 0.2
 #: decoding options a checkpoint may store (``decoding`` in its config) and ``from_pretrained`` applies
-DECODING_KEYS = ("beam", "max_len", "length_penalty", "tokens_per_second", "max_piece_seconds")
+DECODING_KEYS = ("beam", "max_len", "length_penalty", "tokens_per_second", "max_piece_seconds", "sentence_pause_seconds")
 
 
 def piece_seconds_for(durations: Sequence[float], *, quantile: float = 0.99, floor: float = 10.0) -> float:
@@ -72,12 +75,18 @@ class SpeechTranslator:
         batch_size: int = 8,
         tokens_per_second: float = 8.0,
         max_piece_seconds: float | None = None,
+        sentence_pause_seconds: float | None = SENTENCE_PAUSE_SECONDS,
     ) -> None:
         """``max_piece_seconds``: audio longer than this is split at pauses (Silero VAD) into pieces no longer
         than it, translated in order and joined. ``None`` splits only what the speech encoder cannot take in one
         window (Whisper: 30 s). A connector trained on short clips has never seen long inputs and tends to
         translate the first sentence or two of them and stop; checkpoints therefore store the duration they were
         trained up to (``decoding.max_piece_seconds``), and ``from_pretrained`` applies it.
+
+        ``sentence_pause_seconds``: where audio is split, a pause at least this long always ends a piece and
+        longer pauses are cut before shorter ones (``segment.split_long_audio(packing="pauses")``), so that
+        pieces are sentences, which is what the translator was trained on; ``None`` packs each piece up to
+        the limit instead (cuts fall wherever a piece fills up, often mid-sentence).
 
         ``max_len`` is the output limit in tokens for clips up to 10 s; longer audio gets
         ``tokens_per_second`` per second of it, counted in whole 10-s steps (a 28-s piece: 240 at the default),
@@ -89,7 +98,10 @@ class SpeechTranslator:
             raise ValueError(f"max_len must be >= 1 and tokens_per_second >= 0; got {max_len} and {tokens_per_second}")
         if max_piece_seconds is not None and not max_piece_seconds >= MIN_PIECE_SECONDS:
             raise ValueError(f"max_piece_seconds must be >= {MIN_PIECE_SECONDS} (or None); got {max_piece_seconds}")
+        if sentence_pause_seconds is not None and not sentence_pause_seconds >= 0:
+            raise ValueError(f"sentence_pause_seconds must be >= 0 (or None); got {sentence_pause_seconds}")
         self.max_piece_seconds = max_piece_seconds
+        self.sentence_pause_seconds = sentence_pause_seconds
         self.model = model.eval()
         self.beam = beam
         self.max_len = max_len
@@ -140,7 +152,11 @@ class SpeechTranslator:
             return [wav] if len(wav) >= MIN_SAMPLES else []
         from .segment import split_long_audio
 
-        spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target)
+        if self.sentence_pause_seconds is None:
+            spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target)
+        else:
+            spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target, packing="pauses",
+                                     sentence_pause_seconds=self.sentence_pause_seconds)
         return [wav[a:b] for a, b in spans if b - a >= MIN_SAMPLES]
 
     def max_len_for(self, num_samples: int) -> int:

@@ -23,6 +23,8 @@ from jsonargparse import ArgumentParser
 from . import __version__
 
 PIECE_HELP = "split audio longer than this at pauses (default: the checkpoint's; 0: only at the encoder's window)"
+PAUSE_HELP = ("where audio is split, a pause this long (s) always ends a piece and longer pauses are cut first "
+              "(default: the checkpoint's, else 0.2; a negative value packs pieces up to the limit instead)")
 
 
 def _parser() -> ArgumentParser:
@@ -109,6 +111,7 @@ def _parser() -> ArgumentParser:
     ev.add_argument("--beam", type=int | None, default=None)
     ev.add_argument("--batch_size", type=int, default=8)
     ev.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
+    ev.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
     sub.add_subcommand("evaluate", ev, help="score a system on a manifest")
 
     tr = ArgumentParser(description="Translate audio files or a manifest; one line per input.")
@@ -119,6 +122,7 @@ def _parser() -> ArgumentParser:
     tr.add_argument("--beam", type=int | None, default=None)
     tr.add_argument("--batch_size", type=int, default=8)
     tr.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
+    tr.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
     sub.add_subcommand("translate", tr, help="translate audio")
 
     info = ArgumentParser(description="Parameter report of a connector checkpoint.")

@@ -80,9 +80,13 @@ def train(args: Any) -> int:
 
 def _decoding_overrides(args: Any) -> dict[str, Any]:
     """Decoding options given on the command line (None: keep the checkpoint's)."""
-    if args.max_piece_seconds is None:
-        return {}
-    return {"max_piece_seconds": args.max_piece_seconds or None}
+    out: dict[str, Any] = {}
+    if args.max_piece_seconds is not None:
+        out["max_piece_seconds"] = args.max_piece_seconds or None
+    pause = getattr(args, "sentence_pause_seconds", None)
+    if pause is not None:
+        out["sentence_pause_seconds"] = pause if pause >= 0 else None
+    return out
 
 
 def evaluate(args: Any) -> int:

@@ -30,6 +30,8 @@ _SMOOTH_FRAMES = 5
 # A point counts as a pause when its smoothed energy is below this fraction of the region's median;
 # otherwise the region has no usable pause and is split evenly.
 _PAUSE_RATIO = 0.3
+# detect_speech pads each region by this much (Silero's speech_pad_ms)
+_VAD_PAD_SECONDS = 0.1
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,7 +75,7 @@ def detect_speech(wav: np.ndarray, *, sample_rate: int = 16000, threshold: float
         _vad_model(),
         sampling_rate=sample_rate,
         threshold=threshold,
-        speech_pad_ms=100,
+        speech_pad_ms=int(_VAD_PAD_SECONDS * 1000),
     )
     return [(int(s["start"]), int(s["end"])) for s in stamps]
 
@@ -155,6 +157,8 @@ def split_long_audio(
     min_seconds: float = 0.5,
     max_gap_seconds: float = 2.0,
     threshold: float = 0.5,
+    packing: str = "greedy",
+    sentence_pause_seconds: float | None = None,
 ) -> list[tuple[int, int]]:
     """Split a long recording into spans that each fit a fixed-window encoder.
 
@@ -168,6 +172,12 @@ def split_long_audio(
             between them is at most this long, so spans do not carry long silences (Whisper tends to
             invent text on silence).
         threshold: Silero speech-probability threshold.
+        packing: how speech regions are grouped into spans. "greedy" extends each span over the next
+            region while it fits (fewest spans, for an encoder that reads long context, as Whisper does);
+            "pauses" cuts at the longest silences first, so spans end where the speaker paused longest
+            (sentence ends), for a system that translates each span as one sentence.
+        sentence_pause_seconds: with packing="pauses", a silence at least this long (as the VAD measures
+            it: its regions carry 100 ms of padding each side) always ends a span, however short.
 
     Returns:
         Half-open ``(start, end)`` sample spans in order, non-overlapping, each at most ``max_seconds``.
@@ -178,6 +188,10 @@ def split_long_audio(
     wav = _check_wav(wav, sample_rate)
     if not 0 < min_seconds < max_seconds:
         raise ValueError(f"need 0 < min_seconds < max_seconds, got min_seconds={min_seconds}, max_seconds={max_seconds}")
+    if packing not in ("greedy", "pauses"):
+        raise ValueError(f"packing must be 'greedy' or 'pauses', got {packing!r}")
+    if sentence_pause_seconds is not None and sentence_pause_seconds < 0:
+        raise ValueError(f"sentence_pause_seconds must be >= 0 or None, got {sentence_pause_seconds}")
     if max_gap_seconds < 0:
         raise ValueError(f"max_gap_seconds must be >= 0, got {max_gap_seconds}")
     n = wav.size
@@ -197,15 +211,73 @@ def split_long_audio(
     for s, e in regions:
         pieces.extend(_split_region(s, e, energy, hop, win, max_n, min_n) if e - s > max_n else [(s, e)])
 
-    # Greedy packing: extend the current span over the next piece while the result fits and the
-    # silence between them is short. Pieces of one split region never re-merge (together they are
-    # longer than max_n).
     max_gap_n = int(max_gap_seconds * sample_rate)
-    spans = [pieces[0]]
-    for s, e in pieces[1:]:
-        cur_s, cur_e = spans[-1]
-        if e - cur_s <= max_n and s - cur_e <= max_gap_n:
-            spans[-1] = (cur_s, e)
-        else:
-            spans.append((s, e))
+    if packing == "pauses":
+        cut_n = max_gap_n if sentence_pause_seconds is None else min(max_gap_n, int(sentence_pause_seconds * sample_rate))
+        pauses = _pause_lengths(pieces, energy, hop, win, int(_VAD_PAD_SECONDS * sample_rate))
+        spans = _pack_at_pauses(pieces, pauses, max_n, cut_n)
+    else:
+        # Greedy packing: extend the current span over the next piece while the result fits and the
+        # silence between them is short. Pieces of one split region never re-merge (together they are
+        # longer than max_n).
+        spans = [pieces[0]]
+        for s, e in pieces[1:]:
+            cur_s, cur_e = spans[-1]
+            if e - cur_s <= max_n and s - cur_e <= max_gap_n:
+                spans[-1] = (cur_s, e)
+            else:
+                spans.append((s, e))
     return [(int(s), int(e)) for s, e in _pad_short(spans, n, min_n)]
+
+
+def _pause_lengths(
+    pieces: list[tuple[int, int]], energy: np.ndarray, hop: int, win: int, pad_n: int
+) -> list[int]:
+    """The silence between each pair of neighbouring pieces, in samples: the longest run of quiet frames
+    (smoothed energy below _PAUSE_RATIO of the median over the pieces) around the boundary.
+
+    The VAD's own gaps are no measure of a pause: its regions carry up to 100 ms of padding each side, so
+    every pause under ~0.2 s reads as no gap at all. The search reaches pad_n into each piece for that reason.
+    """
+    centres = np.arange(len(energy)) * hop + win // 2
+    inside = np.zeros(len(energy), dtype=bool)
+    for s, e in pieces:
+        inside |= (centres >= s) & (centres < e)
+    median = float(np.median(energy[inside])) if inside.any() else float(np.median(energy))
+    quiet = energy < _PAUSE_RATIO * median
+    out = []
+    for (_, a_end), (b_start, _) in zip(pieces, pieces[1:]):
+        f_lo = max(0, (a_end - pad_n - win // 2) // hop)
+        f_hi = min(len(energy), (b_start + pad_n - win // 2) // hop + 1)
+        best = run = 0
+        for q in quiet[f_lo:f_hi]:
+            run = run + 1 if q else 0
+            best = max(best, run)
+        out.append(best * hop)
+    return out
+
+
+def _pack_at_pauses(pieces: list[tuple[int, int]], pauses: list[int], max_n: int, cut_n: int) -> list[tuple[int, int]]:
+    """Group consecutive pieces into spans by cutting at the longest pauses first.
+
+    ``pauses[i]`` is the silence between pieces i and i+1 (samples). A group is cut at its longest pause
+    while it is longer than max_n or that pause is at least cut_n; otherwise it becomes one span. Speakers
+    pause longest between sentences, so the cuts land on sentence ends where greedy packing cuts wherever a
+    span happens to fill up (often mid-sentence), and a translator reading one piece at a time sees whole
+    sentences.
+    """
+    spans: list[tuple[int, int]] = []
+    todo = [(0, len(pieces) - 1)]
+    while todo:  # depth-first, left part first, so spans come out in order
+        lo, hi = todo.pop()
+        if lo == hi:
+            spans.append(pieces[lo])
+            continue
+        gaps = pauses[lo:hi]
+        j = int(np.argmax(gaps))
+        if pieces[hi][1] - pieces[lo][0] <= max_n and gaps[j] < cut_n:
+            spans.append((pieces[lo][0], pieces[hi][1]))
+            continue
+        todo.append((lo + j + 1, hi))
+        todo.append((lo, lo + j))
+    return spans
