@@ -91,7 +91,10 @@ class SpeechTranslator:
         ``max_len`` is the output limit in tokens for clips up to 10 s; longer audio gets
         ``tokens_per_second`` per second of it, counted in whole 10-s steps (a 28-s piece: 240 at the default),
         so that long speech is not cut off at a limit sized for a sentence. The limit depends only on a clip's
-        own duration (batches never mix limits), so batching still never changes a translation."""
+        own duration (batches never mix limits), so batching still never changes a translation in fp32. With the
+        speech encoder in bf16 (``encoder_precision`` bf16, or auto on a CPU with AMX) a clip's states in a padded
+        batch differ from its states alone by rounding, which now and then flips a near-tie: 2 of 40 short test
+        clips changed a few words between batch sizes 1, 5 and 8 (docs/RESULTS.md, "The larger recipe")."""
         if model.speech_encoder is None:
             raise ValueError("SpeechTranslator needs an AlignedST with a speech encoder")
         if max_len < 1 or tokens_per_second < 0:

@@ -1,8 +1,9 @@
 """Cut long recordings into pieces a fixed-window speech encoder can take (Whisper: 30 s).
 
 ``split_long_audio`` finds speech with Silero VAD, packs neighbouring speech regions into pieces of at
-most ``max_seconds``, and cuts a region that is itself too long at its quietest point (a pause between
-words), so no word is cut in half when a pause exists. It never drops audio that the VAD calls speech:
+most ``max_seconds`` (greedily, or cutting at the longest pauses first so that pieces are sentences), and
+cuts a region that is itself too long at its quietest point (a pause between words), so no word is cut in
+half when a pause exists. It never drops audio that the VAD calls speech:
 every speech sample lies inside exactly one returned span.
 
 Spans are ``(start, end)`` sample offsets into the input, half-open, in order and non-overlapping.
