@@ -36,8 +36,8 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = SAMPLE_RATE // 10
 #: shortest allowed ``max_piece_seconds``: a piece must hold at least a few words, and the VAD's cuts need room
 MIN_PIECE_SECONDS = 2.0
-#: default ``sentence_pause_seconds``: on the synthetic long clips' VAD-measured pauses, sentence ends were 0.18 s
-#: or longer and pauses inside sentences mostly shorter (docs/RESULTS.md, "Long audio cut at sentence pauses")
+#: default ``sentence_pause_seconds``: in synthetic long clips, pauses at sentence ends measured 0.18 s or longer
+#: and pauses inside sentences mostly shorter (docs/RESULTS.md, "Long audio cut at sentence pauses")
 SENTENCE_PAUSE_SECONDS = 0.2
 #: decoding options a checkpoint may store (``decoding`` in its config) and ``from_pretrained`` applies
 DECODING_KEYS = ("beam", "max_len", "length_penalty", "tokens_per_second", "max_piece_seconds", "sentence_pause_seconds")
@@ -155,11 +155,9 @@ class SpeechTranslator:
             return [wav] if len(wav) >= MIN_SAMPLES else []
         from .segment import split_long_audio
 
-        if self.sentence_pause_seconds is None:
-            spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target)
-        else:
-            spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target, packing="pauses",
-                                     sentence_pause_seconds=self.sentence_pause_seconds)
+        pause = self.sentence_pause_seconds
+        spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target,
+                                 packing="greedy" if pause is None else "pauses", sentence_pause_seconds=pause)
         return [wav[a:b] for a, b in spans if b - a >= MIN_SAMPLES]
 
     def max_len_for(self, num_samples: int) -> int:

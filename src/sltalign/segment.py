@@ -177,8 +177,10 @@ def split_long_audio(
             region while it fits (fewest spans, for an encoder that reads long context, as Whisper does);
             "pauses" cuts at the longest silences first, so spans end where the speaker paused longest
             (sentence ends), for a system that translates each span as one sentence.
-        sentence_pause_seconds: with packing="pauses", a silence at least this long (as the VAD measures
-            it: its regions carry 100 ms of padding each side) always ends a span, however short.
+        sentence_pause_seconds: with packing="pauses", a pause at least this long always ends a span, however
+            short (None: only pauses over max_gap_seconds do). Pauses are measured as the run of quiet frames
+            around each boundary, not as the VAD's gap, which its 100 ms of padding per side shrinks to 0
+            for most pauses between sentences.
 
     Returns:
         Half-open ``(start, end)`` sample spans in order, non-overlapping, each at most ``max_seconds``.
