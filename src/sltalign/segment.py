@@ -242,10 +242,10 @@ def _pause_lengths(
     The VAD's own gaps are no measure of a pause: its regions carry up to 100 ms of padding each side, so
     every pause under ~0.2 s reads as no gap at all. The search reaches pad_n into each piece for that reason.
     """
-    centres = np.arange(len(energy)) * hop + win // 2
+    half = win // 2
     inside = np.zeros(len(energy), dtype=bool)
-    for s, e in pieces:
-        inside |= (centres >= s) & (centres < e)
+    for s, e in pieces:  # frames whose centre (f*hop + half) lies in [s, e): one slice per piece, not a full pass
+        inside[max(0, -(-(s - half) // hop)) : max(0, -(-(e - half) // hop))] = True
     median = float(np.median(energy[inside])) if inside.any() else float(np.median(energy))
     quiet = energy < _PAUSE_RATIO * median
     out = []
