@@ -5,7 +5,10 @@
     st.translate(["a.wav", "b.flac"])      # -> ["...", "..."]
     st.translate("talk.mp3")               # -> "..."  (one input, one string)
 
-Inputs are paths (any format ``sltalign.audio`` reads) or 1-D float arrays at 16 kHz. Audio longer than
+    st.translate_segments("talk.mp3")      # -> Translation(text, segments=[Segment(start, end, text, source)])
+
+Inputs are paths (any format ``sltalign.audio`` reads) or 1-D float arrays (16 kHz, or any rate given as
+``sampling_rate=``). Audio longer than
 ``max_piece_seconds`` (by default the speech encoder's window; a trained checkpoint stores the longest duration
 its connector was trained on) is split at pauses with Silero VAD and the pieces are translated in order.
 Empty or silent input gives the empty string (a defined result, with a warning), never a crash.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -22,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .audio import AudioError, as_waveform, duration_of, load_audio
 from .checkpoint import load_connector
 from .model import AlignedST
+from .outputs import Segment, Translation
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,39 @@ def piece_seconds_for(durations: Sequence[float], *, quantile: float = 0.99, flo
     if not len(durations):
         raise ValueError("piece_seconds_for: no training durations")
     return float(max(floor, MIN_PIECE_SECONDS, math.ceil(float(np.quantile(np.asarray(durations, dtype=float), quantile)))))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """"cpu" (also None), "cuda", "cuda:N", "mps" or "auto" (a GPU where there is one) -> torch.device;
+    a device this machine does not have is a clear ValueError, not a failure deep inside the first forward pass."""
+    if device is None:
+        return torch.device("cpu")
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}") from e
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
+    return dev
+
+
+def target_language(cfg: dict) -> str | None:
+    """The target language code of a checkpoint's translator, where its config says it: the translator's
+    ``target_lang`` option ("pt_XX" -> "pt"), else a trailing ``src-tgt`` pair in its name
+    ("packaged:bergamot-en-pt", "hf:Helsinki-NLP/opus-mt-en-de"); None when neither does."""
+    tr = cfg.get("translator") or {}
+    lang = (tr.get("kwargs") or {}).get("target_lang")
+    if lang:
+        return str(lang).strip("<>").split("_")[0].lower() or None
+    name = str(tr.get("spec") or "").rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1].lower()
+    m = re.search(r"(?:^|[-_])([a-z]{2,3})-([a-z]{2,3})$", name)
+    return m.group(2) if m else None
 
 
 def _is_empty_file(path: str | Path) -> bool:
@@ -112,23 +150,56 @@ class SpeechTranslator:
         self.length_penalty = length_penalty
         self.batch_size = batch_size
         self.last_timings: dict[str, float] = {}
+        #: target language code where known (``from_pretrained`` reads it off the checkpoint), else None
+        self.language: str | None = None
+        #: the checkpoint directory and config this translator was loaded from (``from_pretrained``)
+        self.checkpoint: Path | None = None
+        self.checkpoint_config: dict = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, speech_encoder=None, translator=None, **decoding) -> "SpeechTranslator":
+    def from_pretrained(cls, path: str | Path, *, speech_encoder=None, translator=None, device: str | torch.device | None = None,
+                        **decoding) -> "SpeechTranslator":
         """Load a connector checkpoint directory and the foundations it names (checked by fingerprint).
 
         Decoding defaults (``DECODING_KEYS``: beam, max_len, length_penalty, tokens_per_second,
         max_piece_seconds) come from the checkpoint; keyword arguments override (``max_piece_seconds=None``
-        restores splitting at the encoder's window only).
+        restores splitting at the encoder's window only). ``device`` ("cpu", "cuda", "cuda:1", ...; default
+        CPU) is where the whole model runs.
         """
+        dev = resolve_device(device)
+        t0 = time.perf_counter()
         model, cfg = load_connector(path, speech_encoder=speech_encoder, translator=translator)
+        if dev.type != "cpu":
+            model.to(dev)
         opts = {k: v for k, v in cfg.get("decoding", {}).items() if k in DECODING_KEYS}
         opts.update(decoding)
-        return cls(model, **opts)
+        st = cls(model, **opts)
+        st.language, st.checkpoint, st.checkpoint_config = target_language(cfg), Path(path), cfg
+        log.info("loaded %s (%s -> %s) on %s in %.1f s", path, (cfg.get("speech_encoder") or {}).get("spec"),
+                 cfg["translator"].get("spec"), dev, time.perf_counter() - t0)
+        return st
+
+    def describe(self) -> dict:
+        """The model and decoding behind this translator's outputs (recorded in JSON outputs)."""
+        cfg = self.checkpoint_config
+        return {
+            "model": {
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+                "speech_encoder": (cfg.get("speech_encoder") or {}).get("spec") or getattr(self.model.speech_encoder, "spec", None),
+                "translator": (cfg.get("translator") or {}).get("spec") or getattr(self.model.translator, "spec", None),
+                "connector": (cfg.get("connector") or {}).get("name"),
+                "sltalign_version": cfg.get("sltalign_version"),
+            },
+            "decoding": {"beam": self.beam, "max_len": self.max_len, "length_penalty": self.length_penalty,
+                         "tokens_per_second": self.tokens_per_second, "max_piece_seconds": self.max_piece_seconds,
+                         "sentence_pause_seconds": self.sentence_pause_seconds},
+        }
 
     # ------------------------------------------------------------------------------------------
-    def _load(self, x: AudioInput) -> np.ndarray:
-        """-> (N,) float32 at 16 kHz; an empty clip (array or file) gives 0 samples, other problems raise."""
+    def _load(self, x: AudioInput, sampling_rate: int | None = None) -> np.ndarray:
+        """-> (N,) float32 at 16 kHz; an empty clip (array or file) gives 0 samples, other problems raise.
+
+        ``sampling_rate``: the rate of array inputs (resampled with soxr); files carry their own rate."""
         if isinstance(x, (str, Path)):
             try:
                 return load_audio(x, sample_rate=SAMPLE_RATE)
@@ -138,10 +209,15 @@ class SpeechTranslator:
                 raise
         if getattr(x, "size", None) == 0 or (hasattr(x, "numel") and x.numel() == 0):
             return np.zeros(0, dtype=np.float32)
-        return as_waveform(x, SAMPLE_RATE)
+        return as_waveform(x, sampling_rate or SAMPLE_RATE)
 
     def _pieces(self, wav: np.ndarray) -> list[np.ndarray]:
+        """The pieces of ``_piece_spans`` as arrays."""
+        return [wav[a:b] for a, b in self._piece_spans(wav)]
+
+    def _piece_spans(self, wav: np.ndarray) -> list[tuple[int, int]]:
         """Split audio longer than the piece limit at pauses (Silero VAD); shorter audio is one piece.
+        -> half-open sample spans (16 kHz) in order; [] when there is nothing to translate.
 
         The limit is ``max_piece_seconds`` or the encoder's window, whichever is shorter. Pieces cut to fit
         the window keep a margin (at most 28 s of Whisper's 30) so the cut has room to land on a pause."""
@@ -152,13 +228,13 @@ class SpeechTranslator:
         else:
             target = limit
         if limit is None or len(wav) <= limit * SAMPLE_RATE:
-            return [wav] if len(wav) >= MIN_SAMPLES else []
+            return [(0, len(wav))] if len(wav) >= MIN_SAMPLES else []
         from .segment import split_long_audio
 
         pause = self.sentence_pause_seconds
         spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target,
                                  packing="greedy" if pause is None else "pauses", sentence_pause_seconds=pause)
-        return [wav[a:b] for a, b in spans if b - a >= MIN_SAMPLES]
+        return [(a, b) for a, b in spans if b - a >= MIN_SAMPLES]
 
     def max_len_for(self, num_samples: int) -> int:
         """Output token limit for a piece of ``num_samples`` samples at 16 kHz (see ``__init__``)."""
@@ -174,22 +250,62 @@ class SpeechTranslator:
         beam: int | None = None,
         batch_size: int | None = None,
         progress: bool = False,
-    ) -> str | list[str]:
-        """Translate one input (-> str) or a list of inputs (-> list[str], same order)."""
+        sampling_rate: int | None = None,
+        return_segments: bool = False,
+    ) -> str | list[str] | Translation | list[Translation]:
+        """Translate one input (-> str) or a list of inputs (-> list[str], same order).
+
+        ``sampling_rate``: the rate of array inputs when it is not 16 kHz (they are resampled).
+        ``return_segments=True`` returns ``Translation`` objects instead (``translate_segments``)."""
+        if return_segments:
+            return self.translate_segments(inputs, beam=beam, batch_size=batch_size, progress=progress, sampling_rate=sampling_rate)
         single = isinstance(inputs, (str, Path, np.ndarray, torch.Tensor))
-        items = [inputs] if single else list(inputs)
+        out = self._run([inputs] if single else list(inputs), beam=beam, batch_size=batch_size, progress=progress,
+                        sampling_rate=sampling_rate, sources=False)
+        joined = [t.text for t in out]
+        return joined[0] if single else joined
+
+    def translate_segments(
+        self,
+        inputs: AudioInput | Sequence[AudioInput],
+        *,
+        beam: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+        sampling_rate: int | None = None,
+        sources: bool | None = None,
+    ) -> Translation | list[Translation]:
+        """Translate with timestamps: one ``Translation`` per input (one input -> one, a list -> a list).
+
+        Each segment is a piece the audio was cut into (at pauses, see ``max_piece_seconds``) with its start
+        and end in seconds and its translation; ``Translation.text`` is exactly what ``translate`` returns.
+        ``sources`` (default: where the model has a CTC head) adds what the connector heard to each segment
+        (``Segment.source``, its greedy CTC transcript), at the cost of a second connector pass."""
+        single = isinstance(inputs, (str, Path, np.ndarray, torch.Tensor))
+        if sources is None:
+            sources = self.model.ctc_head is not None
+        elif sources and self.model.ctc_head is None:
+            raise ValueError("sources=True needs a model with a CTC head (this connector has none)")
+        out = self._run([inputs] if single else list(inputs), beam=beam, batch_size=batch_size, progress=progress,
+                        sampling_rate=sampling_rate, sources=sources)
+        return out[0] if single else out
+
+    def _run(self, items: list[AudioInput], *, beam: int | None, batch_size: int | None, progress: bool,
+             sampling_rate: int | None, sources: bool) -> list[Translation]:
+        """Load, cut into pieces, translate in length-sorted batches, and put each input's pieces back in order."""
         t0 = time.perf_counter()
         pieces: list[tuple[int, np.ndarray]] = []  # (input index, piece)
-        audio_seconds = 0.0
+        spans: list[tuple[int, int]] = []  # the pieces' sample spans in their inputs
+        durations: list[float] = []
         for i, x in enumerate(items):
-            wav = self._load(x)
-            audio_seconds += len(wav) / SAMPLE_RATE
-            parts = self._pieces(wav)
+            wav = self._load(x, sampling_rate)
+            durations.append(len(wav) / SAMPLE_RATE)
+            parts = self._piece_spans(wav)
             if not parts:
-                warnings.warn(f"input {i} ({x if isinstance(x, (str, Path)) else 'array'}) has no audio to translate; returning ''", stacklevel=2)
-            pieces.extend((i, p) for p in parts)
+                warnings.warn(f"input {i} ({x if isinstance(x, (str, Path)) else 'array'}) has no audio to translate; returning ''", stacklevel=3)
+            pieces.extend((i, wav[a:b]) for a, b in parts)
+            spans.extend(parts)
         t_load = time.perf_counter()
-        results: list[list[str]] = [[] for _ in items]
         bs = batch_size or self.batch_size
         # Longest first in batches of similar length: least padding, and the slowest batch shows up first.
         # A batch never mixes output limits (they follow each piece's own duration).
@@ -202,16 +318,25 @@ class SpeechTranslator:
             else:
                 batches.append([j])
         texts: dict[int, str] = {}
+        heard: dict[int, str] = {}
         with torch.inference_mode():
-            for idx in tqdm(batches, desc="translate", unit="batch", disable=not progress):
+            for idx in progress_bar(batches, enabled=progress, desc="translate", unit="batch"):
                 states, mask = self.model.encode_audio([pieces[j][1] for j in idx])
                 out = self.model.translate_states(
                     states, mask, beam=beam or self.beam, max_len=limit[idx[0]], length_penalty=self.length_penalty
                 )
                 texts.update(zip(idx, out))
+                if sources:
+                    heard.update(zip(idx, self.model.ctc_transcribe(states, mask)))
+        results = [Translation(text="", duration=d, language=self.language) for d in durations]
         for j, (i, _) in enumerate(pieces):
-            results[i].append(texts[j])
+            a, b = spans[j]
+            results[i].segments.append(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, texts[j], heard.get(j)))
+        for r in results:
+            r.text = " ".join(s.text for s in r.segments if s.text).strip()
         t_end = time.perf_counter()
+        audio_seconds = float(sum(durations))
         self.last_timings = {"load_seconds": t_load - t0, "model_seconds": t_end - t_load, "audio_seconds": audio_seconds}
-        joined = [" ".join(t for t in r if t).strip() for r in results]
-        return joined[0] if single else joined
+        log.info("translated %d input(s), %.1f s of audio in %d piece(s): load %.2f s, model %.2f s", len(items), audio_seconds,
+                 len(pieces), t_load - t0, t_end - t_load)
+        return results

@@ -6,8 +6,11 @@
     sltalign evaluate --model CKPT --manifest M.jsonl --out DIR
     sltalign evaluate --cascade --asr NAME --mt NAME --manifest M.jsonl --out DIR
     sltalign evaluate --mt-on-gold --mt NAME --manifest M.jsonl --out DIR
-    sltalign translate --model CKPT AUDIO... | --manifest M.jsonl --out hyps.jsonl
-    sltalign info --model CKPT            (parameter report of a checkpoint)
+    sltalign translate --model CKPT AUDIO|DIR|GLOB... [-o DIR -f txt|json|srt|vtt|tsv|all] | --manifest M.jsonl --out hyps.jsonl
+    sltalign serve --model CKPT [--host 127.0.0.1 --port 8000]   (OpenAI-compatible HTTP API and a web page)
+    sltalign info --model CKPT            (model card and parameter report of a checkpoint)
+
+-v/--verbose, -q/--quiet and --progress may stand anywhere on the command line.
 
 Errors a user can fix (bad paths, bad configs, bad manifests) print one clear line and exit with status 2;
 they are never a traceback.
@@ -29,7 +32,11 @@ PAUSE_HELP = ("where audio is split, a pause this long (s) always ends a piece a
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="sltalign", description="End-to-end speech translation from frozen pretrained models.", version=__version__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    # -v/-q/--progress are also accepted after the subcommand (main takes them out of argv before parsing)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level: model loading and compute timings")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only: no warnings, no progress")
+    p.add_argument("--progress", action="store_true",
+                   help="progress bars even when stderr is not a terminal (default there: a plain line every 30 s)")
     sub = p.add_subcommands(dest="command")
 
     demo = ArgumentParser(description="Offline end-to-end run on the packaged models: synthesise, cache, train, evaluate.")
@@ -101,34 +108,51 @@ def _parser() -> ArgumentParser:
     sub.add_subcommand("train", train, help="train a connector (resumable)")
 
     ev = ArgumentParser(description="Corpus BLEU/chrF (sacrebleu) of a connector, the cascade, or MT on gold transcripts.")
-    ev.add_argument("--model", type=str | None, default=None, help="connector checkpoint directory")
-    ev.add_argument("--cascade", action="store_true")
-    ev.add_argument("--mt_on_gold", "--mt-on-gold", action="store_true")
-    ev.add_argument("--asr", type=str, default="packaged:whisper-base")
-    ev.add_argument("--mt", type=str, default="packaged:bergamot-en-pt")
-    ev.add_argument("--manifest", type=str, required=True)
-    ev.add_argument("--out", type=str, required=True)
-    ev.add_argument("--beam", type=int | None, default=None)
-    ev.add_argument("--batch_size", type=int, default=8)
+    ev.add_argument("--model", type=str | None, default=None, help="connector checkpoint directory (score the aligned model)")
+    ev.add_argument("--cascade", action="store_true", help="score the cascade instead: --asr transcribes, --mt translates")
+    ev.add_argument("--mt_on_gold", "--mt-on-gold", action="store_true",
+                    help="score --mt on the manifest's gold transcripts (the ceiling of anything built on that MT)")
+    ev.add_argument("--asr", type=str, default="packaged:whisper-base", help="the cascade's speech recogniser (a model name)")
+    ev.add_argument("--mt", type=str, default="packaged:bergamot-en-pt", help="the cascade's or MT-on-gold's translator (a model name)")
+    ev.add_argument("--manifest", type=str, required=True, help="JSONL manifest with audio and reference translations")
+    ev.add_argument("--out", type=str, required=True, help="directory for metrics.json and hyps.jsonl")
+    ev.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's; cascade and MT: 4)")
+    ev.add_argument("--batch_size", type=int, default=8, help="pieces translated together")
     ev.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
     ev.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
+    _add_compute_flags(ev)
     sub.add_subcommand("evaluate", ev, help="score a system on a manifest")
 
-    tr = ArgumentParser(description="Translate audio files or a manifest; one line per input.")
-    tr.add_argument("--model", type=str, required=True)
-    tr.add_argument("audio", type=str, nargs="*", default=[])
-    tr.add_argument("--manifest", type=str | None, default=None)
-    tr.add_argument("--out", type=str | None, default=None, help="hyps.jsonl (with --manifest); default: stdout")
-    tr.add_argument("--beam", type=int | None, default=None)
-    tr.add_argument("--batch_size", type=int, default=8)
+    tr = ArgumentParser(description="Translate audio files, directories, globs or a manifest. Without -o: one line per "
+                                    "input on stdout; with -o DIR: one file per input and format (whisper's names).")
+    tr.add_argument("--model", type=str, required=True, help="connector checkpoint directory")
+    tr.add_argument("audio", type=str, nargs="*", default=[],
+                    help="audio files, directories (their audio files) or quoted globs ('talks/*.mp3')")
+    tr.add_argument("--manifest", type=str | None, default=None, help="translate a JSONL manifest's entries instead (writes id + hyp)")
+    tr.add_argument("--out", type=str | None, default=None, help="with --manifest: hyps.jsonl to write (default: stdout)")
+    tr.add_argument("-o", "--output_dir", type=str | None, default=None,
+                    help="write DIR/<input name>.<format> for each input (timestamps per segment)")
+    tr.add_argument("-f", "--output_format", type=str | None, default=None,
+                    help="txt, json, srt, vtt, tsv, all, or several comma-separated (default with -o: all)")
+    tr.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's)")
+    tr.add_argument("--batch_size", type=int, default=8, help="pieces translated together")
     tr.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
     tr.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
-    sub.add_subcommand("translate", tr, help="translate audio")
+    _add_compute_flags(tr)
+    sub.add_subcommand("translate", tr, help="translate audio (txt/json/srt/vtt/tsv outputs)")
 
-    info = ArgumentParser(description="Parameter report of a connector checkpoint.")
-    info.add_argument("--model", type=str, required=True)
+    info = ArgumentParser(description="What a connector checkpoint is: its model card (README.md), foundations, "
+                                      "training, dev scores, decoding defaults and parameter counts.")
+    info.add_argument("--model", type=str, required=True, help="connector checkpoint directory")
+    info.add_argument("--json", action="store_true", help="print the config summary as JSON only (no model card)")
     sub.add_subcommand("info", info, help="describe a checkpoint")
     return p
+
+
+def _add_compute_flags(q: ArgumentParser) -> None:
+    """--device and --threads, the same on every subcommand that runs models."""
+    q.add_argument("--device", type=str, default="cpu", help="where the model runs: cpu, cuda, cuda:N, mps or auto")
+    q.add_argument("--threads", type=int | None, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
 def _kaldi_parser() -> ArgumentParser:
@@ -140,9 +164,38 @@ def _kaldi_parser() -> ArgumentParser:
     return q
 
 
+GLOBAL_FLAGS = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet", "--progress": "progress"}
+
+
+def _take_global_flags(argv: list[str]) -> tuple[list[str], set[str]]:
+    """Take -v/-q/--progress out of argv wherever they stand (before a bare "--"), so that
+    `sltalign translate ... -v` works as well as `sltalign -v translate ...`."""
+    rest, seen = [], set()
+    for i, a in enumerate(argv):
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        if a in GLOBAL_FLAGS:
+            seen.add(GLOBAL_FLAGS[a])
+        else:
+            rest.append(a)
+    return rest, seen
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv, flags = _take_global_flags(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    verbose, quiet = "verbose" in flags or args.verbose, "quiet" in flags or args.quiet
+    level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sltalign").setLevel(level)  # also where logging was set up before (an embedding program, tests)
+    from . import progress
+
+    progress.set_mode("off" if quiet else "bar" if ("progress" in flags or args.progress) else "auto")
+    if quiet:
+        import warnings
+
+        warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
 
     from . import commands

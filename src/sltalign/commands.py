@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +101,22 @@ def evaluate(args: Any) -> int:
     utts = read_manifest(args.manifest, require=("translation",))
     refs = [u.translation for u in utts]
     extra: dict[str, Any] = {"manifest": str(args.manifest), "reference_source": sorted({u.translation_source or "unknown" for u in utts})}
+    _apply_threads(args)
     if args.model:
         from .api import SpeechTranslator
 
-        st = SpeechTranslator.from_pretrained(args.model, **_decoding_overrides(args))
+        st = SpeechTranslator.from_pretrained(args.model, device=args.device, **_decoding_overrides(args))
         hyps, timings = run_aligned(st, utts, beam=args.beam, batch_size=args.batch_size)
         extra.update(system="aligned", model=str(args.model))
     elif args.cascade:
         from .cascade import Cascade
         from .foundation import load_translator
 
-        cascade = Cascade(args.asr, load_translator(args.mt))
+        from .api import resolve_device
+
+        dev = resolve_device(args.device)  # faster-whisper runs on "cpu" or "cuda"; the MT stays on the CPU
+        cascade = Cascade(args.asr, load_translator(args.mt), device=dev.type,
+                          **({"cpu_threads": args.threads} if args.threads else {}))
         if args.beam:
             cascade.beam = args.beam
         hyps, timings, _ = run_cascade(cascade, utts)
@@ -126,19 +132,88 @@ def evaluate(args: Any) -> int:
     return 0
 
 
+def _apply_threads(args: Any) -> None:
+    """--threads: torch's intra-op CPU threads for this process."""
+    n = getattr(args, "threads", None)
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"--threads: expected a number >= 1, got {n}")
+        import torch
+
+        torch.set_num_threads(n)
+
+
+#: what a directory argument's audio files end with (what soundfile and PyAV decode); other files are skipped
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".mp4", ".mka", ".aif", ".aiff",
+                  ".au", ".sph", ".wma", ".raw", ".pcm")
+
+
+def expand_audio_args(items: list[str]) -> list[Path]:
+    """Audio arguments -> files, in order: a file as given, a directory's audio files (sorted, not recursive,
+    other files skipped), a glob's matches (sorted; ``**`` recurses). Nothing found is a clear error."""
+    import glob
+
+    out: list[Path] = []
+    for a in items:
+        p = Path(a).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no audio files in {a} (looked for {', '.join(AUDIO_SUFFIXES)})")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        elif glob.has_magic(a):
+            found = sorted(Path(f) for f in glob.glob(str(p), recursive=True) if Path(f).is_file())
+            if not found:
+                raise FileNotFoundError(f"no file matches {a}")
+            out.extend(found)
+        else:
+            raise FileNotFoundError(f"audio file(s) not found: {a}")
+    return out
+
+
+def _output_stems(paths: list[Path]) -> list[str]:
+    """DIR/<stem>.<fmt> names as whisper writes them; two inputs that would write the same file are an error."""
+    stems = [p.stem for p in paths]
+    seen: dict[str, Path] = {}
+    for p, s in zip(paths, stems):
+        if s in seen and seen[s] != p:
+            raise ValueError(f"{seen[s]} and {p} would both write {s}.*: translate them into separate --output_dir")
+        seen[s] = p
+    return stems
+
+
 def translate(args: Any) -> int:
     from .api import SpeechTranslator
+    from .outputs import parse_formats, write_outputs
 
     if bool(args.audio) == bool(args.manifest):
         raise ValueError("translate: give audio files or --manifest M.jsonl (not both)")
-    st = SpeechTranslator.from_pretrained(args.model, **_decoding_overrides(args))
-    if args.audio:
-        missing = [a for a in args.audio if not Path(a).is_file()]
-        if missing:
-            raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
-        hyps = st.translate(list(args.audio), beam=args.beam, batch_size=args.batch_size, progress=True)
+    if args.out and not args.manifest:
+        raise ValueError("translate: --out is for --manifest (hyps.jsonl); for audio files use -o/--output_dir DIR")
+    if args.output_format and not args.output_dir:
+        raise ValueError("translate: --output_format needs --output_dir DIR (without it, one translation per line goes to stdout)")
+    if args.output_dir and args.manifest:
+        raise ValueError("translate: -o/--output_dir is for audio files; with --manifest use --out hyps.jsonl")
+    formats = parse_formats(args.output_format or "all") if args.output_dir else []
+    _apply_threads(args)
+    # the model first: a wrong --model or decoding option is named before the inputs are looked at
+    st = SpeechTranslator.from_pretrained(args.model, device=args.device, **_decoding_overrides(args))
+    paths = expand_audio_args(list(args.audio)) if args.audio else []
+    stems = _output_stems(paths) if formats else []
+    if paths and not formats:  # today's behaviour: one line per input on stdout
+        hyps = st.translate([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True)
         for h in hyps:
             print(h)
+        return 0
+    if paths:
+        results = st.translate_segments([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True)
+        described = st.describe()
+        written = []
+        for p, stem, tr in zip(paths, stems, results):
+            written += write_outputs(tr, args.output_dir, stem, formats, {"audio": str(p), **described})
+        print(f"wrote {len(written)} file(s) for {len(paths)} input(s) to {args.output_dir}", file=sys.stderr)
         return 0
     from .data.manifest import read_manifest
     from .systems import run_aligned
