@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -130,10 +131,161 @@ def test_atomic_overwrite_keeps_previous_on_crash(model, tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(ck, "save_file", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
+    # a failed write is one error naming the checkpoint (the CLI prints it as one line), not the writer's own
+    with pytest.raises(ck.CheckpointWriteError, match=f"cannot write checkpoint {ckpt}.*disk full"):
         save_connector(model, ckpt)
     assert (ckpt / WEIGHTS).read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary directory left behind
+
+
+def test_disk_full_names_the_checkpoint_and_keeps_the_previous_one(model, tmp_path, monkeypatch):
+    """Case 14: safetensors' own error on a full disk named no path; now an OSError naming the checkpoint."""
+    from safetensors import SafetensorError
+
+    import sltalign.checkpoint as ck
+
+    ckpt = save_connector(model, tmp_path / "last", extra={"v": "A"})
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(OSError, match=f"cannot write checkpoint {ckpt}"):
+        save_connector(model, ckpt, extra={"v": "B"})
+    assert read_config(ckpt)["training"] == {"v": "A"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+class _Killed(BaseException):
+    """A simulated SIGKILL: nothing after it runs, cleanup handlers included."""
+
+
+def _kill_at(step: int, monkeypatch) -> dict:
+    """Make the filesystem steps of a checkpoint write count themselves and die at step ``step``: from then on
+    every such step raises ``_Killed``, so no ``except``/``finally`` can tidy up, as with a real kill."""
+    import os
+    import shutil
+    import tempfile
+
+    import sltalign.checkpoint as ck
+
+    state = {"n": 0, "dead": False}
+
+    def wrap(fn):
+        def step_fn(*a, **k):
+            if state["dead"]:
+                raise _Killed()
+            state["n"] += 1
+            if state["n"] == step:
+                state["dead"] = True
+                raise _Killed()
+            return fn(*a, **k)
+
+        return step_fn
+
+    for mod, name in ((os, "rename"), (os, "replace"), (os, "fsync"), (os, "mkdir"), (shutil, "rmtree"),
+                      (tempfile, "mkdtemp"), (ck, "save_file"), (torch, "save")):
+        monkeypatch.setattr(mod, name, wrap(getattr(mod, name)))
+    return state
+
+
+def test_a_kill_between_any_two_filesystem_steps_of_a_write_loses_nothing(model, tmp_path, monkeypatch):
+    """Cases 16 and 18 and item 2: a checkpoint write killed after any of its filesystem steps leaves a whole
+    version (``NAME`` or ``.NAME.old``); ``recover_dir`` (what ``train`` runs on start) puts it back and removes
+    every temporary; and the next write works from any such state. Every step is tried, not random moments."""
+    from sltalign.checkpoint import recover_dir
+
+    seen_b = False
+    k = 0
+    while True:
+        k += 1
+        root = tmp_path / f"k{k}"
+        save_connector(model, root / "last", extra={"v": "A"}, trainer_state={"step": 1})
+        state = _kill_at(k, monkeypatch)
+        try:
+            save_connector(model, root / "last", extra={"v": "B"}, trainer_state={"step": 2})
+            killed = False
+        except _Killed:
+            killed = True
+        monkeypatch.undo()
+        if not killed:
+            break
+        # right after the kill: a whole version under one of the two names
+        survivor = root / "last" if (root / "last").is_dir() else root / ".last.old"
+        assert read_config(survivor)["training"]["v"] in ("A", "B"), k
+        recover_dir(root / "last")
+        assert sorted(p.name for p in root.iterdir()) == ["last"], (k, sorted(p.name for p in root.iterdir()))
+        v = read_config(root / "last")["training"]["v"]
+        assert v == "B" or not seen_b, f"kill at step {k}: went back from B to A"
+        seen_b |= v == "B"
+        loaded, _ = load_connector(root / "last")  # weights whole too
+        assert torch.load(root / "last" / "trainer_state.pt")["step"] == (1 if v == "A" else 2)
+        # the next write from the killed state, without recover_dir, keeps working and tidies up
+        save_connector(model, root / "last", extra={"v": "C"})
+        assert read_config(root / "last")["training"]["v"] == "C"
+        assert sorted(p.name for p in root.iterdir()) == ["last"]
+    assert k > 8, f"only {k - 1} filesystem steps were tried"
+    assert seen_b and read_config(root / "last")["training"]["v"] == "B"
+
+
+def test_a_write_killed_between_its_renames_is_restored_not_deleted(model, tmp_path):
+    """Case 16: only ``.last.old`` left (the kill fell between the renames): the next write must not delete the
+    only good copy; ``recover_dir`` renames it back."""
+    import os
+
+    from sltalign.checkpoint import recover_dir
+
+    save_connector(model, tmp_path / "last", extra={"v": "A"})
+    os.rename(tmp_path / "last", tmp_path / ".last.old")
+    (tmp_path / ".last.tmp-x1").mkdir()
+    (tmp_path / ".last.tmp-x1" / "connector.safetensors").write_bytes(b"half")
+    done = recover_dir(tmp_path / "last")
+    assert any("restored" in line for line in done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    assert read_config(tmp_path / "last")["training"] == {"v": "A"}
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("arrangement", 3, "field 'arrangement': expected 'ecd' or 'eced'"),
+        ("arrangement", ["eced"], "field 'arrangement'"),
+        ("decoding", {"beam": "4"}, "field 'decoding.beam': expected an integer >= 1"),
+        ("decoding", {"beam": 2.5}, "field 'decoding.beam'"),
+        ("decoding", [1, 2], "field 'decoding': expected an object"),
+        ("speech_encoder", "tiny", "field 'speech_encoder': expected an object"),
+        ("speech_encoder", {"spec": 7}, "field 'speech_encoder.spec'"),
+        ("translator", {"spec": None}, "field 'translator.spec'"),
+        ("prompt", 5, "field 'prompt'"),
+        ("ctc", "yes", "field 'ctc': expected true or false"),
+        ("compression", "zip", "field 'compression'"),
+    ],
+)
+def test_wrong_field_types_in_config_json_are_named(model, tmp_path, field, value, expected):
+    """Case 5: a hand-edited config.json with a wrong type gave AttributeError/TypeError tracebacks."""
+    ckpt = save_connector(model, tmp_path / "ckpt")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg[field] = value
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=re.escape(f"{ckpt / 'config.json'}: {expected}")):
+        load_connector(ckpt)
+
+
+def test_connector_over_another_encoder_width_names_the_checkpoint(model, tmp_path, tiny_dir):
+    """Case 19: "connector in_dim 32 != speech encoder dim 48" did not say which checkpoint."""
+    from tests.conftest import _tiny_whisper
+
+    ckpt = save_connector(model, tmp_path / "ckpt")
+    wide = load_speech_encoder(str(_tiny_whisper(tiny_dir, d_model=48)), mode="trim")
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(ckpt))}: its connector takes 32-dim .* gives 48-dim"):
+        load_connector(ckpt, speech_encoder=wide)
+    # the same through the config: a checkpoint whose config names the wider encoder
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["speech_encoder"]["spec"] = str(_tiny_whisper(tiny_dir, d_model=48))
+    cfg["speech_encoder"]["fingerprint"] = None
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(ckpt))}: .*32.*48|48.*32"):
+        load_connector(ckpt)
 
 
 def test_translate_bad_and_silent_inputs(model, tmp_path):

@@ -415,3 +415,82 @@ def test_resume_with_pieces_reads_them_from_the_checkpoint(tmp_path, tiny_whispe
     monkeypatch.setattr(train_mod, "train_pieces", no_relearning)
     assert train(cfg, progress=False)["steps"] == 5
     assert read_pieces(Path(cfg.out) / "last") == saved
+
+
+def _metric_keys(out: Path) -> list[tuple[str, str, str]]:
+    return [(r["step"], r["split"], r["name"]) for r in csv.DictReader((out / "metrics.csv").open())]
+
+
+def test_resume_from_a_write_killed_between_its_renames_logs_each_step_once(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
+    """Cases 16, 17, 18: a kill between the two renames of OUT/last left only .last.old and the rerun restarted
+    from step 1 (then deleted .last.old); steps between the last save and the kill were logged twice; killed
+    writes' temporaries stayed forever. Now the rerun resumes from .last.old, cuts metrics.csv back to the
+    save and removes the temporaries, and ends where an uninterrupted run ends."""
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", eval_every="100")
+    out = Path(cfg.out)
+    train_killed_at_step(cfg, 6, monkeypatch)  # saved at step 4, logged steps 1-5
+    assert max(int(s) for s, _, _ in _metric_keys(out)) == 5
+    os.rename(out / "last", out / ".last.old")  # the state a kill between the renames leaves
+    (out / ".last.tmp-dead1").mkdir()
+    (out / ".last.tmp-dead1" / "connector.safetensors").write_bytes(b"\0" * 100)
+    (out / ".best.tmp-dead2").mkdir()
+    original, calls = Objectives.__call__, {"n": 0}
+
+    def counted(self, model, batch):
+        calls["n"] += 1
+        return original(self, model, batch)
+
+    monkeypatch.setattr(Objectives, "__call__", counted)
+    summary = train(cfg, progress=False)
+    assert summary["steps"] == 9
+    assert calls["n"] == 5, "the rerun did not resume from .last.old (step 4)"
+    keys = _metric_keys(out)
+    assert len(keys) == len(set(keys)), "a step was logged twice"
+    assert sorted({int(s) for s, split, _ in keys if split == "train"}) == list(range(1, 10))
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock") == []
+    assert load_connector(out / "last")[1]["training"]["loop"]["global_step"] == 9
+
+
+def test_a_second_run_on_the_same_out_fails_at_once_and_a_stale_lock_is_taken_over(tmp_path):
+    """Case 15 and item 3: two runs on one OUT crashed each other; now the second fails before any model loads,
+    naming the pid that holds OUT; a lock file left by a killed run does not block."""
+    from sltalign.train import OutInUseError, lock_out
+
+    out = tmp_path / "run"
+    cfg = load_config(None, [f"out={out}", "model.speech_encoder=/nonexistent/encoder", "model.translator=/nonexistent/mt"])
+    out.mkdir()
+    with lock_out(out):
+        with pytest.raises(OutInUseError, match=f"out: {out} is in use by pid {os.getpid()}"):
+            train(cfg, progress=False)
+    (out / ".lock").write_text("999999999\n")  # a killed run's pid: the kernel released its lock
+    with lock_out(out):
+        assert (out / ".lock").read_text().strip() == str(os.getpid())
+    # and once the lock is free, the run goes on to load models (here: a clear error for the missing one)
+    with pytest.raises(FileNotFoundError, match="nonexistent"):
+        train(cfg, progress=False)
+
+
+def test_out_naming_an_existing_file_is_one_clear_error(tmp_path):
+    """Case 13: out= naming a file gave a FileExistsError traceback."""
+    from sltalign.config import ConfigError
+
+    (tmp_path / "taken").write_text("not a directory")
+    cfg = load_config(None, [f"out={tmp_path / 'taken'}"])
+    with pytest.raises(ConfigError, match=f"out: {tmp_path / 'taken'} exists and is not a directory"):
+        train(cfg, progress=False)
+
+
+def test_metrics_log_truncates_to_the_saved_rows_or_steps(tmp_path):
+    from sltalign.train import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.csv", True)
+    for step in range(1, 6):
+        log.write(step, 0.1 * step, "train", {"loss": 1.0 / step, "lr": 0.1})
+    assert log.rows == 10
+    with (tmp_path / "metrics.csv").open("a") as f:
+        f.write("6,0.6,tra")  # a row torn by a kill
+    again = MetricsLog(tmp_path / "metrics.csv", True)
+    assert again.truncate(4, step=2) == 7 and again.rows == 4
+    assert [k[0] for k in _metric_keys(tmp_path)] == ["1", "1", "2", "2"]
+    again.write(3, 0.3, "train", {"loss": 0.3})
+    assert MetricsLog(tmp_path / "metrics.csv", True).truncate(-1, step=2) == 1  # unknown rows: by step

@@ -15,6 +15,7 @@ crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from .connectors.compress import TiedCTCHead
 from .connectors.phones import PHONES_FILE, PhoneCTCHead
 from .connectors.pieces import PIECES_FILE, PieceCTCHead
 from .foundation import load_speech_encoder, load_translator
+from .hub import check_hub_specs
 from .model import AlignedST
 
 CONFIG = "config.json"
@@ -77,27 +79,103 @@ def trainable_state(model: AlignedST) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> Path:
-    """Create ``path`` by filling a temporary sibling directory and renaming it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+def _old_of(path: Path) -> Path:
+    """Where ``write_dir_atomically`` keeps the previous version of ``path`` between its two renames."""
+    return path.with_name(f".{path.name}.old")
+
+
+def _remove_dir(path: Path, owner: Path) -> None:
+    """Delete a directory so that it is never seen half-deleted under its own name: rename it aside to a
+    ``.trash-`` sibling (atomic), then delete that. A kill during the deletion leaves only the trash, which
+    ``recover_dir(owner)`` removes; a ``.old`` copy is therefore always whole or absent."""
+    if not path.exists():
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{owner.name}.trash-", dir=path.parent))
+    os.rename(path, aside / "x")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX: the directory entry must be flushed too)."""
     try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems do not open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def recover_dir(path: str | Path) -> list[str]:
+    """Finish or undo an interrupted ``write_dir_atomically(path)``; returns what it did, one line per step.
+
+    A kill between the write's two renames leaves only ``.NAME.old`` (the previous version, whole): it is put
+    back as ``NAME``. When ``NAME`` exists, a leftover ``.NAME.old`` is stale and removed. Temporary
+    (``.NAME.tmp-*``) and half-deleted (``.NAME.trash-*``) siblings from killed writes are removed. Call it only
+    while no other process writes ``path`` (``train`` holds OUT's lock)."""
+    path = Path(path)
+    done: list[str] = []
+    if not path.parent.is_dir():
+        return done
+    old = _old_of(path)
+    if not path.exists() and old.is_dir():
+        os.rename(old, path)  # the only good copy: never delete it
+        done.append(f"restored {path} from {old.name} (a write was interrupted between its renames)")
+    elif old.exists():
+        _remove_dir(old, path)
+        done.append(f"removed the stale {old.name}")
+    for pattern in (f".{path.name}.tmp-*", f".{path.name}.trash-*"):
+        for stale in sorted(path.parent.glob(glob.escape(pattern.split("*")[0]) + "*")):
+            shutil.rmtree(stale, ignore_errors=True)
+            done.append(f"removed {stale.name} (left by an interrupted write)")
+    return done
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint could not be written (disk full, permissions, ...); the previous version is intact."""
+
+
+def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> Path:
+    """Create ``path`` by filling a temporary sibling directory and renaming it into place.
+
+    The steps, each safe to be killed after: fill ``.NAME.tmp-*`` and fsync it; rename ``NAME`` to ``.NAME.old``;
+    rename the temporary to ``NAME``; delete ``.NAME.old``. At every moment ``NAME`` or ``.NAME.old`` holds a
+    whole version, and ``recover_dir`` (or the next write) puts ``.NAME.old`` back when ``NAME`` is missing,
+    so the only good copy is never deleted. Failures that are not kills (a full disk) raise
+    ``CheckpointWriteError`` naming ``path``, after removing the temporary and restoring the previous version."""
+    path = Path(path)
+    old = _old_of(path)
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         fill(tmp)
         for f in tmp.iterdir():  # data reaches the disk before the rename makes it visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        old = path.with_name(f".{path.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
+        if not path.exists() and old.is_dir():  # an earlier write was killed between its renames
+            os.rename(old, path)
+        _remove_dir(old, path)
         if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            os.rename(path, old)
+        os.rename(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+        _remove_dir(old, path)
+    except BaseException as e:  # KeyboardInterrupt too: tidy up what is ours, keep the previous version
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not path.exists() and old.is_dir():
+            try:
+                os.rename(old, path)
+            except OSError:
+                pass  # recover_dir retries on the next start
+        if not isinstance(e, Exception) or isinstance(e, CheckpointError):
+            raise
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {type(e).__name__}: {e}") from e
     return path
 
 
@@ -145,7 +223,68 @@ def read_config(path: str | Path) -> dict[str, Any]:
     for key in ("translator", "connector", "arrangement"):
         if key not in cfg:
             raise CheckpointError(f"{cfg_file}: missing field {key!r}")
+    check_config_types(cfg, cfg_file)
     return cfg
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_config_types(cfg: dict[str, Any], where: str | Path) -> None:
+    """Refuse a checkpoint config whose fields have the wrong types, naming the field and what was expected,
+    before anything is built from it (a hand-edited config.json would otherwise fail deep inside the model
+    code with an AttributeError or TypeError)."""
+
+    def bad(field: str, expected: str, got: Any) -> CheckpointError:
+        return CheckpointError(f"{where}: field {field!r}: expected {expected}, got {got!r}")
+
+    def spec_block(key: str, *, optional: bool) -> None:
+        block = cfg.get(key)
+        if block is None and optional:
+            return
+        if not isinstance(block, dict):
+            raise bad(key, "an object with a 'spec' string" + (" (or null)" if optional else ""), block)
+        if not isinstance(block.get("spec"), str) or not block["spec"]:
+            raise bad(f"{key}.spec", "a non-empty model name string", block.get("spec"))
+        for name in ("mode", "precision"):
+            if block.get(name) is not None and not isinstance(block[name], str):
+                raise bad(f"{key}.{name}", "a string or null", block[name])
+        if "kwargs" in block and not isinstance(block["kwargs"], dict):
+            raise bad(f"{key}.kwargs", "an object", block["kwargs"])
+
+    spec_block("translator", optional=False)
+    spec_block("speech_encoder", optional=True)
+    conn = cfg["connector"]
+    if not isinstance(conn, dict) or not isinstance(conn.get("name"), str):
+        raise bad("connector", "an object with 'name', 'in_dim' and 'out_dim'", conn)
+    for name in ("in_dim", "out_dim"):
+        if not isinstance(conn.get(name), int) or isinstance(conn.get(name), bool) or conn[name] < 1:
+            raise bad(f"connector.{name}", "a positive integer", conn.get(name))
+    if cfg["arrangement"] not in ("ecd", "eced"):
+        raise bad("arrangement", "'ecd' or 'eced'", cfg["arrangement"])
+    if cfg.get("prompt") is not None and not isinstance(cfg["prompt"], str):
+        raise bad("prompt", "a string or null", cfg["prompt"])
+    if "ctc" in cfg and not isinstance(cfg["ctc"], bool):
+        raise bad("ctc", "true or false", cfg["ctc"])
+    if cfg.get("ctc_head") is not None and not isinstance(cfg["ctc_head"], dict):
+        raise bad("ctc_head", "an object or null", cfg["ctc_head"])
+    if cfg.get("compression") not in (None, "hard", "soft", "posterior"):
+        raise bad("compression", "null, 'hard', 'soft' or 'posterior'", cfg["compression"])
+    if "compression_temperature" in cfg and not (_is_num(cfg["compression_temperature"]) and cfg["compression_temperature"] > 0):
+        raise bad("compression_temperature", "a positive number", cfg["compression_temperature"])
+    dec = cfg.get("decoding", {})
+    if not isinstance(dec, dict):
+        raise bad("decoding", "an object", dec)
+    for name in ("beam", "max_len"):
+        if name in dec and not (isinstance(dec[name], int) and not isinstance(dec[name], bool) and dec[name] >= 1):
+            raise bad(f"decoding.{name}", "an integer >= 1", dec[name])
+    for name in ("length_penalty", "tokens_per_second"):
+        if name in dec and not _is_num(dec[name]):
+            raise bad(f"decoding.{name}", "a number", dec[name])
+    for name in ("max_piece_seconds", "sentence_pause_seconds"):
+        if dec.get(name) is not None and not _is_num(dec[name]):
+            raise bad(f"decoding.{name}", "a number or null", dec[name])
 
 
 def ctc_head_kind(cfg: dict[str, Any]) -> str | None:
@@ -197,6 +336,11 @@ def build_model(
 
     ``pieces``: the SentencePiece model bytes, needed when the config's CTC head is over pieces;
     ``phones``: the units and lexicon (``PhoneCTCHead.state()``), needed when it is over phones."""
+    # hub ids without a network: one line now rather than a traceback after a minute of retries
+    check_hub_specs([
+        cfg["translator"]["spec"] if translator is None else None,
+        (cfg.get("speech_encoder") or {}).get("spec") if speech_encoder is None and load_speech else None,
+    ])
     if translator is None:
         translator = load_translator(cfg["translator"]["spec"], **cfg["translator"].get("kwargs", {}))
     if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
@@ -260,9 +404,20 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
     """Rebuild the AlignedST of a checkpoint directory; returns (model, config). Mismatched foundations fail."""
     path = Path(path)
     cfg = read_config(path)
+    want = cfg["connector"]["in_dim"]
+    if speech_encoder is not None and getattr(speech_encoder, "dim", want) != want:
+        trained = (cfg.get("speech_encoder") or {}).get("spec", "?")
+        raise CheckpointError(
+            f"checkpoint {path}: its connector takes {want}-dim speech states (it was trained on {trained!r}), but the "
+            f"speech encoder given ({getattr(speech_encoder, 'spec', '?')!r}) gives {speech_encoder.dim}-dim states; "
+            f"use the speech encoder the checkpoint names"
+        )
     try:
         model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech, **read_head_data(path, cfg))
     except CheckpointError as e:
+        raise CheckpointError(f"checkpoint {path}: {e}") from e
+    except (ValueError, TypeError, KeyError) as e:
+        # e.g. a connector built for another speech encoder width: say which checkpoint does not fit
         raise CheckpointError(f"checkpoint {path}: {e}") from e
     check_fingerprints(cfg, model, path)
     wfile = path / WEIGHTS

@@ -12,7 +12,9 @@ What happens, in order:
    dev BLEU is measured every ``eval_every`` steps, the best connector is kept in OUT/best, and a stage ends
    early after ``patience`` evaluations without improvement.
 4. OUT/last holds the full trainer state, written atomically every ``save_every`` steps: a killed run
-   started again with the same command resumes from it (same batches, same RNG).
+   started again with the same command resumes from it (same batches, same RNG). A run holds OUT/.lock
+   (a second run on the same OUT fails at once), finishes or undoes a checkpoint write a kill interrupted
+   (``checkpoint.recover_dir``) and drops the metrics rows logged after the step it resumes from.
 Logs: OUT/metrics.csv (long format: step, minutes, split, name, value) and OUT/training.png.
 """
 
@@ -22,8 +24,10 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +48,7 @@ from .checkpoint import (
     ctc_head_kind,
     load_connector,
     read_config,
+    recover_dir,
     read_head_data,
     read_phones,
     read_pieces,
@@ -52,13 +57,14 @@ from .checkpoint import (
 from .connectors import connector_from_config
 from .connectors.phones import ACCENTS, Lexicon, PhoneCTCHead, accent_for, build_phone_inventory, phonemize
 from .connectors.pieces import PieceCTCHead, train_pieces
-from .config import TrainConfig, to_dict
+from .config import ConfigError, TrainConfig, to_dict
 from .data.augment import mask_states
 from .data.batching import CachedSpeechDataset, LengthBucketSampler, collate
 from .data.cache import EncoderCache
 from .data.manifest import Utterance, read_manifest
 from .evaluate import plot_training_curve, score, word_error_rate
 from .foundation.base import SpeechEncoder, resolve_precision
+from .hub import check_hub_specs
 from .model import IGNORE, AlignedST
 from .objectives import ObjectiveConfig, Objectives
 
@@ -92,6 +98,9 @@ class LoopState:
     minutes: float = 0.0
     stage_minutes: float = 0.0  # minutes spent in the current stage (a resumed stage keeps its clock)
     finished: bool = False
+    #: data rows metrics.csv held when this state was saved (-1: unknown, from a checkpoint older than this
+    #: field); a resumed run cuts the file back to them, so steps logged after the save are not logged twice
+    metrics_rows: int = -1
 
 
 def lr_lambda(warmup: int, total: int):
@@ -206,13 +215,45 @@ def evaluate_dev(model: AlignedST, dataset: CachedSpeechDataset, *, beam: int, m
 
 
 class MetricsLog:
-    """Long-format CSV (step, minutes, split, name, value), appended and flushed per row."""
+    """Long-format CSV (step, minutes, split, name, value), appended and flushed per row.
+
+    ``rows`` counts the data rows in the file, so that a checkpoint can record how far the log had got and a
+    resumed run can cut it back there (``truncate``)."""
+
+    HEADER = "step,minutes,split,name,value\n"
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
+        self.rows = 0
         if enabled and not path.exists():
-            path.write_text("step,minutes,split,name,value\n")
+            path.write_text(self.HEADER)
+        elif enabled:
+            self.rows = max(0, len(self._lines()) - 1)
+
+    def _lines(self) -> list[str]:
+        return self.path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+
+    def truncate(self, rows: int, step: int) -> int:
+        """Keep the first ``rows`` data rows, or, with ``rows`` < 0 (unknown), the rows of steps <= ``step``;
+        the file is replaced atomically. Returns how many rows were dropped."""
+        if not self.enabled:
+            return 0
+        lines = self._lines()
+        data = lines[1:]
+        if rows >= 0:
+            keep = data[:rows]
+        else:
+            keep = [ln for ln in data if ln.split(",", 1)[0].strip().isdigit() and int(ln.split(",", 1)[0]) <= step]
+        if keep and not keep[-1].endswith("\n"):  # a row torn by a kill
+            keep = keep[:-1]
+        dropped = len(data) - len(keep)
+        if dropped:
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text(self.HEADER + "".join(keep), encoding="utf-8")
+            os.replace(tmp, self.path)
+        self.rows = len(keep)
+        return dropped
 
     def write(self, step: int, minutes: float, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -221,6 +262,49 @@ class MetricsLog:
             w = csv.writer(f)
             for k, v in values.items():
                 w.writerow([step, f"{minutes:.3f}", split, k, f"{float(v):.6g}"])
+        self.rows += len(values)
+
+
+class OutInUseError(ValueError):
+    """Another process is training into the same OUT directory."""
+
+
+@contextlib.contextmanager
+def lock_out(out: Path) -> Iterator[None]:
+    """Hold OUT/.lock (an exclusive ``flock``) for a whole training run, with this process's pid in it.
+
+    A second run on the same OUT fails at once, naming the pid that holds the lock (two runs would otherwise
+    rename each other's checkpoints away and interleave metrics rows). The kernel releases a lock when its
+    process dies, so the lock of a killed run is simply taken over; the file itself stays."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one run per OUT is the user's job
+        yield
+        return
+    path = out / ".lock"
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise OutInUseError(
+                f"out: {out} is in use by pid {pid} (another sltalign train); wait for it to finish or choose another out="
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
+def _is_main_rank() -> bool:
+    """Whether this is the main process of a (possibly distributed) run, before accelerate is set up:
+    launchers (accelerate, torchrun) set RANK for every process."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def _rng_state() -> dict[str, Any]:
@@ -358,7 +442,30 @@ def phone_targets(head: PhoneCTCHead, utts: list[Utterance]) -> Callable[[list[s
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = None) -> dict[str, Any]:
-    """Train a connector as configured; returns the summary also written to OUT/summary.json."""
+    """Train a connector as configured; returns the summary also written to OUT/summary.json.
+
+    Before any model loads: OUT must be a directory or a new path, hub models must be reachable, and the main
+    process takes OUT/.lock and repairs checkpoint writes a kill interrupted (``checkpoint.recover_dir``)."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out: {out} exists and is not a directory; expected a directory (a new one, or a run to resume)")
+    if model is None:
+        check_hub_specs([cfg.model.speech_encoder, cfg.model.translator])
+    if not _is_main_rank():
+        return _train(cfg, progress=progress, model=model)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"out: cannot create {out}: {e.strerror or e}") from e
+    with lock_out(out):
+        for name in ("last", "best"):
+            for line in recover_dir(out / name):
+                log.warning("%s", line)
+        return _train(cfg, progress=progress, model=model)
+
+
+def _train(cfg: TrainConfig, *, progress: bool, model: AlignedST | None) -> dict[str, Any]:
+    """``train`` once OUT is locked and repaired."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     accelerator = Accelerator(
@@ -446,6 +553,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         if main:
             log.info("resuming from %s at stage %d step %d", last, state.stage, state.stage_step)
     metrics = MetricsLog(out / "metrics.csv", main)
+    # Rows logged after the state we start from (a kill came after them) would be logged again: drop them.
+    dropped = metrics.truncate(state.metrics_rows if resume else 0, state.global_step)
+    if dropped:
+        log.warning("%s: dropped %d rows logged after step %d, where this run resumes", metrics.path, dropped, state.global_step)
     device = accelerator.device
     model.to(device)
     t_start = time.perf_counter() - state.minutes * 60
@@ -458,6 +569,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, model: AlignedST | None = 
         objective RNG), so only the loop position and global RNG are kept then."""
         if not main:
             return
+        state.metrics_rows = metrics.rows
         trainer_state = {
             "loop": vars(state).copy(),
             "optimizer": None if stage_done else optimizer.state_dict(),
