@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd = args.command
         sub = args[cmd]
+        _check_hub_models(sub)
         if cmd == "data":
             return commands.data(sub.source, sub[sub.source])
         return getattr(commands, cmd)(sub)
@@ -212,6 +213,49 @@ def main(argv: list[str] | None = None) -> int:
         # Errors about the user's input: one clear line, no traceback.
         print(f"sltalign {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # The machine's refusals (a full disk, a file where a directory should be, permissions): one line
+        # naming the path, never a traceback.
+        print(f"sltalign {args.command}: error: {_os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def _check_hub_models(ns) -> None:
+    """Hub ids given as --asr/--mt fail at once without a network (one line), not after a minute of retries;
+    checkpoints' own models are checked where they load (checkpoint.build_model), train's in train()."""
+    from .hub import check_hub_specs
+
+    def walk(node) -> list:
+        if hasattr(node, "as_dict"):
+            node = node.as_dict()
+        found = []
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("asr", "mt") and isinstance(v, str):
+                    found.append(v)
+                elif isinstance(v, dict) or hasattr(v, "as_dict"):
+                    found.extend(walk(v))
+        return found
+
+    check_hub_specs(walk(ns))
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as '<path>: <what the system said>; <what was expected>' where it names a path."""
+    import errno
+
+    what = e.strerror or str(e) or type(e).__name__
+    path = e.filename if e.filename is not None else None
+    hint = {
+        errno.EEXIST: "expected a directory or a new path, not an existing file",
+        errno.ENOTDIR: "a path component is a file; expected a directory",
+        errno.ENOSPC: "free some space; the previous checkpoint, if any, is intact",
+        errno.EACCES: "check the permissions",
+    }.get(e.errno or -1)
+    if path is None:
+        return " ".join(str(e).split()) + (f"; {hint}" if hint else "")
+    return f"{path}: {what}" + (f"; {hint}" if hint else "")
+
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ dotted key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,7 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         names = {f.name: f for f in dataclasses.fields(tp)}
         unknown = set(value) - set(names)
         if unknown:
-            raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+            raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(map(str, unknown))}; known: {sorted(names)}")
         hints = typing.get_type_hints(tp)
         kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in value.items()}
         return tp(**kwargs)
@@ -199,25 +200,36 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _list_index(node: list, part: str, key: str, upto: str) -> int:
+    """The index ``part`` names in a list: an existing one, or a ConfigError naming the key. Overrides never
+    add list items (``stages.2.steps=3`` on a one-stage preset would otherwise insert default stages)."""
+    if not part.isdigit():
+        raise ConfigError(f"override {key}: {upto} is a list; expected an index 0..{len(node) - 1} there, got {part!r}")
+    idx = int(part)
+    if idx >= len(node):
+        have = f"indexes 0..{len(node) - 1}" if node else "no items"
+        raise ConfigError(
+            f"override {key}: {upto} has {have}; to add items give the whole list (e.g. stages=[{{...}}, {{...}}])"
+        )
+    return idx
+
+
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
     parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"override {key!r}: expected a dotted key such as data.batch_size (no empty parts)")
     node: Any = tree
     for i, p in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
         if isinstance(node, list):
-            idx = int(p)
-            while len(node) <= idx:
-                node.append({})
-            node = node[idx]
+            node = node[_list_index(node, p, key, ".".join(parts[:i]))]
         else:
             node = node.setdefault(p, {})
         if not isinstance(node, (dict, list)):
-            raise ConfigError(f"override {key}: {'.'.join(parts[: i + 1])} is not a mapping or list")
+            raise ConfigError(f"override {key}: {where} is not a mapping or list")
     last = parts[-1]
     if isinstance(node, list):
-        idx = int(last)
-        while len(node) <= idx:
-            node.append({})
-        node[idx] = value
+        node[_list_index(node, last, key, ".".join(parts[:-1]))] = value
     else:
         node[last] = value
 
@@ -246,8 +258,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value (e.g. data.batch_size=16)")
         key, raw = item.split("=", 1)
-        _set_dotted(merged, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
-    merged["stages"] = [_merge(to_dict(StageConfig()), s if isinstance(s, dict) else {}) for s in merged.get("stages", [])]
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            detail = " ".join(str(e).split())
+            raise ConfigError(f"override {key.strip()}: the value {raw!r} is not valid YAML ({detail})") from e
+        _set_dotted(merged, key.strip(), value)
+    stages = merged.get("stages", [])
+    if not isinstance(stages, list):
+        raise ConfigError(f"stages: expected a list of stage mappings, got {stages!r}")
+    for i, st in enumerate(stages):
+        if not isinstance(st, dict):
+            raise ConfigError(f"stages.{i}: expected a mapping (name, steps, lr, ...), got {st!r}")
+    merged["stages"] = [_merge(to_dict(StageConfig()), st) for st in stages]
     cfg = _check(merged, TrainConfig, "")
     validate(cfg)
     return cfg
@@ -263,7 +286,72 @@ def _merge(base: dict, new: dict) -> dict:
     return out
 
 
+def _check_finite(node: Any, where: str) -> None:
+    """Every float in the config must be finite: NaN passes every ``<``/``>`` check and breaks later."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            _check_finite(getattr(node, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, f"{where}.{i}")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{where}: expected a finite number, got {node}")
+
+
+# (key, smallest allowed value, what 0 means if it is allowed): integers checked before any model loads
+_INT_BOUNDS = (
+    ("log_every", 1, None),
+    ("eval_every", 0, "never evaluate periodically"),
+    ("save_every", 0, "save OUT/last only at stage ends"),
+    ("grad_accum", 1, None),
+    ("patience", 0, "never stop early"),
+    ("eval_beam", 1, None),
+    ("decode_beam", 1, None),
+    ("max_len", 1, None),
+    ("kd_top_k", 1, None),
+    ("ctc_sampled_vocab", 0, "the full vocabulary"),
+    ("num_threads", 0, "torch's default"),
+    ("data.batch_size", 1, None),
+    ("data.max_frames", 1, None),
+    ("data.max_dev", 0, "all"),
+)
+# (key, smallest allowed value, whether the bound itself is allowed)
+_FLOAT_BOUNDS = (
+    ("time_budget_minutes", 0.0, True),
+    ("grad_clip", 0.0, True),
+    ("weight_decay", 0.0, True),
+    ("label_smoothing", 0.0, True),
+    ("kd_temperature", 0.0, False),
+    ("model.compression_temperature", 0.0, False),
+    ("data.min_duration", 0.0, True),
+    ("data.max_duration", 0.0, False),
+)
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 def validate(cfg: TrainConfig) -> None:
+    _check_finite(cfg, "")
+    for key, low, zero in _INT_BOUNDS:
+        v = _get(cfg, key)
+        if v < low:
+            meaning = f" (0: {zero})" if zero else ""
+            raise ConfigError(f"{key}: expected an integer >= {low}{meaning}, got {v}")
+    for key, low, inclusive in _FLOAT_BOUNDS:
+        v = _get(cfg, key)
+        if v < low or (v == low and not inclusive):
+            raise ConfigError(f"{key}: expected a number {'>=' if inclusive else '>'} {low:g}, got {v}")
+    if not cfg.label_smoothing < 1:
+        raise ConfigError(f"label_smoothing: expected a number in [0, 1), got {cfg.label_smoothing}")
+    if cfg.data.min_duration >= cfg.data.max_duration:
+        raise ConfigError(f"data.min_duration: expected less than data.max_duration ({cfg.data.max_duration}), got {cfg.data.min_duration}")
     m = cfg.model
     if m.encoder_mode not in ("trim", "pad30"):
         raise ConfigError(f"model.encoder_mode: expected 'trim' or 'pad30', got {m.encoder_mode!r}")
@@ -280,6 +368,11 @@ def validate(cfg: TrainConfig) -> None:
     for i, s in enumerate(cfg.stages):
         if s.steps < 0 or s.lr <= 0 or s.warmup < 0:
             raise ConfigError(f"stages.{i}: steps >= 0, lr > 0 and warmup >= 0 expected, got {s}")
+        if s.max_minutes < 0:
+            raise ConfigError(f"stages.{i}.max_minutes: expected a number of minutes >= 0 (0: no limit), got {s.max_minutes}")
+        bad_weights = {k: w for k, w in s.objectives.items() if w < 0}
+        if bad_weights:
+            raise ConfigError(f"stages.{i}.objectives: expected weights >= 0, got {bad_weights}")
         if s.time_decay and not (s.max_minutes > 0 or cfg.time_budget_minutes > 0):
             raise ConfigError(f"stages.{i}.time_decay: needs a time limit (stages.{i}.max_minutes or time_budget_minutes)")
         unknown = set(s.objectives) - {"ce", "ctc", "kd"}
