@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 # espeak-ng: TTS CLI fallback; pocketsphinx-testdata, asterisk-core-sounds-en-wav: real English speech for tests; trans-de-en: English
-# sentences for the synthetic corpus; libsndfile1: audio I/O; flite, festival: more TTS voices.
+# sentences for the synthetic corpus; libsndfile1: audio I/O; flite, festival: more TTS voices; chromium, chromium-driver:
+# the headless browser that tests the server's web page.
 apt_need=""
-for p in espeak-ng pocketsphinx-testdata asterisk-core-sounds-en-wav trans-de-en libsndfile1 flite festival festvox-kallpc16k; do
+for p in espeak-ng pocketsphinx-testdata asterisk-core-sounds-en-wav trans-de-en libsndfile1 flite festival festvox-kallpc16k chromium chromium-driver; do
   dpkg -s "$p" >/dev/null 2>&1 || apt_need="$apt_need $p"
 done
 if [ -n "$apt_need" ]; then
@@ -19,5 +20,5 @@ if [ -n "$apt_need" ]; then
   $SUDO apt-get install -y -qq --no-install-recommends $apt_need
 fi
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[offline,dev,voices]"
+$PY -m pip install -q -e ".[offline,dev,voices,server]"
 $PY -c "import torch, sltalign; print('sltalign', sltalign.__version__, 'torch', torch.__version__)"

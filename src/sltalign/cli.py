@@ -146,6 +146,24 @@ def _parser() -> ArgumentParser:
     info.add_argument("--model", type=str, required=True, help="connector checkpoint directory")
     info.add_argument("--json", action="store_true", help="print the config summary as JSON only (no model card)")
     sub.add_subcommand("info", info, help="describe a checkpoint")
+
+    sv = ArgumentParser(description="Serve a connector over HTTP: POST /v1/audio/translations (OpenAI-compatible: json, text, "
+                                    "srt, vtt, verbose_json), GET /health, and a web page at / (upload or record, "
+                                    "segments, SRT/VTT downloads). Needs the server extra: pip install 'sltalign[server]'.")
+    sv.add_argument("--model", type=str, required=True, help="connector checkpoint directory (loaded once)")
+    sv.add_argument("--host", type=str, default="127.0.0.1",
+                    help="address to bind (default: this machine only; 0.0.0.0 exposes it to the network)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port")
+    sv.add_argument("--language", type=str | None, default=None,
+                    help="the model's target language code, where the checkpoint's translator name does not say it")
+    sv.add_argument("--max_upload_mb", type=float, default=25.0, help="largest upload accepted (MB; OpenAI's limit is 25)")
+    sv.add_argument("--max_seconds", type=float, default=600.0, help="longest audio accepted per request (s)")
+    sv.add_argument("--max_queue", type=int, default=32, help="requests that may wait for the model; more get 503")
+    sv.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's)")
+    sv.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
+    sv.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
+    _add_compute_flags(sv)
+    sub.add_subcommand("serve", sv, help="OpenAI-compatible HTTP server and web page")
     return p
 
 

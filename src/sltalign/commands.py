@@ -235,3 +235,23 @@ def info(args: Any) -> int:
     cfg = read_config(args.model)
     print(json.dumps({k: cfg.get(k) for k in ("speech_encoder", "translator", "connector", "arrangement", "prompt", "ctc", "compression", "parameters")}, indent=2))
     return 0
+
+
+def serve(args: Any) -> int:
+    from .serve import _require_server_extra, serve as run
+
+    try:
+        _require_server_extra()
+    except ImportError as e:
+        raise ValueError(str(e)) from None  # a missing extra is the user's to fix: one line
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port: expected 1-65535, got {args.port}")
+    if args.max_queue < 0 or args.max_upload_mb <= 0 or args.max_seconds <= 0:
+        raise ValueError("--max_queue must be >= 0, --max_upload_mb and --max_seconds > 0")
+    _apply_threads(args)
+    decoding = _decoding_overrides(args)
+    if args.beam is not None:
+        decoding["beam"] = args.beam
+    run(args.model, host=args.host, port=args.port, device=args.device, language=args.language, max_upload_mb=args.max_upload_mb,
+        max_seconds=args.max_seconds, max_queue=args.max_queue, **decoding)
+    return 0
