@@ -220,3 +220,87 @@ def test_mono_float32_accepts_tensors_and_empty() -> None:
     out = mono_float32(torch.tensor([0.5, -0.25], dtype=torch.float64))
     assert out.dtype == np.float32 and out.tolist() == [0.5, -0.25]
     assert mono_float32(np.zeros(0, np.float32)).shape == (0,)
+
+
+# --- suspicious input: flagged, with a defined result (cases 1-3 of the fault campaign) ------------------
+
+
+def test_truncated_wav_data_chunk_is_flagged(tmp_path):
+    """Case 1: a WAV cut to a third with its header intact was read (and translated) in part without a word."""
+    from sltalign.audio import AudioWarning
+
+    write_wav(tmp_path / "whole.wav", _sine(3.0, 16000), 16000)
+    data = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 3])
+    with pytest.warns(AudioWarning, match=r"cut.wav: the WAV header declares 3.00 s of audio but the file holds 1.00 s"):
+        wav = load_audio(tmp_path / "cut.wav")
+    assert 0.9 * 16000 < len(wav) < 1.01 * 16000  # what is there is read
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a whole file is not flagged
+        load_audio(tmp_path / "whole.wav")
+
+
+def test_float_samples_beyond_full_scale_are_clipped_with_a_warning(tmp_path):
+    """Case 2: a float WAV peaking at 3.0 was passed on unclipped although the loader documents [-1, 1]."""
+    from sltalign.audio import AudioWarning
+
+    loud = 3.0 * _sine(1.0, 16000) / 0.5
+    sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
+    with pytest.warns(AudioWarning, match=r"loud.wav: float samples reach 3, beyond \[-1, 1\]"):
+        wav = load_audio(tmp_path / "loud.wav")
+    assert wav.max() == 1.0 and wav.min() == -1.0
+    with pytest.warns(AudioWarning, match="waveform: float samples reach 3.2e\\+04.*divide by 32768"):
+        arr = as_waveform(np.full(1600, 32000.0, dtype=np.float32), 16000)
+    assert arr.max() <= 1.0
+    # resampled full-scale audio stays in range (soxr overshoots slightly), without a warning
+    sq = np.sign(_sine(1.0, 44100) + 1e-9).astype(np.float32)
+    sf.write(tmp_path / "square.wav", sq, 44100, subtype="FLOAT")
+    out = load_audio(tmp_path / "square.wav")
+    assert out.max() <= 1.0 and out.min() >= -1.0
+
+
+def test_zero_byte_file_is_an_empty_clip(tmp_path):
+    """Case 3: a 0-byte file raised a decoder's message; now duration 0 and a clear error naming it."""
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert duration_of(tmp_path / "empty.wav") == 0.0
+    with pytest.raises(AudioError, match=r"empty.wav: the file is empty \(0 bytes\)"):
+        load_audio(tmp_path / "empty.wav")
+
+
+# --- property: any bytes are audio, an AudioError, or nothing else ------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _riff(payload: bytes, declared: int) -> bytes:
+    import struct
+
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 16000, 32000, 2, 16)
+    return b"RIFF" + struct.pack("<I", 36 + len(payload)) + b"WAVE" + fmt + b"data" + struct.pack("<I", declared) + payload
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.one_of(
+        st.binary(max_size=600),
+        st.builds(_riff, st.binary(max_size=400), st.integers(0, 2**32 - 1)),
+    ),
+    suffix=st.sampled_from([".wav", ".flac", ".mp3", ".raw", ".bin"]),
+    offset=st.floats(0, 1, allow_nan=False),
+)
+def test_any_bytes_load_or_raise_audio_error(tmp_path, data, suffix, offset):
+    import warnings
+
+    p = tmp_path / f"x{suffix}"
+    p.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            wav = load_audio(p, offset=offset)
+        except AudioError:
+            return
+    assert wav.dtype == np.float32 and wav.ndim == 1 and len(wav) > 0
+    assert np.all(np.isfinite(wav)) and np.abs(wav).max() <= 1.0

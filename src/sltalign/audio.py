@@ -14,14 +14,20 @@ Decoders, tried in order:
 
 Resampling is soxr (high quality); channels are averaged. Errors on bad input are ``AudioError``
 (a ``ValueError``) naming the file and what was expected; a missing file raises ``AudioFileNotFoundError``,
-which is both a ``ValueError`` and a ``FileNotFoundError``.
+which is both a ``ValueError`` and a ``FileNotFoundError``; an empty (0-byte) file is an ``AudioError`` too.
+
+Suspicious input that still has a defined reading is read with an ``AudioWarning`` (a ``UserWarning``) naming
+the file: a WAV whose data chunk declares more audio than the file holds (a cut-off copy or download: what is
+there is read), and float samples beyond [-1, 1] (clipped to [-1, 1], the range every loader returns).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import struct
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioError",
     "AudioFileNotFoundError",
+    "AudioWarning",
     "load_audio",
     "as_waveform",
     "resample",
@@ -63,6 +70,10 @@ class AudioFileNotFoundError(AudioError, FileNotFoundError):
     """The audio file does not exist (catchable as ValueError or FileNotFoundError)."""
 
 
+class AudioWarning(UserWarning):
+    """Audio read with a defined result that may not be what its owner meant (truncated, clipped)."""
+
+
 # ---------------------------------------------------------------------------------------------------
 # public API
 
@@ -89,6 +100,9 @@ def load_audio(
         raise AudioFileNotFoundError(f"audio file not found: {p}")
     if not p.is_file():
         raise AudioError(f"audio path is not a file: {p}")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p}: the file is empty (0 bytes); expected an audio file")
+    _warn_if_wav_truncated(p)
     if p.suffix.lower() in RAW_SUFFIXES:
         try:
             wav, sr = _read_soundfile(p, offset, duration, raw=True)
@@ -107,8 +121,11 @@ def load_audio(
                 ) from None
     if wav.size == 0:
         raise AudioError(f"{p}: no samples in the requested span (offset {offset} s, duration {duration} s)")
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(f"{p}: contains NaN or infinite samples; expected finite float samples in [-1, 1]")
+    wav = _clip_with_warning(wav, str(p))
     n_out = _output_length(len(wav), sr, sample_rate, duration)
-    return _fit(resample(wav, sr, sample_rate), n_out)
+    return _clip(_fit(resample(wav, sr, sample_rate), n_out))
 
 
 def as_waveform(x: Any, sample_rate: int, *, target_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -140,7 +157,8 @@ def as_waveform(x: Any, sample_rate: int, *, target_rate: int = SAMPLE_RATE) -> 
         raise AudioError("waveform: contains NaN or infinite samples")
     if sample_rate <= 0 or target_rate <= 0:
         raise AudioError(f"waveform: sample rates must be positive, got {sample_rate} -> {target_rate}")
-    return resample(np.ascontiguousarray(arr, dtype=np.float32), sample_rate, target_rate)
+    arr = _clip_with_warning(np.ascontiguousarray(arr, dtype=np.float32), "waveform")
+    return _clip(resample(arr, sample_rate, target_rate))
 
 
 def mono_float32(x: Any, name: str = "wav") -> np.ndarray:
@@ -209,7 +227,7 @@ def duration_of(path: str | os.PathLike) -> float:
     p = Path(path).expanduser()
     if not p.exists():
         raise AudioFileNotFoundError(f"audio file not found: {p}")
-    if p.suffix.lower() in RAW_SUFFIXES:
+    if p.suffix.lower() in RAW_SUFFIXES or (p.is_file() and p.stat().st_size == 0):  # 0 bytes: an empty clip
         return p.stat().st_size / (2 * RAW_SAMPLE_RATE)
     try:
         info = sf.info(str(p))
@@ -229,6 +247,74 @@ def duration_of(path: str | os.PathLike) -> float:
 
 class _Unsupported(Exception):
     """This decoder cannot open the file (another one may)."""
+
+
+def _clip(wav: np.ndarray) -> np.ndarray:
+    """Keep [-1, 1] after resampling (a filter may overshoot a full-scale signal slightly), silently."""
+    if wav.size and (wav.max() > 1.0 or wav.min() < -1.0):
+        return np.clip(wav, -1.0, 1.0)
+    return wav
+
+
+def _clip_with_warning(wav: np.ndarray, name: str) -> np.ndarray:
+    """Float samples beyond [-1, 1] (a float WAV written without normalising, or PCM values passed as floats):
+    clipped to [-1, 1], with a warning giving the peak, since the models expect that range."""
+    if not wav.size:
+        return wav
+    peak = float(np.max(np.abs(wav)))
+    if peak > 1.0:
+        over = float(np.mean(np.abs(wav) > 1.0))
+        warnings.warn(
+            f"{name}: float samples reach {peak:.4g}, beyond [-1, 1] ({over:.1%} of them); clipped to [-1, 1]"
+            + (" (integer PCM values given as floats? divide by 32768)" if peak > 256 else ""),
+            AudioWarning,
+            stacklevel=3,
+        )
+        return np.clip(wav, -1.0, 1.0)
+    return wav
+
+
+def _warn_if_wav_truncated(p: Path) -> None:
+    """Warn when a RIFF/WAVE file's data chunk declares more bytes than the file holds after it.
+
+    libsndfile reads what is there without a word, so a copy or download cut short would be translated in
+    part, silently. Sizes 0 and 0xFFFFFFFF are what streaming writers leave when the length is not known
+    yet; those are not flagged."""
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            pos, block_align, rate = 12, 0, 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return
+                cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(min(csize, 16))
+                    if len(fmt) >= 14:
+                        _, _, rate, _, block_align = struct.unpack("<HHIIH", fmt[:14])
+                elif cid == b"data":
+                    have = size - (pos + 8)
+                    if csize in (0, 0xFFFFFFFF) or csize <= have:
+                        return
+                    if block_align and rate:
+                        declared, held = csize / block_align / rate, have / block_align / rate
+                        amount = f"{declared:.2f} s of audio but the file holds {held:.2f} s"
+                    else:
+                        amount = f"{csize} bytes of audio but the file holds {have}"
+                    warnings.warn(
+                        f"{p}: the WAV header declares {amount} (truncated copy or download?); reading what is there",
+                        AudioWarning,
+                        stacklevel=3,
+                    )
+                    return
+                pos += 8 + csize + (csize & 1)  # chunks are padded to an even size
+    except OSError:
+        return  # the decoders report unreadable files themselves
 
 
 def _check_request(p: Path, offset: float, duration: float | None, sample_rate: int) -> None:

@@ -127,3 +127,77 @@ def test_write_is_atomic(corpus, monkeypatch):
     assert sorted(p.name for p in corpus.iterdir()) == ["audio", "m.jsonl"]  # no temporary left behind
     with pytest.raises(ValueError, match="duplicate id 'u1'"):
         write_manifest(path, good * 2)
+
+
+def test_non_utf8_line_is_named_with_its_number(corpus):
+    """Case 7: a Latin-1 manifest said "'utf-8' codec can't decode byte 0xe1 ..." without the file's name."""
+    m = corpus / "latin1.jsonl"
+    m.write_bytes((_line(id="u1") + "\n").encode() + b'{"id": "u2", "audio": "audio/a.wav", "duration": 1.5, "translation": "ol\xe1"}\n')
+    with pytest.raises(ManifestError, match=rf"{m}:2: not valid UTF-8 \(byte 0xe1 .*\); expected UTF-8 text"):
+        read_manifest(m)
+    bom = corpus / "bom.jsonl"  # a byte-order mark (Windows editors) is not an error
+    bom.write_bytes(b"\xef\xbb\xbf" + (_line() + "\n").encode())
+    assert [u.id for u in read_manifest(bom)] == ["u1"]
+
+
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        ({"id": "u1", "audio": "a\u0000b.wav", "duration": 1.0, "translation": "x"}, "field 'audio': expected a file path"),
+        ({"id": "u1", "audio": "\ud800.wav", "duration": 1.0, "translation": "x"}, "field 'audio': expected a file path"),
+        ({"id": "u1", "audio": "audio/a.wav", "duration": 10**400, "translation": "x"}, "too large"),
+    ],
+)
+def test_unrepresentable_values_are_manifest_errors(corpus, record, expected):
+    m = corpus / "odd.jsonl"
+    m.write_text(json.dumps(record) + "\n")
+    with pytest.raises(ManifestError, match=expected):
+        read_manifest(m)
+
+
+# --- property: any bytes, any JSON: utterances or a ManifestError, nothing else ----------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_fieldish = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.text(max_size=6), _json),
+        "audio": st.one_of(st.sampled_from(["audio/a.wav", "~nobody-here/x.wav", "/"]), st.text(max_size=8), _json),
+        "duration": st.one_of(st.floats(), st.integers(), _json),
+        "offset": st.one_of(st.floats(), st.integers(), _json),
+        "transcript": st.one_of(st.text(max_size=8), _json),
+        "translation": st.one_of(st.text(max_size=8), _json),
+        "translation_source": st.one_of(st.sampled_from(["human", "mt:x", "bad"]), _json),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300))
+def test_any_bytes_give_utterances_or_a_manifest_error(corpus, data):
+    m = corpus / "fuzz.jsonl"
+    m.write_bytes(data)
+    try:
+        utts = read_manifest(m)
+    except ManifestError:
+        return
+    assert utts and all(isinstance(u, Utterance) for u in utts)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(st.one_of(_fieldish, _json), min_size=1, max_size=4), check_audio=st.booleans())
+def test_any_json_lines_give_utterances_or_a_manifest_error(corpus, records, check_audio):
+    m = corpus / "fuzz.jsonl"
+    m.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8", errors="surrogatepass")
+    try:
+        utts = read_manifest(m, check_audio=check_audio)
+    except ManifestError:
+        return
+    assert len(utts) == len(records)

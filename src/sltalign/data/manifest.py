@@ -123,20 +123,35 @@ def read_manifest(
     utts: list[Utterance] = []
     seen: dict[str, int] = {}
     missing_audio: dict[str, bool] = {}
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with p.open("rb") as f:  # bytes: a line that is not UTF-8 is reported with its number, not the file's
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{p}:{lineno}"
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors)
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(
+                    f"{where}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line); "
+                    "expected UTF-8 text (re-save the manifest as UTF-8)"
+                )
+                if len(problems) > _MAX_REPORTED:
+                    break
+                continue
             if not line.strip():
                 continue
-            where = f"{p}:{lineno}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 problems.append(f"{where}: not valid JSON ({err.msg} at column {err.colno})")
                 continue
+            except RecursionError:
+                problems.append(f"{where}: not valid JSON (nested too deeply)")
+                continue
             errs, utt = _parse_record(record, base, require)
             if utt is not None and check_audio:
                 if utt.audio not in missing_audio:
-                    missing_audio[utt.audio] = not Path(utt.audio).is_file()
+                    missing_audio[utt.audio] = not _is_file(utt.audio)
                 if missing_audio[utt.audio]:
                     errs.append(f"field 'audio': file not found: {utt.audio}")
             if utt is not None:
@@ -195,6 +210,14 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _is_file(path: str) -> bool:
+    """``Path.is_file`` for a path read from a manifest: names the OS cannot even represent are not files."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _relative_if_below(audio: str, base: Path) -> str:
     a = Path(audio)
     if not a.is_absolute():
@@ -228,15 +251,26 @@ def _parse_record(record: Any, base: Path, require: Sequence[str]) -> tuple[list
             errs.append(f"field {name!r}: expected a number of seconds, got {type(record[name]).__name__} {record[name]!r}")
     if errs:
         return errs, None
-    audio = Path(record["audio"]).expanduser()
+    audio_text = record["audio"]
+    if "\0" in audio_text or any(0xD800 <= ord(c) <= 0xDFFF for c in audio_text):
+        return [f"field 'audio': expected a file path, got {audio_text!r} (a NUL or an unpaired surrogate)"], None
+    try:
+        audio = Path(audio_text).expanduser()
+    except RuntimeError:  # "~user/..." for a user this system does not know
+        audio = Path(audio_text)
     if not audio.is_absolute():
         audio = base / audio
+    try:
+        duration = float(record["duration"])
+        offset = float(record.get("offset") or 0.0)
+    except OverflowError:
+        return ["field 'duration'/'offset': expected a number of seconds, got an integer too large for a float"], None
     try:
         utt = Utterance(
             id=record["id"],
             audio=str(audio),
-            duration=float(record["duration"]),
-            offset=float(record.get("offset") or 0.0),
+            duration=duration,
+            offset=offset,
             transcript=record.get("transcript"),
             translation=record.get("translation"),
             translation_source=record.get("translation_source"),
