@@ -61,8 +61,10 @@ def _parser() -> ArgumentParser:
     synth.add_argument("--long_fraction", type=float, default=0.1, help="share of clips made of several sentences (20-40 s)")
     synth.add_argument("--train_long_fraction", type=float | None, default=None,
                        help="the train split's own share of long clips (default: --long_fraction)")
-    synth.add_argument("--backend", type=str, default="espeak", help="TTS: espeak, espeak-cli, flite or festival")
-    synth.add_argument("--voices", type=list[str] | None, default=None, help="the backend's voice names (default: all its English voices)")
+    synth.add_argument("--backend", type=str, default="espeak",
+                       help="TTS: espeak, espeak-cli, flite, festival, or the voices extra's hibari, piper, kokoro")
+    synth.add_argument("--voices", type=list[str] | None, default=None,
+                       help="the backend's voice names (default: all its English voices; piper: joe or a .onnx path; kokoro: style names or a .npz)")
     synth.add_argument("--train_backends", type=dict[str, float] | None, default=None,
                        help="training clips' backends drawn with these weights, e.g. '{espeak: 0.5, flite: 0.5}' (dev/test: --backend)")
     synth.add_argument("--noise_snr_db", type=tuple[float, float] | None, default=None,
@@ -75,6 +77,28 @@ def _parser() -> ArgumentParser:
     synth.add_argument("--mt_splits", type=list[str], default=["train", "dev", "test"],
                        help="splits that get MT targets (a CTC-only recipe needs none in train)")
     synth.add_argument("--workers", type=int, default=2)
+    synth.add_argument("--train_voices", type=dict[str, list[str]] | None, default=None,
+                       help="voices of --train_backends' backends, e.g. '{piper: [/v/en_GB-alan.onnx], kokoro: [jm_kumo, jf_nezumi]}'")
+    synth.add_argument("--speed_range", type=tuple[float, float], default=(0.85, 1.15),
+                       help="speaking speed of the neural voices (hibari, piper, kokoro), drawn per clip")
+    # the channel: each step's share of clips (0: off) in --augment_splits, and its range
+    synth.add_argument("--speed_perturb_prob", type=float, default=0.0, help="share of clips sped up / slowed down (tempo and pitch)")
+    synth.add_argument("--speed_perturb_range", type=tuple[float, float], default=(0.9, 1.1))
+    synth.add_argument("--pitch_shift_prob", type=float, default=0.0, help="share of clips pitch-shifted, tempo kept")
+    synth.add_argument("--pitch_shift_range", type=tuple[float, float], default=(-3.0, 3.0), help="semitones")
+    synth.add_argument("--rir_prob", type=float, default=0.0,
+                       help="share of clips in a simulated shoebox room (image-source reflections + tail, RT60 0.2-0.7 s)")
+    synth.add_argument("--babble_prob", type=float, default=0.0, help="share of clips with babble of other synthetic talkers")
+    synth.add_argument("--babble_snr_db", type=tuple[float, float], default=(5.0, 20.0))
+    synth.add_argument("--babble_talkers", type=tuple[int, int], default=(3, 6))
+    synth.add_argument("--telephone_prob", type=float, default=0.0,
+                       help="share of clips through a telephone channel (8 kHz, 300-3400 Hz, G.711 mu-law or GSM 06.10)")
+    synth.add_argument("--codec_prob", type=float, default=0.0, help="share of clips through an MP3 or Opus round trip")
+    synth.add_argument("--level_prob", type=float, default=0.0, help="share of clips made quieter")
+    synth.add_argument("--level_db_range", type=tuple[float, float], default=(-30.0, 0.0))
+    synth.add_argument("--silence_prob", type=float, default=0.0,
+                       help="share of clips with leading/trailing silence holding room tone, breaths and clicks")
+    synth.add_argument("--silence_range", type=tuple[float, float], default=(0.1, 1.0), help="seconds at each end")
     dsub.add_subcommand("synth", synth)
     # How2 is usually prepared as Kaldi data dirs: `data how2` is `data kaldi` under the corpus's name.
     dsub.add_subcommand("kaldi", _kaldi_parser())
