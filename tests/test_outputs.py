@@ -175,9 +175,11 @@ def clips(tmp_path_factory) -> Path:
     return root
 
 
-def test_translate_writes_every_format_per_input(st, clips, tmp_path, capsys):
+def test_translate_writes_every_format_per_input(st, clips, tmp_path, capsys, caplog):
     ckpt = str(st.checkpoint)
-    assert main(["translate", "--model", ckpt, *sorted(str(p) for p in clips.glob("*.wav"))]) == 0
+    with caplog.at_level("INFO", logger="sltalign"):  # -v after the subcommand: load and compute timings logged
+        assert main(["translate", "--model", ckpt, *sorted(str(p) for p in clips.glob("*.wav")), "-v"]) == 0
+    assert any(m.startswith("loaded ") for m in caplog.messages) and any("model " in m and "load " in m for m in caplog.messages)
     lines = capsys.readouterr().out.strip("\n").split("\n")  # today's stdout behaviour: one line per input
     assert len(lines) == 3
     out = tmp_path / "subs"

@@ -5,7 +5,7 @@ stays, and one "line" of a long run grew to 145,880 characters. So:
 
 - ``TQDM_DISABLE`` set (to anything but 0/false/empty) or ``set_mode("off")`` (``sltalign -q``): no progress;
 - ``set_mode("bar")`` (``sltalign --progress``) or stderr a terminal: a tqdm bar;
-- otherwise: a plain line at most every ``LINE_SECONDS`` (and at the end), through ``logging`` at INFO.
+- otherwise: a plain line on stderr at most every ``LINE_SECONDS``, and one at the end.
 
 ``progress_bar(iterable, desc=..., total=..., unit=...)`` returns an object with tqdm's everyday interface
 (iterate, ``update``, ``set_postfix``, ``close``, a context manager) whichever of the three it is.
@@ -13,14 +13,11 @@ stays, and one "line" of a long run grew to 145,880 characters. So:
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
-
-log = logging.getLogger("sltalign.progress")
 
 #: seconds between plain progress lines when stderr is not a terminal
 LINE_SECONDS = 30.0
@@ -67,7 +64,9 @@ class LineProgress:
         pct = f" ({100.0 * self.n / self.total:.0f}%)" if self.total else ""
         of = f"/{self.total:g}" if self.total else ""
         post = f" [{self.postfix}]" if self.postfix else ""
-        log.info("%s: %g%s %s%s in %.0f s%s", self.desc or "progress", self.n, of, self.unit, pct, time.monotonic() - self.t0, post)
+        # straight to stderr, not through logging: progress should show at the default level, and -q turns it off
+        print(f"{self.desc or 'progress'}: {self.n:g}{of} {self.unit}{pct} in {time.monotonic() - self.t0:.0f} s{post}",
+              file=sys.stderr, flush=True)
         self.last = time.monotonic()
 
     def update(self, n: float = 1) -> None:
@@ -118,7 +117,8 @@ def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kw
     if mode == "bar":
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, disable=False, dynamic_ncols=True, **kwargs)
+        kwargs.setdefault("dynamic_ncols", True)
+        return tqdm(iterable, disable=False, **kwargs)
     if mode == "lines":
         return LineProgress(iterable, **kwargs)
     return _Silent(iterable, **kwargs)

@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .audio import load_audio
 from .data.manifest import Utterance
+from .progress import progress_bar
 
 
 def load_utterances(utts: Sequence[Utterance], *, progress: bool = False) -> list[np.ndarray]:
@@ -21,7 +21,7 @@ def load_utterances(utts: Sequence[Utterance], *, progress: bool = False) -> lis
     reads it for training (a segment that starts at 0 is still only its duration, not the whole file)."""
     return [
         load_audio(u.audio, offset=u.offset, duration=u.duration)
-        for u in tqdm(utts, desc="load audio", unit="clip", disable=not progress)
+        for u in progress_bar(utts, desc="load audio", unit="clip", enabled=progress)
     ]
 
 

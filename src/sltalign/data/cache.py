@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from sltalign.audio import load_audio
+from sltalign.progress import progress_bar
 
 try:  # POSIX advisory locks; elsewhere a single writer per cache is the user's job
     import fcntl
@@ -592,7 +592,8 @@ class EncoderCache:
             ]
 
         audio_seconds = 0.0
-        bar = tqdm(total=len(order), unit="clip", desc="encoding", disable=not progress, dynamic_ncols=True)
+        # a bar on a terminal, a line every 30 s in a log, nothing with TQDM_DISABLE (sltalign.progress)
+        bar = progress_bar(total=len(order), unit="clip", desc="encoding", enabled=progress)
         with bar, ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(load, batches[0]) if batches else None
             for i, batch in enumerate(batches):
