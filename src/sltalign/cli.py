@@ -47,8 +47,8 @@ def _parser() -> ArgumentParser:
     demo.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
     sub.add_subcommand("demo", demo, help="offline end-to-end demo")
 
-    data = ArgumentParser(description="Build manifests.")
-    sub.add_subcommand("data", data, help="build manifests")  # jsonargparse: parents before their subcommands
+    data = ArgumentParser(description="Build manifests (JSONL: audio, duration, transcript, translation) from a source below.")
+    sub.add_subcommand("data", data, help="build manifests: synthesise speech or convert a corpus")  # jsonargparse: parents before their subcommands
     dsub = data.add_subcommands(dest="source")
     synth = ArgumentParser(description="Synthesise an English speech corpus with TTS; targets by the frozen MT or a parallel file.")
     synth.add_argument("--out", type=str, required=True)
@@ -99,32 +99,32 @@ def _parser() -> ArgumentParser:
     synth.add_argument("--silence_prob", type=float, default=0.0,
                        help="share of clips with leading/trailing silence holding room tone, breaths and clicks")
     synth.add_argument("--silence_range", type=tuple[float, float], default=(0.1, 1.0), help="seconds at each end")
-    dsub.add_subcommand("synth", synth)
+    dsub.add_subcommand("synth", synth, help="synthesise an English speech corpus with TTS voices (train/dev/test)")
     # How2 is usually prepared as Kaldi data dirs: `data how2` is `data kaldi` under the corpus's name.
-    dsub.add_subcommand("kaldi", _kaldi_parser())
-    dsub.add_subcommand("how2", _kaldi_parser())
+    dsub.add_subcommand("kaldi", _kaldi_parser(), help="a Kaldi-style data dir (wav.scp, segments, text files)")
+    dsub.add_subcommand("how2", _kaldi_parser(), help="How2, prepared as Kaldi data dirs (same as kaldi)")
     mustc = ArgumentParser(description="MuST-C split dir (wav/, txt/<split>.yaml, .en, .<tgt>).")
-    mustc.add_argument("split_dir", type=str)
-    mustc.add_argument("--out", type=str, required=True)
-    mustc.add_argument("--target_lang", type=str, default="pt")
-    dsub.add_subcommand("mustc", mustc)
+    mustc.add_argument("split_dir", type=str, help="the split directory (e.g. en-pt/data/dev)")
+    mustc.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
+    mustc.add_argument("--target_lang", type=str, default="pt", help="suffix of the target text file (.pt)")
+    dsub.add_subcommand("mustc", mustc, help="a MuST-C split (talks with segment YAML and text)")
     covost = ArgumentParser(description="CoVoST 2 TSV + clips dir.")
-    covost.add_argument("tsv", type=str)
-    covost.add_argument("--clips", type=str, required=True)
-    covost.add_argument("--out", type=str, required=True)
-    dsub.add_subcommand("covost", covost)
+    covost.add_argument("tsv", type=str, help="a CoVoST 2 split TSV (path, sentence, translation)")
+    covost.add_argument("--clips", type=str, required=True, help="the Common Voice clips directory")
+    covost.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
+    dsub.add_subcommand("covost", covost, help="CoVoST 2 (a TSV and its clips directory)")
     real = ArgumentParser(description="The project's small real-speech test set (human pt-BR references).")
-    real.add_argument("--out", type=str, required=True)
+    real.add_argument("--out", type=str, required=True, help="directory for the manifest and its audio")
     real.add_argument("--subsets", type=list[str] | None, default=None,
                       help="among librivox, cards, commands, digits, ivr (default: all)")
-    dsub.add_subcommand("realspeech", real)
+    dsub.add_subcommand("realspeech", real, help="the project's 96 real recordings with human pt-BR references")
     gt = ArgumentParser(description="English -> target pairs from installed gettext catalogs (software UI strings, human translations).")
     gt.add_argument("--out", type=str, required=True, help="directory for en.txt, <lang>.txt and sources.tsv")
-    gt.add_argument("--locale", type=str, default="pt_BR")
-    gt.add_argument("--root", type=str, default="/usr/share/locale")
+    gt.add_argument("--locale", type=str, default="pt_BR", help="the catalogs' locale directory name")
+    gt.add_argument("--root", type=str, default="/usr/share/locale", help="where the locale directories are")
     gt.add_argument("--domains", type=list[str] | None, default=None, help="only these catalogs (file stems)")
     gt.add_argument("--target_lang", type=str, default="pt", help="name of the target file: <target_lang>.txt")
-    dsub.add_subcommand("gettext", gt)
+    dsub.add_subcommand("gettext", gt, help="en/pt-BR text pairs from installed gettext catalogs (for data synth)")
 
     train = ArgumentParser(description="Train a connector. CONFIG is YAML (see configs/); overrides are dotted key=value.")
     train.add_argument("config", type=str)
@@ -199,10 +199,10 @@ def _add_compute_flags(q: ArgumentParser) -> None:
 
 def _kaldi_parser() -> ArgumentParser:
     q = ArgumentParser(description="Kaldi-style data dir (How2): wav.scp, optional segments, text files per language.")
-    q.add_argument("data_dir", type=str)
-    q.add_argument("--out", type=str, required=True)
-    q.add_argument("--source_text", type=str, default="text.en")
-    q.add_argument("--target_text", type=str, default="text.pt")
+    q.add_argument("data_dir", type=str, help="the data directory (wav.scp, optional segments, text files)")
+    q.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
+    q.add_argument("--source_text", type=str, default="text.en", help="file of English transcripts (utt-id text)")
+    q.add_argument("--target_text", type=str, default="text.pt", help="file of translations (utt-id text)")
     return q
 
 
