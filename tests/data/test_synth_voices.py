@@ -123,6 +123,21 @@ def test_train_backends_mix_the_neural_voices_deterministically():
 
 @needs_voices
 @pytest.mark.packaged
+def test_unusable_voices_fail_before_any_clip_is_rendered(tmp_path):
+    s = tmp_path / "en.txt"
+    s.write_text("\n".join(f"The old farmer bought a red bicycle on day {i}." for i in range(10)) + "\n")
+    bad = [({"backend": "hibari", "voices": ["emma"]}, "voices for hibari: only the packaged 'heart'"),
+           ({"train_backends": {"espeak": 1, "piper": 1}, "train_voices": {"piper": [str(tmp_path / "x.onnx")]}}, "piper voice: expected"),
+           ({"backend": "kokoro", "voices": ["af_nobody"]}, "kokoro voices: expected a name among")]
+    for kw, match in bad:
+        with pytest.raises(ValueError, match=match):
+            synthesize_corpus(SynthConfig(sentences=str(s), n_train=2, n_dev=1, n_test=1, long_fraction=0.0, workers=0, **kw),
+                              tmp_path / "c", progress=False)
+        assert not (tmp_path / "c" / "synth_config.json").exists()
+
+
+@needs_voices
+@pytest.mark.packaged
 def test_a_corpus_in_the_neural_voices_records_each_clip(tmp_path):
     """Two workers render hibari / piper / kokoro clips (one sentence each) with a channel; the clip records
     and DIR/<split>.clips.jsonl say backend, voice or blend, speed and channel; workers=0 gives the same bytes."""

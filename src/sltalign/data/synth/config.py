@@ -55,8 +55,9 @@ class SynthConfig:
     #: a synthetic room (exponentially decaying noise impulse response) for a ``reverb_prob`` share of clips
     reverb_prob: float = 0.0
     rt60_range: tuple[float, float] = (0.2, 0.7)
-    #: splits that get the noise and the room; the others are rendered exactly as with neither (same
-    #: voices, rates and audio), e.g. ("train",) to train on degraded audio and test on the clean set
+    #: splits that get the noise, the room and the rest of the channel; the others are rendered exactly as
+    #: with none of them (same voices, rates and audio), e.g. ("train",) to train on degraded audio and test
+    #: on the clean set
     augment_splits: tuple[str, ...] = SPLITS
     sample_rate: int = 16000
     #: processes rendering clips (0: in this process)
@@ -77,7 +78,8 @@ class SynthConfig:
     # --- the channel: per clip, each with its probability (0: off), in the splits of ``augment_splits``.
     # Applied in this order after the speech: speed, pitch, silence (with breaths and clicks), room
     # (``reverb_prob`` / ``rir_prob``), noise (``noise_snr_db``), babble, room tone, telephone, codec, level.
-    #: speed perturbation: resampled by a factor from ``speed_perturb_range`` (tempo and pitch together)
+    #: speed perturbation: resampled by a factor from ``speed_perturb_range`` (tempo and pitch together;
+    #: it changes a clip's length after the long clips were fitted to ``long_range``, by the factor)
     speed_perturb_prob: float = 0.0
     speed_perturb_range: tuple[float, float] = (0.9, 1.1)
     #: pitch shift by semitones from ``pitch_shift_range``, tempo kept (resampling + WSOLA)

@@ -32,7 +32,7 @@ import numpy as np
 from ...audio import resample, write_audio
 from ..manifest import Utterance, write_manifest
 from .augment import apply_channel
-from .backends import NEURAL, default_voices, make_backend
+from .backends import NEURAL, check_voices, default_voices, make_backend
 from .backends.kokoro import parse_blend
 from .config import NEW_DEFAULTS, SPLITS, SynthConfig
 from .plan import ClipPlan, plan_clips
@@ -242,6 +242,9 @@ def synthesize_corpus(
     out.mkdir(parents=True, exist_ok=True)
     # resolved now, in this process: a mix backend whose program is missing fails before any clip is rendered
     mix_names = {name: make_backend(name).name for name in (cfg.train_backends or {}) if (cfg.train_backends or {})[name] > 0}
+    check_voices(backend, voices)
+    for name, resolved in mix_names.items():
+        check_voices(resolved, (cfg.train_voices or {}).get(name) or default_voices(resolved))
     state = _fingerprint(cfg, backend, pool_sha)
     if mix_names:  # what renders the mixed clips (e.g. eSpeak's library or its program) decides their sound
         state["resolved_train_backends"] = mix_names

@@ -21,7 +21,7 @@ from .piper import PIPER_VOICES, PiperBackend
 
 __all__ = [
     "BACKENDS", "NEURAL", "DEFAULT_VOICES", "ENGLISH_VOICES", "ESPEAK_VARIANTS", "FLITE_VOICES", "FESTIVAL_VOICES",
-    "HIBARI_VOICES", "PIPER_VOICES", "KOKORO_VOICES", "default_voices", "make_backend", "CommandBackend", "ForkServer",
+    "HIBARI_VOICES", "PIPER_VOICES", "KOKORO_VOICES", "default_voices", "check_voices", "make_backend", "CommandBackend", "ForkServer",
     "EspeakLibrary", "EspeakCommand", "FliteCommand", "FestivalCommand", "HibariBackend", "PiperBackend", "KokoroBackend",
 ]
 
@@ -36,6 +36,22 @@ def default_voices(backend: str) -> tuple[str, ...]:
     """A resolved backend's voices when none are named (eSpeak: its 96 English variants; Kokoro: the style
     vectors its blends are drawn from)."""
     return _DEFAULT_VOICES.get(backend, DEFAULT_VOICES)
+
+
+def check_voices(backend: str, voices: tuple[str, ...] | list[str]) -> None:
+    """Fail now, with the field named, on a voice the resolved ``backend`` cannot speak in (what would
+    otherwise fail in a worker on its first clip). eSpeak, Flite and Festival voices are checked by their
+    programs when speaking."""
+    from .kokoro import expand_voices
+    from .piper import voice_files
+
+    if backend == "hibari" and set(voices) - set(HIBARI_VOICES):
+        raise ValueError(f"voices for hibari: only the packaged {HIBARI_VOICES[0]!r} works offline, got {list(voices)}")
+    if backend == "piper":
+        for v in voices:
+            voice_files(v)
+    if backend == "kokoro":
+        expand_voices(voices)
 
 
 def make_backend(name: str) -> Any:
