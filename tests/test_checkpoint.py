@@ -391,3 +391,65 @@ def test_piece_seconds_for_training_durations():
     assert piece_seconds_for(list(np.linspace(1, 30, 300))) == 30.0
     with pytest.raises(ValueError, match="no training durations"):
         piece_seconds_for([])
+
+
+def test_silence_noise_and_empty_files_give_empty_strings_with_warnings(model, tmp_path, monkeypatch):
+    """Case 3: 5 s of silence or noise gave '' without the warning the docstring promises; a 0-byte file raised
+    although the docstring says ''."""
+    import soundfile as sf
+
+    st = SpeechTranslator(model, beam=1, max_len=4)
+    sf.write(tmp_path / "silent.wav", np.zeros(5 * 16000, dtype=np.float32), 16000)
+    (tmp_path / "zero.wav").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = st.translate([str(tmp_path / "silent.wav"), str(tmp_path / "zero.wav"), np.full(8000, 1e-5, dtype=np.float32)])
+    assert out == ["", "", ""]
+    msgs = [str(x.message) for x in w]
+    assert any("silent.wav) has no audio to translate: it is silent (peak all zeros)" in m for m in msgs)
+    assert any("zero.wav) has no audio to translate" in m for m in msgs)
+    assert any("input 2 (array) has no audio to translate: it is silent (peak -100 dBFS)" in m for m in msgs)
+    # noise the model makes nothing of: '' with a warning (the tiny model's output is forced empty here)
+    monkeypatch.setattr(model, "translate_states", lambda states, mask, **kw: [""] * states.shape[0])
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 5 * 16000).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"input 0 \(array\): no speech was recognised \(noise\?\)"):
+        assert st.translate(noise) == ""
+
+
+def test_mixed_good_and_bad_inputs(model, tmp_path):
+    """Case 4: one bad file among good ones used to lose every translation; errors="skip" keeps the good ones."""
+    import soundfile as sf
+
+    st = SpeechTranslator(model, beam=1, max_len=4)
+    good = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for i, p in enumerate(good):
+        sf.write(p, speechlike(0.8, seed=20 + i), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really a wav file")
+    inputs = [str(good[0]), str(tmp_path / "bad.wav"), str(tmp_path / "missing.wav"), str(good[1])]
+    with pytest.raises(ValueError, match="bad.wav"):  # the default is still to raise
+        st.translate(inputs)
+    alone = st.translate([str(p) for p in good])
+    with pytest.warns(UserWarning, match=r"input 1 \(.*bad.wav\) skipped: cannot decode"):
+        out = st.translate(inputs, errors="skip")
+    assert out == [alone[0], None, None, alone[1]]
+    assert sorted(st.last_errors) == [1, 2] and "missing.wav" in st.last_errors[2]
+    segs = st.translate_segments(inputs, errors="skip")
+    assert segs[1] is None and segs[0].text == alone[0]
+    with pytest.raises(ValueError, match="errors: expected one of"):
+        st.translate(inputs, errors="ignore")
+
+
+def test_cli_translate_reports_each_bad_input_and_exits_non_zero(model, tmp_path, capsys):
+    import soundfile as sf
+
+    from sltalign.cli import main
+
+    ckpt = save_connector(model, tmp_path / "ckpt", decoding={"beam": 1, "max_len": 4, "length_penalty": 1.0})
+    sf.write(tmp_path / "a.wav", speechlike(0.8, seed=30), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really a wav file")
+    assert main(["translate", "--model", str(ckpt), str(tmp_path / "a.wav"), str(tmp_path / "bad.wav")]) == 1
+    cap = capsys.readouterr()
+    lines = cap.out.splitlines()
+    assert len(lines) == 2 and lines[0] == SpeechTranslator.from_pretrained(ckpt).translate(str(tmp_path / "a.wav")) and lines[1] == ""
+    named = [ln for ln in cap.err.splitlines() if "bad.wav" in ln]
+    assert len(named) == 1 and named[0].startswith("sltalign translate: error: cannot decode") and "Traceback" not in cap.err

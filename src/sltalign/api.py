@@ -11,7 +11,11 @@ Inputs are paths (any format ``sltalign.audio`` reads) or 1-D float arrays (16 k
 ``sampling_rate=``). Audio longer than
 ``max_piece_seconds`` (by default the speech encoder's window; a trained checkpoint stores the longest duration
 its connector was trained on) is split at pauses with Silero VAD and the pieces are translated in order.
-Empty or silent input gives the empty string (a defined result, with a warning), never a crash.
+Empty input (0 samples, a 0-byte file) and silent input (peak below ``SILENT_PEAK``, -60 dBFS) give the empty
+string with a warning, without running the model; input the model makes nothing of (noise) gives the empty
+string with a warning too. A bad input (unreadable, missing) raises by default (``errors="raise"``); with
+``errors="skip"`` every good input is translated and each bad one gives None and a warning naming it
+(``last_errors`` maps its index to the message), which is what ``sltalign translate`` uses.
 """
 
 from __future__ import annotations
@@ -93,6 +97,15 @@ def target_language(cfg: dict) -> str | None:
     return m.group(2) if m else None
 
 
+#: a clip whose samples never reach this (-60 dBFS) is silence: no speech can be told from it
+SILENT_PEAK = 1e-3
+ERRORS = ("raise", "skip")
+
+
+def _input_name(i: int, x: object) -> str:
+    return f"input {i} ({x if isinstance(x, (str, Path)) else 'array'})"
+
+
 def _is_empty_file(path: str | Path) -> bool:
     try:
         return duration_of(path) == 0
@@ -150,6 +163,7 @@ class SpeechTranslator:
         self.length_penalty = length_penalty
         self.batch_size = batch_size
         self.last_timings: dict[str, float] = {}
+        self.last_errors: dict[int, str] = {}  # input index -> why it was skipped (translate(errors="skip"))
         #: target language code where known (``from_pretrained`` reads it off the checkpoint), else None
         self.language: str | None = None
         #: the checkpoint directory and config this translator was loaded from (``from_pretrained``)
@@ -252,17 +266,21 @@ class SpeechTranslator:
         progress: bool = False,
         sampling_rate: int | None = None,
         return_segments: bool = False,
+        errors: str = "raise",
     ) -> str | list[str] | Translation | list[Translation]:
         """Translate one input (-> str) or a list of inputs (-> list[str], same order).
 
         ``sampling_rate``: the rate of array inputs when it is not 16 kHz (they are resampled).
-        ``return_segments=True`` returns ``Translation`` objects instead (``translate_segments``)."""
+        ``return_segments=True`` returns ``Translation`` objects instead (``translate_segments``).
+        ``errors``: "raise" (an unreadable or missing input raises, nothing is translated) or "skip" (every good
+        input is translated; each bad one gives None, a warning naming it, and an entry in ``last_errors``)."""
         if return_segments:
-            return self.translate_segments(inputs, beam=beam, batch_size=batch_size, progress=progress, sampling_rate=sampling_rate)
+            return self.translate_segments(inputs, beam=beam, batch_size=batch_size, progress=progress, sampling_rate=sampling_rate,
+                                           errors=errors)
         single = isinstance(inputs, (str, Path, np.ndarray, torch.Tensor))
         out = self._run([inputs] if single else list(inputs), beam=beam, batch_size=batch_size, progress=progress,
-                        sampling_rate=sampling_rate, sources=False)
-        joined = [t.text for t in out]
+                        sampling_rate=sampling_rate, sources=False, errors=errors)
+        joined = [None if t is None else t.text for t in out]
         return joined[0] if single else joined
 
     def translate_segments(
@@ -274,35 +292,54 @@ class SpeechTranslator:
         progress: bool = False,
         sampling_rate: int | None = None,
         sources: bool | None = None,
+        errors: str = "raise",
     ) -> Translation | list[Translation]:
         """Translate with timestamps: one ``Translation`` per input (one input -> one, a list -> a list).
 
         Each segment is a piece the audio was cut into (at pauses, see ``max_piece_seconds``) with its start
         and end in seconds and its translation; ``Translation.text`` is exactly what ``translate`` returns.
         ``sources`` (default: where the model has a CTC head) adds what the connector heard to each segment
-        (``Segment.source``, its greedy CTC transcript), at the cost of a second connector pass."""
+        (``Segment.source``, its greedy CTC transcript), at the cost of a second connector pass.
+        ``errors``: as for ``translate`` ("skip": a bad input gives None)."""
         single = isinstance(inputs, (str, Path, np.ndarray, torch.Tensor))
         if sources is None:
             sources = self.model.ctc_head is not None
         elif sources and self.model.ctc_head is None:
             raise ValueError("sources=True needs a model with a CTC head (this connector has none)")
         out = self._run([inputs] if single else list(inputs), beam=beam, batch_size=batch_size, progress=progress,
-                        sampling_rate=sampling_rate, sources=sources)
+                        sampling_rate=sampling_rate, sources=sources, errors=errors)
         return out[0] if single else out
 
     def _run(self, items: list[AudioInput], *, beam: int | None, batch_size: int | None, progress: bool,
-             sampling_rate: int | None, sources: bool) -> list[Translation]:
-        """Load, cut into pieces, translate in length-sorted batches, and put each input's pieces back in order."""
+             sampling_rate: int | None, sources: bool, errors: str = "raise") -> list[Translation | None]:
+        """Load, cut into pieces, translate in length-sorted batches, and put each input's pieces back in order.
+        With ``errors="skip"`` an input that cannot be read is None in the result (see ``translate``)."""
+        if errors not in ERRORS:
+            raise ValueError(f"errors: expected one of {ERRORS}, got {errors!r}")
         t0 = time.perf_counter()
+        self.last_errors = {}
         pieces: list[tuple[int, np.ndarray]] = []  # (input index, piece)
         spans: list[tuple[int, int]] = []  # the pieces' sample spans in their inputs
         durations: list[float] = []
         for i, x in enumerate(items):
-            wav = self._load(x, sampling_rate)
+            try:
+                wav = self._load(x, sampling_rate)
+            except (AudioError, OSError) as e:  # AudioError: undecodable, missing, bad array; OSError: permissions
+                if errors == "raise":
+                    raise
+                self.last_errors[i] = str(e)
+                warnings.warn(f"{_input_name(i, x)} skipped: {e}", stacklevel=3)
+                durations.append(0.0)
+                continue
             durations.append(len(wav) / SAMPLE_RATE)
+            if wav.size and float(np.max(np.abs(wav))) < SILENT_PEAK:
+                peak = float(np.max(np.abs(wav)))
+                level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "all zeros"
+                warnings.warn(f"{_input_name(i, x)} has no audio to translate: it is silent (peak {level}); returning ''", stacklevel=3)
+                continue
             parts = self._piece_spans(wav)
             if not parts:
-                warnings.warn(f"input {i} ({x if isinstance(x, (str, Path)) else 'array'}) has no audio to translate; returning ''", stacklevel=3)
+                warnings.warn(f"{_input_name(i, x)} has no audio to translate; returning ''", stacklevel=3)
             pieces.extend((i, wav[a:b]) for a, b in parts)
             spans.extend(parts)
         t_load = time.perf_counter()
@@ -332,11 +369,14 @@ class SpeechTranslator:
         for j, (i, _) in enumerate(pieces):
             a, b = spans[j]
             results[i].segments.append(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, texts[j], heard.get(j)))
-        for r in results:
+        with_pieces = {i for i, _ in pieces}
+        for i, r in enumerate(results):
             r.text = " ".join(s.text for s in r.segments if s.text).strip()
+            if i in with_pieces and not r.text:  # the docstring's promise: nothing translated is never silent
+                warnings.warn(f"{_input_name(i, items[i])}: no speech was recognised (noise?); returning ''", stacklevel=3)
         t_end = time.perf_counter()
         audio_seconds = float(sum(durations))
         self.last_timings = {"load_seconds": t_load - t0, "model_seconds": t_end - t_load, "audio_seconds": audio_seconds}
         log.info("translated %d input(s), %.1f s of audio in %d piece(s): load %.2f s, model %.2f s", len(items), audio_seconds,
                  len(pieces), t_load - t0, t_end - t_load)
-        return results
+        return [None if i in self.last_errors else r for i, r in enumerate(results)]
