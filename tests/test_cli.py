@@ -91,7 +91,7 @@ def test_decoding_overrides_from_the_command_line():
 
 
 def test_info(ckpt, capsys):
-    assert main(["info", "--model", str(ckpt)]) == 0
+    assert main(["info", "--model", str(ckpt), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["arrangement"] == "ecd" and info["parameters"]["trainable"] > 0
 

@@ -35,6 +35,7 @@ from .connectors.pieces import PIECES_FILE, PieceCTCHead
 from .foundation import load_speech_encoder, load_translator
 from .hub import check_hub_specs
 from .model import AlignedST
+from .model_card import RECIPE, write_model_card
 
 CONFIG = "config.json"
 WEIGHTS = "connector.safetensors"
@@ -138,6 +139,16 @@ class CheckpointWriteError(CheckpointError, OSError):
     """A checkpoint could not be written (disk full, permissions, ...); the previous version is intact."""
 
 
+def _umask_permissions(directory: Path) -> None:
+    """Give a filled temporary directory and its files the permissions the user's umask gives new ones (usually
+    readable by others): mkdtemp makes 0700 and torch.save 0600, which left checkpoints unreadable to other users."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(directory, 0o777 & ~mask)
+    for f in directory.iterdir():
+        os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
+
+
 def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> Path:
     """Create ``path`` by filling a temporary sibling directory and renaming it into place.
 
@@ -153,6 +164,7 @@ def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         fill(tmp)
+        _umask_permissions(tmp)
         for f in tmp.iterdir():  # data reaches the disk before the rename makes it visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -203,6 +215,7 @@ def save_connector(
             (tmp / PHONES_FILE).write_text(json.dumps(model.ctc_head.state(), ensure_ascii=False))
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
+        write_model_card(tmp, cfg, recipe=Path(path).parent / RECIPE, name=Path(path).name)  # README.md, the model card
 
     return write_dir_atomically(Path(path), fill)
 

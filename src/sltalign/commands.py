@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,23 +204,19 @@ def translate(args: Any) -> int:
     st = SpeechTranslator.from_pretrained(args.model, device=args.device, **_decoding_overrides(args))
     paths = expand_audio_args(list(args.audio)) if args.audio else []
     stems = _output_stems(paths) if formats else []
-    if paths and not formats:  # today's behaviour: one line per input on stdout (an empty one for a bad input)
-        with _skipped_reported_below():
-            hyps = st.translate([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True, errors="skip")
+    if paths and not formats:  # today's behaviour: one line per input on stdout
+        hyps = st.translate([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True)
         for h in hyps:
-            print(h if h is not None else "")
-        return _report_skipped(paths, st.last_errors)
+            print(h)
+        return 0
     if paths:
-        with _skipped_reported_below():
-            results = st.translate_segments([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True,
-                                            errors="skip")
+        results = st.translate_segments([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True)
         described = st.describe()
         written = []
         for p, stem, tr in zip(paths, stems, results):
-            if tr is not None:
-                written += write_outputs(tr, args.output_dir, stem, formats, {"audio": str(p), **described})
+            written += write_outputs(tr, args.output_dir, stem, formats, {"audio": str(p), **described})
         print(f"wrote {len(written)} file(s) for {len(paths)} input(s) to {args.output_dir}", file=sys.stderr)
-        return _report_skipped(paths, st.last_errors)
+        return 0
     from .data.manifest import read_manifest
     from .systems import run_aligned
 
@@ -237,31 +231,22 @@ def translate(args: Any) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _skipped_reported_below() -> Iterator[None]:
-    """The API's warning for a skipped input, silenced where _report_skipped names it as an error line."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"input \d+ .* skipped: ")
-        yield
-
-
-def _report_skipped(paths: list, errors: dict[int, str]) -> int:
-    """Inputs translate(errors="skip") could not read: one stderr line each, naming it; exit status 1 if any
-    (every good input was still translated)."""
-    for i in sorted(errors):
-        print(f"sltalign translate: error: {errors[i]}", file=sys.stderr)
-    if errors:
-        print(f"sltalign translate: {len(errors)} of {len(paths)} input(s) could not be translated (named above)", file=sys.stderr)
-    return 1 if errors else 0
-
-
 def info(args: Any) -> int:
     from .checkpoint import read_config
+    from .model_card import read_model_card, render_card
 
     cfg = read_config(args.model)
-    print(json.dumps({k: cfg.get(k) for k in ("speech_encoder", "translator", "connector", "arrangement", "prompt", "ctc", "compression", "parameters")}, indent=2))
+    keys = ("sltalign_version", "speech_encoder", "translator", "connector", "arrangement", "prompt", "ctc", "ctc_head", "compression",
+            "decoding", "parameters", "training")
+    summary = {k: cfg.get(k) for k in keys}
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+        return 0
+    card = read_model_card(args.model)
+    if card is None:  # written before checkpoints carried cards: the same card from config.json alone
+        card = render_card(cfg, name=Path(args.model).name) + "\n(no README.md in the checkpoint: this card is made from its config.json)\n"
+    print(card.rstrip("\n"))
+    print("\n## config.json (summary)\n```json\n" + json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n```")
     return 0
 
 
