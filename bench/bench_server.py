@@ -20,6 +20,7 @@ import argparse
 import io
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from urllib.parse import urlparse
@@ -69,7 +70,9 @@ def run_bench(url: str, audio: tuple[str, bytes], *, n: int = 20, concurrency: i
 
     def one(_: int) -> float:
         t0 = time.perf_counter()
-        client.audio.translations.create(model="sltalign", file=(name, data), response_format=response_format)
+        with warnings.catch_warnings():  # newer openai clients flag the translations endpoint deprecated; it still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client.audio.translations.create(model="sltalign", file=(name, data), response_format=response_format)
         return time.perf_counter() - t0
 
     latencies: list[float] = []

@@ -53,6 +53,8 @@ def browser(tmp_path_factory):
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1100,900",
+                 # a fake microphone (a beeping tone) that needs no permission prompt: the recording path runs headless
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)  # no driver download: Debian's
@@ -123,3 +125,25 @@ def test_upload_shows_translation_segments_and_downloads(st, browser, tmp_path, 
         browser.find_element(By.ID, "translate").click()
         wait.until(lambda d: d.find_element(By.ID, "status").get_attribute("class") == "error")
         assert "is not audio that can be decoded" in browser.find_element(By.ID, "status").text
+
+
+def test_recording_from_the_microphone_is_translated(st, browser):
+    """MediaRecorder on Chromium's fake microphone: record ~2 s, stop, and the WebM/Opus upload is decoded
+    (PyAV) and translated like a file."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running(create_app(st)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: "tiny-random-model" in d.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "record").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("recording"))
+        wait.until(lambda d: d.find_element(By.ID, "rec-time").text in ("recording 2 s", "recording 3 s"))
+        browser.find_element(By.ID, "stop").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(("done", "error")))
+        assert browser.find_element(By.ID, "status").text.startswith("done"), browser.find_element(By.ID, "status").text
+        meta = browser.find_element(By.ID, "meta").text
+        assert meta.startswith("recording.") and "s of audio" in meta
+        seconds = float(meta.split(" \u00b7 ")[1].split(" s of audio")[0])
+        assert 1.0 <= seconds <= 6.0
