@@ -10,7 +10,10 @@ Layout of a checkpoint directory::
     trainer_state.pt     (training checkpoints only) optimizer, scheduler, RNG and loop state for resume
 
 Directories are written atomically: into a sibling temporary directory first, then renamed into place, so a
-crash mid-write leaves the previous checkpoint intact.
+crash mid-write leaves the previous checkpoint intact. A kill may fall after any filesystem step of a write; at
+every moment NAME or .NAME.old holds a whole version, and ``recover_dir`` (run by ``train`` on start, under
+OUT's lock) puts .NAME.old back where NAME is missing and removes the temporaries of killed writes. A write
+that fails otherwise (a full disk) raises ``CheckpointWriteError`` naming the checkpoint.
 """
 
 from __future__ import annotations
