@@ -178,21 +178,36 @@ def test_twenty_concurrent_requests_all_succeed(st, capsys):
         bench.run_bench("http://192.0.2.1:8000", ("a.wav", b""), n=1)
 
 
-def test_a_full_queue_is_a_503(st):
-    with running(create_app(st, max_queue=0)) as url:
+def test_a_full_queue_is_a_503(st, monkeypatch):
+    """With the worker busy and max_queue requests already waiting, the next request is refused at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    release, started = threading.Event(), threading.Event()
+    real = st.translate_segments
+
+    def slow(*a, **k):
+        started.set()
+        release.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(st, "translate_segments", slow)
+    with running(create_app(st, max_queue=1)) as url:
         c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
-        from concurrent.futures import ThreadPoolExecutor
-
-        def one(_):
-            try:
-                c.audio.translations.create(model="x", file=("clip.wav", wav_bytes(2.0)))
-                return 200
-            except openai.APIStatusError as e:
-                return e.status_code
-
-        with ThreadPoolExecutor(6) as pool:
-            codes = list(pool.map(one, range(6)))
-    assert 200 in codes and set(codes) <= {200, 503}
+        send = lambda: c.audio.translations.create(model="x", file=("clip.wav", wav_bytes(0.5))).text  # noqa: E731
+        with ThreadPoolExecutor(2) as pool:
+            running_one = pool.submit(send)
+            assert started.wait(60)
+            waiting_one = pool.submit(send)
+            deadline = time.monotonic() + 30
+            while requests.get(url + "/health", timeout=10).json()["queue"] < 2:  # /health answers while the worker is busy
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            with pytest.raises(openai.APIStatusError) as err:
+                send()
+            assert err.value.status_code == 503 and "server busy" in str(err.value)
+            release.set()
+            assert running_one.result(60) is not None and waiting_one.result(60) is not None
 
 
 def _free_port() -> int:
