@@ -52,8 +52,13 @@ def draw_channel(cfg: Any, rng: np.random.Generator, talker: Callable[[np.random
                          "clicks": int(rng.integers(0, 3)), "tone_snr_db": u((35.0, 55.0))}
     if rng.random() < cfg.rir_prob:
         dims = [u((3.0, 10.0)), u((2.5, 8.0)), u((2.4, 3.6))]
-        pos = lambda: [u((0.5, d - 0.5)) for d in dims]  # noqa: E731
-        ch["room"] = {"rt60": u(cfg.rt60_range), "dims": dims, "source": pos(), "mic": pos()}
+        source = [u((0.5, d - 0.5)) for d in dims]
+        # the microphone 0.3-1.5 m from the talker (a laptop, a phone on the table, a lapel), not anywhere in
+        # the room: far-field speech in a live room is beyond what recordings of people usually are
+        way = rng.standard_normal(3)
+        way *= u((0.3, 1.5)) / (float(np.linalg.norm(way)) + 1e-9)
+        mic = [round(float(np.clip(s + w, 0.3, d - 0.3)), 4) for s, w, d in zip(source, way, dims)]
+        ch["room"] = {"rt60": u(cfg.rt60_range), "dims": dims, "source": source, "mic": mic}
     if rng.random() < cfg.babble_prob:
         n = int(rng.integers(int(cfg.babble_talkers[0]), int(cfg.babble_talkers[1]) + 1))
         ch["babble"] = {"snr_db": u(cfg.babble_snr_db), "talkers": [talker(rng) for _ in range(n)]}
@@ -273,6 +278,7 @@ def apply_channel(
         wav = speed_perturb(wav, sr, ch["speed"]["factor"])
     if "pitch" in ch:
         wav = pitch_shift(wav, sr, ch["pitch"]["semitones"])
+    n_speech = len(wav)  # the SNRs below are against the speech, not the speech and its added silence
     if "silence" in ch:
         wav = _silence(wav, sr, ch["silence"], _stream(seed, "silence"))
     if rt60 is not None and "room" not in ch:
@@ -282,7 +288,7 @@ def apply_channel(
     if "room" in ch:
         r = ch["room"]
         wav = _convolve(wav, image_source_rir(sr, r["rt60"], r["dims"], r["source"], r["mic"], _stream(seed, "room")))
-    power = float(np.mean(wav.astype(np.float64) ** 2))
+    power = float(np.sum(wav.astype(np.float64) ** 2)) / min(n_speech, len(wav))  # the mean, without silence added
     if snr_db is not None:
         noise = colored_noise(len(wav), noise_color, rng)
         wav = wav + noise * np.float32(math.sqrt(power / 10 ** (snr_db / 10)))
