@@ -266,7 +266,12 @@ def case_out_is_a_file(c: Campaign) -> tuple[bool, str]:
         one_line_error(*cli("train", str(c.config), f"out={taken}")[:2], str(taken)),
         one_line_error(*cli("evaluate", "--model", str(c.ckpt), "--manifest", str(c.dev_m), "--out", str(taken))[:2], str(taken)),
     ]
-    return all(ok for ok, _ in results), f"train and evaluate; {results[1][1]}"
+    (c.work / "en.txt").write_text("".join(f"{en}\n" for en, _ in TEXTS))
+    (c.work / "pt.txt").write_text("".join(f"{pt}\n" for _, pt in TEXTS))
+    results.append(one_line_error(*cli("data", "synth", "--out", str(taken), "--sentences", str(c.work / "en.txt"),
+                                       "--translations", str(c.work / "pt.txt"), "--n_train", "1", "--n_dev", "1", "--n_test", "1")[:2],
+                                  str(taken)))
+    return all(ok for ok, _ in results), f"train, evaluate and data synth; {results[1][1]}"
 
 
 def _train_cli(c: Campaign, out: Path, *extra: str) -> tuple[int, str, float]:
