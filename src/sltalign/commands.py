@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -204,19 +206,23 @@ def translate(args: Any) -> int:
     st = SpeechTranslator.from_pretrained(args.model, device=args.device, **_decoding_overrides(args))
     paths = expand_audio_args(list(args.audio)) if args.audio else []
     stems = _output_stems(paths) if formats else []
-    if paths and not formats:  # today's behaviour: one line per input on stdout
-        hyps = st.translate([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True)
+    if paths and not formats:  # today's behaviour: one line per input on stdout (an empty one for a bad input)
+        with _skipped_reported_below():
+            hyps = st.translate([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True, errors="skip")
         for h in hyps:
-            print(h)
-        return 0
+            print(h if h is not None else "")
+        return _report_skipped(paths, st.last_errors)
     if paths:
-        results = st.translate_segments([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True)
+        with _skipped_reported_below():
+            results = st.translate_segments([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True,
+                                            errors="skip")
         described = st.describe()
         written = []
         for p, stem, tr in zip(paths, stems, results):
-            written += write_outputs(tr, args.output_dir, stem, formats, {"audio": str(p), **described})
+            if tr is not None:
+                written += write_outputs(tr, args.output_dir, stem, formats, {"audio": str(p), **described})
         print(f"wrote {len(written)} file(s) for {len(paths)} input(s) to {args.output_dir}", file=sys.stderr)
-        return 0
+        return _report_skipped(paths, st.last_errors)
     from .data.manifest import read_manifest
     from .systems import run_aligned
 
@@ -229,6 +235,26 @@ def translate(args: Any) -> int:
     else:
         print("\n".join(lines))
     return 0
+
+
+@contextlib.contextmanager
+def _skipped_reported_below() -> Iterator[None]:
+    """The API's warning for a skipped input, silenced where _report_skipped names it as an error line."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"input \d+ .* skipped: ")
+        yield
+
+
+def _report_skipped(paths: list, errors: dict[int, str]) -> int:
+    """Inputs translate(errors="skip") could not read: one stderr line each, naming it; exit status 1 if any
+    (every good input was still translated)."""
+    for i in sorted(errors):
+        print(f"sltalign translate: error: {errors[i]}", file=sys.stderr)
+    if errors:
+        print(f"sltalign translate: {len(errors)} of {len(paths)} input(s) could not be translated (named above)", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def info(args: Any) -> int:
