@@ -154,6 +154,11 @@ def test_plans_carry_the_channel_in_the_augmented_splits_only():
 
 def test_new_settings_stay_out_of_the_fingerprint_until_used():
     base = _fingerprint(SynthConfig(), "espeak", "x")
+    # exactly what synth_config.json held before the voices and the channel existed: old corpora resume
+    assert base == {"n_train": 2000, "n_dev": 100, "n_test": 100, "long_fraction": 0.1, "train_long_fraction": None,
+                    "long_range": [20.0, 40.0], "min_words": 3, "max_words": 40, "seed": 0, "backend": "espeak", "voices": None,
+                    "rate_range": [130, 200], "pitch_range": [30, 70], "noise_snr_db": None, "noise_prob": 0.5, "reverb_prob": 0.0,
+                    "rt60_range": [0.2, 0.7], "sample_rate": 16000, "format": 1, "resolved_backend": "espeak", "sentences_sha256": "x"}
     assert not set(base) & {"speed_range", "train_voices", "rir_prob", "silence_range", *CHANNEL_PROBS}
     used = _fingerprint(SynthConfig(rir_prob=0.3, speed_perturb_range=(0.8, 1.2)), "espeak", "x")
     assert used["rir_prob"] == 0.3 and used["speed_perturb_range"] == [0.8, 1.2]
