@@ -19,7 +19,10 @@ SIZES = {  # tiny connectors: the behaviour, not the size, is under test
     "qformer": dict(n_queries=6, d=32, layers=1, heads=2, ffn=64),
     "window_qformer": dict(window=10, queries_per_window=2, d=32, layers=1, heads=2, ffn=64),
     "mlp": dict(stack=4, hidden=64),
+    "hypothesis": dict(d=32, heads=2, layers=1, ffn=64),
 }
+#: connectors on encoder states; "hypothesis" needs the Whisper decoder as its source (tests/test_soft_cascade.py)
+ENCODER_CONNECTORS = sorted(set(SIZES) - {"hypothesis"})
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,7 @@ def test_connectors_registered():
 
 
 @pytest.mark.parametrize("arrangement", ["ecd", "eced"])
-@pytest.mark.parametrize("name", sorted(SIZES))
+@pytest.mark.parametrize("name", ENCODER_CONNECTORS)
 def test_shapes_loss_decreases_and_frozen(speech, marian, name, arrangement):
     model = make(speech, marian, name, arrangement)
     states, mask, targets = batch_for(model)

@@ -388,10 +388,18 @@ def build_model(
         ctc_head = None
     else:
         raise CheckpointError(f"field 'ctc_head.kind' should be 'tied', 'pieces' or 'phones', got {kind!r}")
+    se_cfg = cfg.get("speech_encoder") or {}
+    hypothesis = None
+    if speech_encoder is None and se_cfg.get("mode") == "decoder":
+        # the soft cascade on cached states: the recogniser's text is read back with its tokenizer alone
+        from .foundation.whisper_decoder import load_whisper_text
+
+        hypothesis = load_whisper_text(se_cfg["spec"])
     return AlignedST(
         speech_encoder=speech_encoder,
         connector=connector,
         translator=translator,
+        hypothesis=hypothesis,
         arrangement=cfg["arrangement"],
         prompt=cfg.get("prompt"),
         ctc_head=ctc_head,

@@ -20,11 +20,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal
 
 from jsonargparse import ArgumentParser
 
 from . import __version__
 
+#: ``sltalign demo --recipe`` names (demo.RECIPES holds them; repeated here so that --help imports no model code)
+DEMO_RECIPE_HELP = {
+    "phones": "a connector on the Whisper encoder, phone CTC read through a lexicon (the paper's arrangement; default)",
+    "soft_cascade": "a connector on the Whisper decoder's states along its own hypothesis: the cascade plus learned corrections",
+}
+DEMO_RECIPES = tuple(DEMO_RECIPE_HELP)
 PIECE_HELP = "split audio longer than this at pauses (default: the checkpoint's; 0: only at the encoder's window)"
 PAUSE_HELP = ("where audio is split, a pause this long (s) always ends a piece and longer pauses are cut first "
               "(default: the checkpoint's, else 0.2; a negative value packs pieces up to the limit instead)")
@@ -45,6 +52,8 @@ def _parser() -> ArgumentParser:
     demo.add_argument("--minutes", type=float, default=None,
                       help="training budget in minutes (default: what ~27 minutes leave after synthesis and encoding, capped; quick: 1.5)")
     demo.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
+    demo.add_argument("--recipe", type=Literal[DEMO_RECIPES], default="phones",  # type: ignore[valid-type]
+                      help="what to train: " + "; ".join(f"{k}: {v}" for k, v in DEMO_RECIPE_HELP.items()))
     sub.add_subcommand("demo", demo, help="offline end-to-end demo")
 
     data = ArgumentParser(description="Build manifests (JSONL: audio, duration, transcript, translation) from a source below.")
@@ -297,7 +306,6 @@ def _os_error(e: OSError) -> str:
     if path is None:
         return " ".join(str(e).split()) + (f"; {hint}" if hint else "")
     return f"{path}: {what}" + (f"; {hint}" if hint else "")
-
 
 
 if __name__ == "__main__":

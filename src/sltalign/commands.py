@@ -13,7 +13,7 @@ from typing import Any
 def demo(args: Any) -> int:
     from .demo import run_demo
 
-    results = run_demo(Path(args.out), quick=args.quick, minutes=args.minutes, workers=args.workers)
+    results = run_demo(Path(args.out), quick=args.quick, minutes=args.minutes, workers=args.workers, recipe=args.recipe)
     aligned, cascade = results["aligned"], results["cascade"]
     print(f"aligned  BLEU {aligned['bleu']:.1f} chrF {aligned['chrf']:.1f}   cascade BLEU {cascade['bleu']:.1f} chrF {cascade['chrf']:.1f}")
     print(f"report: {Path(args.out) / 'report.md'}   connector: {Path(args.out) / 'connector'}")

@@ -27,7 +27,9 @@ class ModelConfig:
     """What to align and how."""
 
     speech_encoder: str = "packaged:whisper-base"
-    #: "trim" (encode only real frames) or "pad30" (the paper's: pad to 30 s, keep frames of real audio)
+    #: "trim" (encode only real frames) or "pad30" (the paper's: pad to 30 s, keep frames of real audio), or
+    #: "decoder": the soft cascade's source, the frozen Whisper decoder's states along its own 1-best
+    #: hypothesis (foundation/whisper_decoder.py; pair it with connector "hypothesis")
     encoder_mode: str = "trim"
     #: how the frozen speech encoder computes: "fp32", "bf16" (autocast; 1.7-2.8x faster encoding on CPUs with
     #: AMX, states within ~1% of fp32) or "auto" (bf16 where the device has native bf16 matrix units).
@@ -127,6 +129,9 @@ class TrainConfig:
     kd_top_k: int = 16
     ctc_sampled_vocab: int = 4096
     eval_every: int = 200
+    #: score the untrained connector on dev before the first step, so that a connector which starts as a
+    #: working system (the soft cascade's starts as the cascade) competes for OUT/best as it is
+    eval_at_start: bool = False
     save_every: int = 200
     log_every: int = 20
     #: stop after this many evaluations without a dev-BLEU improvement (0: never)
@@ -353,8 +358,10 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.data.min_duration >= cfg.data.max_duration:
         raise ConfigError(f"data.min_duration: expected less than data.max_duration ({cfg.data.max_duration}), got {cfg.data.min_duration}")
     m = cfg.model
-    if m.encoder_mode not in ("trim", "pad30"):
-        raise ConfigError(f"model.encoder_mode: expected 'trim' or 'pad30', got {m.encoder_mode!r}")
+    if m.encoder_mode not in ("trim", "pad30", "decoder"):
+        raise ConfigError(f"model.encoder_mode: expected 'trim', 'pad30' or 'decoder', got {m.encoder_mode!r}")
+    if m.encoder_mode == "decoder" and m.encoder_precision == "bf16":
+        raise ConfigError("model.encoder_precision: the decoder source computes in int8 (CTranslate2) or fp32; use fp32 or auto")
     if m.encoder_precision not in (*ENCODER_PRECISIONS, "auto"):
         raise ConfigError(f"model.encoder_precision: expected one of {(*ENCODER_PRECISIONS, 'auto')}, got {m.encoder_precision!r}")
     if m.arrangement not in ("ecd", "eced"):

@@ -12,6 +12,11 @@ source-embedding matrix, and CTC compression (hard / soft / posterior) of the co
 reaches the MT; or a CTC head over a few hundred word pieces (``connectors.pieces``) or ~100 phones read
 through a pronunciation lexicon (``connectors.phones``), whose greedy transcript is tokenized with the MT's
 source tokenizer and handed over as the MT's own embedding rows (hard compression through text). AlignedST alone knows ECD from ECED; the connector knows nothing of either foundation.
+
+The soft cascade: with the frozen Whisper decoder as the speech source (``foundation/whisper_decoder.py``,
+mode "decoder"), states carry the recogniser's 1-best tokens in two extra channels. ``hypothesis`` reads
+that text back; the connector sees the decoder states only, and a connector with ``fuse`` (the
+"hypothesis" connector) corrects the MT's own embeddings of the 1-best text with them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .connectors.compress import TiedCTCHead, compress, ctc_segments
 from .connectors.phones import PhoneCTCHead
 from .connectors.pieces import PieceCTCHead
 from .foundation.base import SpeechEncoder, Translator, pad_id_rows
+from .foundation.whisper_decoder import TOKEN_CHANNELS, WhisperText
 
 ARRANGEMENTS = ("ecd", "eced")
 #: padding value of target and source token batches (PyTorch's ignore index)
@@ -66,6 +72,7 @@ class AlignedST(nn.Module):
         ctc_head: TiedCTCHead | PieceCTCHead | PhoneCTCHead | None = None,
         compression: str | None = None,
         compression_temperature: float = 1.0,
+        hypothesis: WhisperText | None = None,
     ) -> None:
         super().__init__()
         arrangement = arrangement.lower()
@@ -80,6 +87,16 @@ class AlignedST(nn.Module):
                 f"a CTC head over pieces or phones supports compression 'hard' or none, got {compression!r}: its "
                 "vectors are not in the MT's embedding space, so soft/posterior averaging has nothing meaningful to give the MT"
             )
+        if hypothesis is None and getattr(speech_encoder, "mode", None) == "decoder":
+            hypothesis = speech_encoder.text_reader()
+        if hasattr(connector, "fuse"):
+            if hypothesis is None:
+                raise ValueError(
+                    f"the {connector.name!r} connector corrects the recogniser's 1-best text: it needs the Whisper decoder "
+                    "as the speech source (model.encoder_mode: decoder)"
+                )
+            if arrangement != "eced" or compression is not None:
+                raise ValueError(f"the {connector.name!r} connector feeds the MT encoder: use arrangement 'eced' and no compression")
         if prompt and arrangement != "eced":
             raise ValueError("a text prompt only applies to the ECED arrangement (it is embedded and fed to the MT encoder)")
         if speech_encoder is not None and getattr(connector, "in_dim", speech_encoder.dim) != speech_encoder.dim:
@@ -95,6 +112,7 @@ class AlignedST(nn.Module):
         self.prompt = prompt or None
         self.compression = compression
         self.compression_temperature = compression_temperature
+        self.hypothesis = hypothesis
         for frozen in (speech_encoder, translator):
             if frozen is not None:
                 frozen.freeze()
@@ -136,12 +154,17 @@ class AlignedST(nn.Module):
         """states (B, T_s, D_s), mask (B, T_s) -> decoder memory (B, S', D_m) and its mask."""
         if states.dim() != 3 or mask.shape != states.shape[:2]:
             raise ValueError(f"expected states (B, T_s, D_s) and mask (B, T_s), got {tuple(states.shape)} and {tuple(mask.shape)}")
+        hyp_texts = self.hypothesis.texts(states, mask) if hasattr(self.connector, "fuse") else None
+        states = self._speech_states(states)
         out, out_mask = self.connector(states, mask)  # (B, S, D_m), (B, S)
         ctc_logits = None
         if self.ctc_head is not None:
             ctc_logits = self.ctc_head(out, self.translator.source_embedding_matrix())  # (B, S, V+1)
         x, x_mask = out, out_mask
-        if self.compression is not None and isinstance(self.ctc_head, TEXT_HEADS):
+        if hyp_texts is not None:
+            q, x_mask = self._text_embeddings(hyp_texts, out_mask.device)  # the cascade's MT input (B, L, D_m)
+            x = self.connector.fuse(q.to(out.dtype), x_mask, out, out_mask)
+        elif self.compression is not None and isinstance(self.ctc_head, TEXT_HEADS):
             x, x_mask = self._pieces_to_embeddings(ctc_logits, out_mask)  # (B, S', D_m)
         elif self.compression is not None:
             x, x_mask = compress(
@@ -197,7 +220,7 @@ class AlignedST(nn.Module):
         states (B, T_s, D_s), mask (B, T_s) -> B strings ("" where the head emits only blanks)."""
         if self.ctc_head is None:
             raise ValueError("ctc_transcribe needs a CTC head: build the model with ctc=True")
-        out, out_mask = self.connector(states, mask)  # (B, S, D_m); the MT is not needed to read the head
+        out, out_mask = self.connector(self._speech_states(states), mask)  # (B, S, D_m); the MT is not needed to read the head
         return self._read_ctc(self.ctc_head(out, self.translator.source_embedding_matrix()), out_mask)
 
     @torch.no_grad()
@@ -225,12 +248,19 @@ class AlignedST(nn.Module):
         text path embeds for the transcript (same tokenizer, same EOS), so ECED's MT encoder reads input
         from its training distribution. No gradient: use it for inference and dev evaluation.
         """
-        texts = self._read_ctc(ctc_logits, out_mask)
+        x, x_mask = self._text_embeddings(self._read_ctc(ctc_logits, out_mask), out_mask.device)
+        return x.to(ctc_logits.dtype), x_mask
+
+    def _speech_states(self, states: torch.Tensor) -> torch.Tensor:
+        """What the connector sees: the states without the hypothesis token channels, if they carry them."""
+        return states[..., :-TOKEN_CHANNELS] if self.hypothesis is not None else states
+
+    def _text_embeddings(self, texts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> the MT's own source embeddings x (B, L, D_m) and mask (B, L), as its text path embeds them."""
         ids = self.translator.tokenize_source(texts)
         ids = [row if row else [self.translator.eos_id] for row in ids]  # the MT always gets an input
-        batch, x_mask = pad_id_rows(ids, self.translator.pad_id, device=out_mask.device)
-        x = self.translator.embed_source_ids(batch) * x_mask[..., None]  # (B, L, D_m), zeros on padding
-        return x.to(ctc_logits.dtype), x_mask
+        batch, x_mask = pad_id_rows(ids, self.translator.pad_id, device=device)
+        return self.translator.embed_source_ids(batch) * x_mask[..., None], x_mask  # zeros on padding
 
 
 def target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:

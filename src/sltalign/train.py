@@ -159,7 +159,8 @@ def load_configured_speech_encoder(cfg: TrainConfig, device: torch.device) -> Sp
     from .foundation import load_speech_encoder
 
     m = cfg.model
-    return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=resolve_precision(m.encoder_precision, device))
+    precision = "fp32" if m.encoder_mode == "decoder" else resolve_precision(m.encoder_precision, device)
+    return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=precision)
 
 
 def open_cache(cfg: TrainConfig, enc: SpeechEncoder) -> EncoderCache:
@@ -595,6 +596,8 @@ def _train(cfg: TrainConfig, *, progress: bool, model: AlignedST | None) -> dict
             state.bad_evals += 1
 
     step_module = None
+    if cfg.eval_at_start and state.global_step == 0 and state.stage == 0:
+        evaluate_and_select()
     while state.stage < len(cfg.stages) and not state.finished:
         stage = cfg.stages[state.stage]
         objectives = Objectives(

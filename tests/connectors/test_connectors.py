@@ -36,6 +36,8 @@ TINY = {
     "window_qformer-nopos": dict(window=4, queries_per_window=1, d=16, layers=1, heads=4, ffn=16, positions=False, norm_first=False),
     "mlp": dict(stack=4, hidden=32),
     "mlp-stack3": dict(stack=3, hidden=20),
+    "hypothesis": dict(d=16, heads=2, layers=1, ffn=32),
+    "hypothesis-0-layers": dict(d=16, heads=4, layers=0, ffn=16),
 }
 VARIANTS = sorted(TINY)
 
@@ -56,7 +58,7 @@ def batch(lengths: list[int], *, width: int | None = None, seed: int = 1) -> tup
 
 
 def test_every_connector_is_covered():
-    assert {v.split("-")[0] for v in VARIANTS} == set(CONNECTORS) == {"ste", "qformer", "window_qformer", "mlp"}
+    assert {v.split("-")[0] for v in VARIANTS} == set(CONNECTORS) == {"ste", "qformer", "window_qformer", "mlp", "hypothesis"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -122,6 +124,13 @@ def test_gradient_reaches_every_parameter(variant):
     states, mask = batch([19, 8, 12])
     states.requires_grad_(True)
     out, out_mask = conn(states, mask)
+    if hasattr(conn, "fuse"):
+        # the hypothesis connector's parameters past ``forward`` train through ``fuse``; its output layer starts
+        # at zero (the cascade), which stops the gradient into the layers before it until it has moved
+        torch.nn.init.normal_(conn.out.weight, std=0.1)
+        queries, query_mask = batch([5, 9, 2], seed=3)
+        out = conn.fuse(queries[..., :OUT_DIM], query_mask, out, out_mask)
+        out_mask = query_mask
     (out * out_mask[..., None]).square().mean().backward()
     missing = [n for n, p in conn.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert not missing, f"no gradient for {missing}"

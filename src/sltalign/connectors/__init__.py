@@ -5,7 +5,8 @@
     >>> same = build_connector(**conn.config())     # config() is JSON and rebuilds the architecture
 
 Registered names: "ste" (the paper's conv subsampler + Transformer), "qformer" (learned queries, fixed S),
-"window_qformer" (queries per window of frames, SALMONN-style), "mlp" (frame stacking + MLP).
+"window_qformer" (queries per window of frames, SALMONN-style), "mlp" (frame stacking + MLP), "hypothesis"
+(the soft cascade's: the recogniser's 1-best text corrected from its decoder states).
 Presets: "paper" (the sizes of arXiv 2411.18294 / FACTS.md; also the constructor defaults) and "small"
 (for whisper-base D_s 512 -> Bergamot D_m 256: under ``SMALL_BUDGET`` parameters, i.e. under 5% of the
 ~89.5M parameters of whisper-base (72.6M) plus Bergamot en-pt tiny (16.9M)).
@@ -22,6 +23,7 @@ from sltalign.connectors.base import CONNECTORS, PRESET_NAMES, Connector, length
 from sltalign.connectors.compress import COMPRESS_MODES, CTCSegments, TiedCTCHead, compress, ctc_logits, ctc_segments
 
 # Importing the modules registers their connectors.
+from sltalign.connectors.hypothesis import HypothesisFusionConnector
 from sltalign.connectors.mlp import MLPConnector
 from sltalign.connectors.phones import Lexicon, PhoneCTCHead, phonemize
 from sltalign.connectors.pieces import PieceCTCHead, train_pieces
@@ -70,6 +72,7 @@ __all__ = [
     "SMALL_BUDGET",
     "CTCSegments",
     "Connector",
+    "HypothesisFusionConnector",
     "MLPConnector",
     "QFormerConnector",
     "STEConnector",

@@ -427,8 +427,14 @@ def load_speech_encoder(spec: str, *, mode: str = "trim", precision: str = "fp32
     Raises PackagedModelError for an unknown packaged name, FileNotFoundError for a missing directory,
     OSError when neither a local directory nor the hub has the model.
     """
+    if mode == "decoder":
+        from sltalign.foundation.whisper_decoder import load_whisper_decoder_source
+
+        if precision != "fp32":
+            raise ValueError(f"the decoder source computes in int8 (CTranslate2) or fp32, not {precision!r}")
+        return load_whisper_decoder_source(spec)
     if mode not in WHISPER_MODES:
-        raise ValueError(f"unknown speech encoder mode {mode!r}; expected one of {WHISPER_MODES}")
+        raise ValueError(f"unknown speech encoder mode {mode!r}; expected one of {(*WHISPER_MODES, 'decoder')}")
     if precision not in ENCODER_PRECISIONS:
         raise ValueError(f"unknown speech encoder precision {precision!r}; expected one of {ENCODER_PRECISIONS}")
     return _load(spec, mode=mode).set_precision(precision)
