@@ -363,6 +363,12 @@ def build_model(
         se = cfg["speech_encoder"]
         # checkpoints from before encoder precision existed computed in fp32
         speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim", precision=se.get("precision") or "fp32")
+    in_dim = (cfg.get("connector") or {}).get("in_dim")
+    if speech_encoder is not None and in_dim is not None and getattr(speech_encoder, "dim", in_dim) != in_dim:
+        raise CheckpointError(
+            f"its connector takes {in_dim}-dim speech states, but the speech encoder {getattr(speech_encoder, 'spec', '?')!r} "
+            f"gives {speech_encoder.dim}-dim states; the connector was trained for an encoder of another width"
+        )
     connector = connector_from_config(cfg["connector"])
     kind = ctc_head_kind(cfg)
     if kind == "pieces":
