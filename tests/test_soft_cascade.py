@@ -137,3 +137,23 @@ def test_hypothesis_connector_needs_the_decoder_source(marian, tiny_whisper_dir)
     conn = build_connector("hypothesis", in_dim=encoder.dim, out_dim=marian.embed_dim, **SIZES)
     with pytest.raises(ValueError, match="Whisper decoder as the speech source"):
         AlignedST(speech_encoder=encoder, connector=conn, translator=marian, arrangement="eced")
+
+
+def test_demo_recipes_and_preset():
+    """--help lists exactly the demo's recipes, and the soft cascade's preset validates as shipped."""
+    from sltalign.cli import DEMO_RECIPES
+    from sltalign.config import load_config
+    from sltalign.demo import RECIPES, preset_path
+
+    assert set(DEMO_RECIPES) == set(RECIPES)
+    cfg = load_config(preset_path(RECIPES["soft_cascade"][0]), ["data.train=t.jsonl", "data.dev=d.jsonl"])
+    assert cfg.model.encoder_mode == "decoder" and cfg.model.connector == "hypothesis" and cfg.eval_at_start
+    assert not cfg.augment.active  # SpecAugment would zero the hypothesis token channels
+
+
+def test_config_refuses_masking_the_decoder_source():
+    from sltalign.config import ConfigError, load_config
+    from sltalign.demo import preset_path
+
+    with pytest.raises(ConfigError, match="augment"):
+        load_config(preset_path("soft_cascade.yaml"), ["data.train=t.jsonl", "augment.time_mask_ratio=0.1"])

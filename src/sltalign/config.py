@@ -362,6 +362,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.encoder_mode: expected 'trim', 'pad30' or 'decoder', got {m.encoder_mode!r}")
     if m.encoder_mode == "decoder" and m.encoder_precision == "bf16":
         raise ConfigError("model.encoder_precision: the decoder source computes in int8 (CTranslate2) or fp32; use fp32 or auto")
+    if m.encoder_mode == "decoder" and cfg.augment.active:
+        raise ConfigError("augment: masking would zero the hypothesis tokens the decoder source carries; turn it off with model.encoder_mode=decoder")
     if m.encoder_precision not in (*ENCODER_PRECISIONS, "auto"):
         raise ConfigError(f"model.encoder_precision: expected one of {(*ENCODER_PRECISIONS, 'auto')}, got {m.encoder_precision!r}")
     if m.arrangement not in ("ecd", "eced"):
