@@ -56,7 +56,8 @@ def model_config(model: AlignedST, *, translator_kwargs: dict | None = None, dec
         "sltalign_version": __version__,
         "speech_encoder": None
         if se is None
-        else {"spec": se.spec, "mode": getattr(se, "mode", None), "precision": se.precision, "dim": se.dim, "fingerprint": se.fingerprint()},
+        else {"spec": se.spec, "mode": getattr(se, "mode", None), "precision": se.precision, "engine": getattr(se, "engine", "torch"),
+              "dim": se.dim, "fingerprint": se.fingerprint()},
         "translator": {
             "spec": model.translator.spec,
             "kwargs": translator_kwargs or {},
@@ -263,7 +264,7 @@ def check_config_types(cfg: dict[str, Any], where: str | Path) -> None:
             raise bad(key, "an object with a 'spec' string" + (" (or null)" if optional else ""), block)
         if not isinstance(block.get("spec"), str) or not block["spec"]:
             raise bad(f"{key}.spec", "a non-empty model name string", block.get("spec"))
-        for name in ("mode", "precision"):
+        for name in ("mode", "precision", "engine"):
             if block.get(name) is not None and not isinstance(block[name], str):
                 raise bad(f"{key}.{name}", "a string or null", block[name])
         if "kwargs" in block and not isinstance(block["kwargs"], dict):
@@ -361,8 +362,10 @@ def build_model(
         translator = load_translator(cfg["translator"]["spec"], **cfg["translator"].get("kwargs", {}))
     if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
         se = cfg["speech_encoder"]
-        # checkpoints from before encoder precision existed computed in fp32
-        speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim", precision=se.get("precision") or "fp32")
+        # checkpoints from before encoder precision existed computed in fp32, from before the engine field in torch;
+        # the recorded engine is used again (ctranslate2 unavailable here: a warning, and torch fp32)
+        speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim", precision=se.get("precision") or "fp32",
+                                             engine=se.get("engine") or "torch")
     in_dim = (cfg.get("connector") or {}).get("in_dim")
     if speech_encoder is not None and in_dim is not None and getattr(speech_encoder, "dim", in_dim) != in_dim:
         raise CheckpointError(

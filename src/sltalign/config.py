@@ -35,6 +35,12 @@ class ModelConfig:
     #: AMX, states within ~1% of fp32) or "auto" (bf16 where the device has native bf16 matrix units).
     #: The precision used is recorded in checkpoints, so translation computes the same way.
     encoder_precision: str = "fp32"
+    #: what computes the frozen Whisper encoder: "torch" (fp32/bf16, every mode), "ctranslate2" (trim mode;
+    #: encoder_precision "int8" or "fp32", "auto" meaning int8: on a 2-core Zen 4 without AMX int8 encoded
+    #: 74-84 audio-s/s against torch fp32's 41-47, states at a mean frame cosine of ~0.997 to fp32) or "auto"
+    #: (the fastest engine and precision whose states keep a mean frame cosine >= 0.99 to torch fp32 on this
+    #: machine, measured once and remembered; encoder_precision is then ignored). Recorded in checkpoints.
+    encoder_engine: str = "torch"
     translator: str = "packaged:bergamot-en-pt"
     #: extra arguments for the translator loader (e.g. source_prefix, target_lang)
     translator_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -364,7 +370,16 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("model.encoder_precision: the decoder source computes in int8 (CTranslate2) or fp32; use fp32 or auto")
     if m.encoder_mode == "decoder" and cfg.augment.active:
         raise ConfigError("augment: masking would zero the hypothesis tokens the decoder source carries; turn it off with model.encoder_mode=decoder")
-    if m.encoder_precision not in (*ENCODER_PRECISIONS, "auto"):
+    if m.encoder_engine not in ("torch", "ctranslate2", "auto"):
+        raise ConfigError(f"model.encoder_engine: expected 'torch', 'ctranslate2' or 'auto', got {m.encoder_engine!r}")
+    if m.encoder_engine != "torch" and m.encoder_mode == "decoder":
+        raise ConfigError("model.encoder_engine: the decoder source runs on its own engine (CTranslate2 int8); leave it 'torch'")
+    if m.encoder_engine == "ctranslate2" and m.encoder_mode != "trim":
+        raise ConfigError(f"model.encoder_engine: ctranslate2 encodes trimmed input only; set model.encoder_mode=trim (got {m.encoder_mode!r})")
+    if m.encoder_engine == "ctranslate2":
+        if m.encoder_precision not in ("int8", "fp32", "auto"):
+            raise ConfigError(f"model.encoder_precision: the ctranslate2 engine computes in 'int8', 'fp32' or 'auto' (int8), got {m.encoder_precision!r}")
+    elif m.encoder_precision not in (*ENCODER_PRECISIONS, "auto"):
         raise ConfigError(f"model.encoder_precision: expected one of {(*ENCODER_PRECISIONS, 'auto')}, got {m.encoder_precision!r}")
     if m.arrangement not in ("ecd", "eced"):
         raise ConfigError(f"model.arrangement: expected 'ecd' or 'eced', got {m.arrangement!r}")

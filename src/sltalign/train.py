@@ -159,7 +159,12 @@ def load_configured_speech_encoder(cfg: TrainConfig, device: torch.device) -> Sp
     from .foundation import load_speech_encoder
 
     m = cfg.model
-    precision = "fp32" if m.encoder_mode == "decoder" else resolve_precision(m.encoder_precision, device)
+    engine = getattr(m, "encoder_engine", "torch")
+    if m.encoder_mode == "decoder":
+        return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision="fp32")
+    if engine != "torch":  # ctranslate2: precision int8/fp32/auto (= int8); auto: measured, precision ignored
+        return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=m.encoder_precision, engine=engine)
+    precision = resolve_precision(m.encoder_precision, device)
     return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=precision)
 
 

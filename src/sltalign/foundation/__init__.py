@@ -15,12 +15,13 @@ from .packaged import PackagedModelError, is_packaged, resolve
 __all__ = ["SpeechEncoder", "Translator", "load_speech_encoder", "load_translator", "PackagedModelError"]
 
 
-def load_speech_encoder(spec: str, *, mode: str = "trim", precision: str = "fp32") -> SpeechEncoder:
+def load_speech_encoder(spec: str, *, mode: str = "trim", precision: str = "fp32", engine: str = "torch") -> SpeechEncoder:
     """A frozen speech encoder from ``packaged:NAME``, a directory (HF or CTranslate2) or a hub id;
-    ``precision`` "fp32" or "bf16" (see ``SpeechEncoder.set_precision``)."""
+    ``precision`` "fp32" or "bf16" (see ``SpeechEncoder.set_precision``); ``engine`` "torch", "ctranslate2"
+    (precision "int8" or "fp32") or "auto" (see ``speech_encoder.load_speech_encoder``)."""
     from .speech_encoder import load_speech_encoder as _load
 
-    return _load(spec, mode=mode, precision=precision)
+    return _load(spec, mode=mode, precision=precision, engine=engine)
 
 
 def _is_marian_native_dir(path: Path) -> bool:

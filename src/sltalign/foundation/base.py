@@ -101,6 +101,8 @@ class SpeechEncoder(FrozenModule, abc.ABC):
     precision: str = "fp32"
     #: what the forward pass depends on besides the weights ("trim", "pad30", "full"; set by subclasses)
     mode: str = "full"
+    #: what computes the forward pass: "torch", or "ctranslate2" (foundation/ctranslate2_encoder.py)
+    engine: str = "torch"
 
     def set_precision(self, precision: str) -> "SpeechEncoder":
         """Compute in "fp32" or "bf16" (autocast: matrix products in bfloat16, states returned float32).
@@ -117,7 +119,10 @@ class SpeechEncoder(FrozenModule, abc.ABC):
 
     @property
     def cache_mode(self) -> str:
-        """What an encoder-output cache keys on besides the weights: the mode, plus the precision if not fp32."""
+        """What an encoder-output cache keys on besides the weights: the mode, plus the precision if not fp32,
+        plus the engine if not torch ("trim", "trim+bf16", "trim+ctranslate2-int8", "trim+ctranslate2-fp32")."""
+        if self.engine != "torch":
+            return f"{self.mode}+{self.engine}-{self.precision}"
         return self.mode if self.precision == "fp32" else f"{self.mode}+{self.precision}"
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
