@@ -247,16 +247,21 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-
-    from . import commands
-
-    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would bury our own progress
 
     try:
         cmd = args.command
         sub = args[cmd]
+        # paths first, before any model code is imported (transformers alone takes ~2 s, a checkpoint's
+        # foundations ~10 s): a mistyped path fails in well under a second, with the loader's own message
+        from .preflight import check_command_paths
+
+        check_command_paths(cmd, sub)
         _check_hub_models(sub)
+        from transformers.utils import logging as hf_logging
+
+        from . import commands
+
+        hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars would bury our own progress
         if cmd == "data":
             return commands.data(sub.source, sub[sub.source])
         return getattr(commands, cmd)(sub)
