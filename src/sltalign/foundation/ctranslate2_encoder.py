@@ -193,44 +193,43 @@ def frame_agreement(ref: torch.Tensor, got: torch.Tensor) -> dict[str, float]:
     return {"max_rel_err": float((got - ref).abs().max() / ref.abs().max()), "mean_cosine": float(cos.mean())}
 
 
-def _time_encode(enc: SpeechEncoder, waves: list[np.ndarray], repeats: int) -> float:
-    """Best of ``repeats`` wall times (s) to encode ``waves`` one batch, after one warm-up call."""
-    enc.encode(waves)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        enc.encode(waves)
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def measure_engines(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, seconds: float = 4.0,
                     repeats: int = 2, candidates: Sequence[tuple[str, str]] = AUTO_CANDIDATES) -> list[dict[str, Any]]:
-    """Each candidate (engine, precision) on ``probe_waveform(seconds)``: audio-seconds per second and its
-    agreement with torch fp32. Candidates that cannot run here (no ctranslate2, no CTranslate2 directory,
-    pad30 mode) are left out. ``torch_encoder``'s precision is restored afterwards."""
+    """Each candidate (engine, precision) on ``probe_waveform(seconds)``: audio-seconds per second (best of
+    ``repeats`` after a warm-up, the candidates timed in turns so that a load spike on a shared machine does
+    not fall on one alone) and its agreement with torch fp32. Candidates that cannot run here (no ctranslate2,
+    no CTranslate2 directory, pad30 mode) are left out. ``torch_encoder``'s precision is restored afterwards."""
     wave = probe_waveform(seconds)
     restore = torch_encoder.precision
-    rows: list[dict[str, Any]] = []
     try:
         torch_encoder.set_precision("fp32")
         ref = torch_encoder.encode([wave])[0][0]  # (T_s, D_s)
         ct2_ok = ct2_dir is not None and torch_encoder.mode == "trim" and ctranslate2_available()
+        encoders: dict[tuple[str, str], SpeechEncoder] = {}
         for engine, precision in candidates:
-            if engine == "torch":
-                enc: SpeechEncoder = torch_encoder.set_precision(precision)
-            elif ct2_ok:
-                enc = CT2WhisperSpeechEncoder(whisper_encoder_module=torch_encoder.encoder,
-                                              feature_extractor=torch_encoder.feature_extractor, ct2_dir=ct2_dir,
-                                              precision=precision, spec=torch_encoder.spec)
-            else:
-                continue
-            elapsed = _time_encode(enc, [wave], repeats)
-            agree = frame_agreement(ref, enc.encode([wave])[0][0])
-            rows.append({"engine": engine, "precision": precision, "audio_s_per_s": seconds / elapsed, **agree})
+            if engine == "ctranslate2" and ct2_ok:
+                encoders[(engine, precision)] = CT2WhisperSpeechEncoder(
+                    whisper_encoder_module=torch_encoder.encoder, feature_extractor=torch_encoder.feature_extractor,
+                    ct2_dir=ct2_dir, precision=precision, spec=torch_encoder.spec)
+            elif engine == "torch":
+                encoders[(engine, precision)] = torch_encoder  # its precision is set before each call
+        best = {k: float("inf") for k in encoders}
+        states: dict[tuple[str, str], torch.Tensor] = {}
+        for round_ in range(repeats + 1):  # round 0: warm-up, and the states compared
+            for (engine, precision), enc in encoders.items():
+                if engine == "torch":
+                    enc.set_precision(precision)
+                t0 = time.perf_counter()
+                out = enc.encode([wave])[0][0]
+                elapsed = time.perf_counter() - t0
+                if round_ == 0:
+                    states[(engine, precision)] = out
+                else:
+                    best[(engine, precision)] = min(best[(engine, precision)], elapsed)
     finally:
         torch_encoder.set_precision(restore)
-    return rows
+    return [{"engine": e, "precision": p, "audio_s_per_s": seconds / best[(e, p)], **frame_agreement(ref, states[(e, p)])}
+            for (e, p) in encoders]
 
 
 def choose_engine(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, min_cosine: float = AUTO_MIN_COSINE,
