@@ -122,11 +122,13 @@ def _parser() -> ArgumentParser:
     covost.add_argument("--clips", type=str, required=True, help="the Common Voice clips directory")
     covost.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
     dsub.add_subcommand("covost", covost, help="CoVoST 2 (a TSV and its clips directory)")
-    real = ArgumentParser(description="The project's small real-speech test set (human pt-BR references).")
+    real = ArgumentParser(description="The project's real-speech test set, or its small dev set (human pt-BR references).")
     real.add_argument("--out", type=str, required=True, help="directory for the manifest and its audio")
     real.add_argument("--subsets", type=list[str] | None, default=None,
-                      help="among librivox, cards, commands, digits, ivr (default: all)")
-    dsub.add_subcommand("realspeech", real, help="the project's 96 real recordings with human pt-BR references")
+                      help="among librivox, cards, commands, digits, ivr, wz2100, alsa (default: all in the split)")
+    real.add_argument("--split", type=Literal["test", "dev"], default="test",
+                      help="test (default), or dev: disjoint recordings for checkpoint selection, never training audio")
+    dsub.add_subcommand("realspeech", real, help="the project's real recordings (121 test, 31 dev) with human pt-BR references")
     gt = ArgumentParser(description="English -> target pairs from installed gettext catalogs (software UI strings, human translations).")
     gt.add_argument("--out", type=str, required=True, help="directory for en.txt, <lang>.txt and sources.tsv")
     gt.add_argument("--locale", type=str, default="pt_BR", help="the catalogs' locale directory name")

@@ -47,7 +47,7 @@ def data(source: str, args: Any) -> int:
     if source == "realspeech":
         from .data.realspeech import build_realspeech_manifest
 
-        print(build_realspeech_manifest(out, subsets=args.subsets))
+        print(build_realspeech_manifest(out, subsets=args.subsets, split=getattr(args, "split", "test")))
         return 0
     if source == "gettext":
         from .data.gettext_corpus import gettext_pairs, write_parallel
