@@ -171,26 +171,44 @@ def decisions_path() -> Path:
     return root / _DECISIONS_FILE
 
 
+#: (F1, F2, F3) in Hz of the vowels /a/, /i/, /u/, /e/: the probe's spectral envelopes
+_VOWEL_FORMANTS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480))
+
+
 def probe_waveform(seconds: float = 4.0, seed: int = 0) -> np.ndarray:
-    """A deterministic speech-like test signal (n,) float32 at 16 kHz: a voiced source (harmonics of a gliding
-    pitch) under a syllable-rate envelope, plus a little noise; what ``auto`` measures on."""
+    """A deterministic speech-like test signal (n,) float32 at 16 kHz, what ``auto`` measures on: a voiced
+    source (40 harmonics of a gliding pitch) shaped by a vowel's formants every 0.25 s, syllable-rate
+    loudness, a 0.3-s pause every 1.3 s, and faint noise. The formants and pauses matter: on Whisper-base,
+    CTranslate2 int8 states measured a mean frame cosine to fp32 of 0.993 on bare harmonics (close to the
+    0.99 bar), 0.997 on this signal and 0.997-0.999 on 4-s pieces of LibriVox speech."""
     rng = np.random.default_rng(seed)
     n = int(seconds * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
     f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
     phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4.0 * t) ** 2
-    w = 0.1 * voiced * envelope + 0.01 * rng.standard_normal(n)
+    source = sum(np.sin(k * phase) / k for k in range(1, 41))
+    block = SAMPLE_RATE // 4
+    voiced = np.zeros(n)
+    for b, i in enumerate(range(0, n, block)):
+        seg = source[i : i + block]
+        freqs = np.fft.rfftfreq(len(seg), 1 / SAMPLE_RATE)
+        envelope = sum(1 / (1 + ((freqs - f) / 80.0) ** 2) for f in _VOWEL_FORMANTS[b % len(_VOWEL_FORMANTS)])
+        voiced[i : i + block] = np.fft.irfft(np.fft.rfft(seg) * envelope, n=len(seg))
+    loudness = np.sin(2 * np.pi * 3.0 * t) ** 2
+    loudness[(t % 1.3) > 1.0] = 0.0  # pauses: speech has silences, and the encoder's states there count too
+    w = voiced * loudness
+    w = 0.3 * w / max(float(np.abs(w).max()), 1e-9) + 0.003 * rng.standard_normal(n)
     return w.astype(np.float32)
 
 
 def frame_agreement(ref: torch.Tensor, got: torch.Tensor) -> dict[str, float]:
-    """States (T_s, D_s) of one utterance vs reference (T_s, D_s): max relative error (max |diff| / max |ref|)
-    and the mean over frames of the cosine between the two frames."""
+    """States (T_s, D_s) of one utterance vs reference (T_s, D_s): max relative error (max |diff| / max |ref|;
+    one outlier channel decides it), relative L2 error (||diff|| / ||ref||) and the mean over frames of the
+    cosine between the two frames (the tolerance ``auto`` states)."""
     ref, got = ref.float(), got.float()
     cos = torch.nn.functional.cosine_similarity(ref, got, dim=-1)
-    return {"max_rel_err": float((got - ref).abs().max() / ref.abs().max()), "mean_cosine": float(cos.mean())}
+    return {"max_rel_err": float((got - ref).abs().max() / ref.abs().max()), "rel_l2": float((got - ref).norm() / ref.norm()),
+            "mean_cosine": float(cos.mean())}
 
 
 def measure_engines(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, seconds: float = 4.0,
