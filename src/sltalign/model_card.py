@@ -87,7 +87,7 @@ def render_card(cfg: dict[str, Any], *, name: str = "connector", recipe: dict[st
         "## Foundations (frozen)",
         "| role | model | weight fingerprint | details |",
         "| --- | --- | --- | --- |",
-        f"| speech encoder | `{se.get('spec')}` | `{se.get('fingerprint')}` | mode {se.get('mode')}, precision {se.get('precision')}, "
+        f"| speech encoder | `{se.get('spec')}` | `{se.get('fingerprint')}` | mode {se.get('mode')}, precision {se.get('precision')}, engine {se.get('engine') or 'torch'}, "
         f"width {se.get('dim')} |",
         f"| translator | `{tr.get('spec')}` | `{tr.get('fingerprint')}` | embedding width {tr.get('embed_dim')}"
         + (f", options {json.dumps(tr.get('kwargs'))}" if tr.get("kwargs") else "") + " |",
