@@ -218,3 +218,21 @@ def test_config_engine_field(tmp_path):
 def test_probe_waveform_is_deterministic_speechlike():
     a, b = ct2e.probe_waveform(2.0), ct2e.probe_waveform(2.0)
     assert a.dtype == np.float32 and a.shape == (32000,) and np.array_equal(a, b) and 0.01 < float(np.abs(a).max()) < 1
+
+
+@pytest.mark.packaged
+def test_training_on_ct2_int8_states_records_the_engine(tmp_path, sharp_marian_dir):
+    """model.encoder_engine reaches the encoder that fills the cache, the cache key and the checkpoint."""
+    from pathlib import Path
+
+    from sltalign.checkpoint import load_connector
+    from sltalign.train import train
+    from tests.test_train import config
+
+    stages = "[{name: ctc, steps: 2, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
+    cfg = config(tmp_path, TINY_EN, sharp_marian_dir, "run", stages=stages,
+                 **{"model.encoder_engine": "ctranslate2", "model.encoder_precision": "int8"})
+    train(cfg, progress=False)
+    model, cfg_json = load_connector(Path(cfg.out) / "best")
+    assert (cfg_json["speech_encoder"]["engine"], cfg_json["speech_encoder"]["precision"]) == ("ctranslate2", "int8")
+    assert model.speech_encoder.cache_mode == "trim+ctranslate2-int8"
