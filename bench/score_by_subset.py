@@ -1,4 +1,4 @@
-"""Corpus BLEU and chrF of hyps.jsonl files per subset of the real-speech set (ids ``ivr-*`` vs the rest).
+"""Corpus BLEU and chrF of hyps.jsonl files per subset of the real-speech set (test or dev).
 
     python3 bench/score_by_subset.py demo=runs/demo/eval/real/aligned/hyps.jsonl tokens=eval/r96_tokens/hyps.jsonl
 
@@ -19,8 +19,11 @@ from sltalign.data.realspeech import subset_of
 
 SUBSETS = {
     "all": lambda uid: True,
-    "pocketsphinx": lambda uid: subset_of(uid) != "ivr",  # librivox, cards, commands, digits
+    "pocketsphinx": lambda uid: subset_of(uid) in ("librivox", "cards", "commands", "digits"),
     "ivr": lambda uid: subset_of(uid) == "ivr",
+    "wz2100": lambda uid: subset_of(uid) == "wz2100",
+    "alsa": lambda uid: subset_of(uid) == "alsa",
+    "new voices": lambda uid: subset_of(uid) in ("wz2100", "alsa"),
 }
 
 
