@@ -196,7 +196,10 @@ def build_realspeech_manifest(
             if s not in kept:
                 continue
             if s in _ARCHIVED:
-                audio = out_dir / "audio" / s / Path(row["path"]).name
+                member = Path(row["path"])
+                if member.is_absolute() or ".." in member.parts:
+                    raise ValueError(f"realspeech.tsv: {row['id']}: archive member {row['path']!r} must be a relative path inside it")
+                audio = out_dir / "audio" / s / member  # the member's own path: no two members can collide
                 zf = archives.get(s) or archives.setdefault(s, zipfile.ZipFile(where[s]))
                 try:
                     info = zf.getinfo(row["path"])
