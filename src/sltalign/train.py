@@ -39,7 +39,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .api import piece_seconds_for
 from .checkpoint import (
@@ -640,11 +640,10 @@ def _train(cfg: TrainConfig, *, progress: bool, model: AlignedST | None) -> dict
         if clock:
             # A clock ends this stage (its step count is only a cap): the bar counts seconds, so its ETA is
             # the real one; the step and the loss go in the postfix.
-            bar = tqdm(total=round(clock * 60), initial=round((minutes() - stage_start) * 60), desc=desc, unit="s",
-                       disable=not (progress and main), dynamic_ncols=True)
+            bar = progress_bar(total=round(clock * 60), initial=round((minutes() - stage_start) * 60), desc=desc, unit="s",
+                               enabled=progress and main)
         else:
-            bar = tqdm(total=stage.steps, initial=state.stage_step, desc=desc, unit="step",
-                       disable=not (progress and main), dynamic_ncols=True)
+            bar = progress_bar(total=stage.steps, initial=state.stage_step, desc=desc, unit="step", enabled=progress and main)
         step_module.train()
         running: dict[str, float] = {}
         stop_stage = False

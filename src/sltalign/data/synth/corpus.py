@@ -307,11 +307,11 @@ def synthesize_corpus(
 
 def _render_all(todo: list[ClipPlan], backend: str, out: Path, cfg: SynthConfig, progress: bool) -> dict[str, dict[str, Any]]:
     """Render the clips (``cfg.workers`` processes, or this one for 0); returns their records by id."""
-    from tqdm.auto import tqdm
+    from ...progress import progress_bar
 
     t0 = time.perf_counter()
     records: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(todo), unit="clip", desc="synthesising", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="clip", desc="synthesising", enabled=progress)
     if cfg.workers == 0:
         renderer = _Renderer(backend, out, cfg.sample_rate)
         for plan in todo:
@@ -345,10 +345,10 @@ def _render_all(todo: list[ClipPlan], backend: str, out: Path, cfg: SynthConfig,
 
 
 def _translate(texts: list[str], fn: Callable[[list[str]], list[str]], batch_size: int, progress: bool) -> dict[str, str]:
-    from tqdm.auto import tqdm
+    from ...progress import progress_bar
 
     out: dict[str, str] = {}
-    for i in tqdm(range(0, len(texts), batch_size), desc="translating", unit="batch", disable=not progress):
+    for i in progress_bar(range(0, len(texts), batch_size), desc="translating", unit="batch", enabled=progress):
         batch = texts[i : i + batch_size]
         result = list(fn(batch))
         if len(result) != len(batch) or not all(isinstance(r, str) for r in result):
