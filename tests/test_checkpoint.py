@@ -201,7 +201,7 @@ def test_a_kill_between_any_two_filesystem_steps_of_a_write_loses_nothing(model,
         k += 1
         root = tmp_path / f"k{k}"
         save_connector(model, root / "last", extra={"v": "A"}, trainer_state={"step": 1})
-        state = _kill_at(k, monkeypatch)
+        _kill_at(k, monkeypatch)
         try:
             save_connector(model, root / "last", extra={"v": "B"}, trainer_state={"step": 2})
             killed = False

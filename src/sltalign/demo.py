@@ -18,7 +18,7 @@ Steps (each shows progress; every artefact lands under OUT):
 ``--recipe`` picks what step 3 trains (``RECIPES``): "phones" (the default, the paper's arrangement: a
 connector on the frozen Whisper *encoder*) or "soft_cascade" (``configs/soft_cascade.yaml``: a connector on
 the frozen Whisper *decoder's* states along its own hypothesis, which starts as the cascade and learns
-corrections; recognition costs ~1 s per clip, so it trains on 600 clips instead of 12,000).
+corrections; recognition costs ~1 s per clip, so it trains on 300 clips instead of 12,000).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ QUICK = {"asr": "packaged:whisper-tiny.en", "n_train": 300, "n_dev": 30, "n_test
 PRESET = "phones.yaml"
 # The soft cascade: every clip costs a 30-s recognition window (~1 s of CPU), so few training clips, a short
 # training (it starts from the cascade and only learns corrections) and a larger evaluation reserve.
-SOFT_FULL = {"asr": "packaged:whisper-base", "n_train": 600, "n_dev": 100, "n_test": 100, "minutes": 6.0}
+SOFT_FULL = {"asr": "packaged:whisper-base", "n_train": 300, "n_dev": 100, "n_test": 100, "minutes": 6.0}
 SOFT_QUICK = {"asr": "packaged:whisper-tiny.en", "n_train": 40, "n_dev": 12, "n_test": 12, "minutes": 0.5}
 #: recipe name -> (preset file, full settings, quick settings, what a line of --help says)
 RECIPES = {
@@ -87,7 +87,6 @@ def run_demo(
     from .api import SpeechTranslator
     from .cascade import Cascade
     from .data.manifest import read_manifest
-    from .data.realspeech import build_realspeech_manifest
     from .data.synth import SynthConfig, synthesize_corpus
     from .foundation import load_translator
     from .systems import run_aligned, run_cascade, run_mt_on_gold
