@@ -212,7 +212,8 @@ def test_time_decay_needs_a_time_limit_and_ends_near_zero(tmp_path, tiny_whisper
     stage = "[{name: ctc, steps: 100000, lr: 0.003, warmup: 2, objectives: {ctc: 1.0}, evaluate: false, time_decay: true%s}]"
     with pytest.raises(ConfigError, match="time_decay: needs a time limit"):
         config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "a", stages=stage % "")
-    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "b", stages=stage % ", max_minutes: 0.05")
+    # 6 s of clock: enough logged steps even when other jobs load the machine (3 s once gave a single row)
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "b", stages=stage % ", max_minutes: 0.1")
     summary = train(cfg, progress=True)  # progress on: the clock-driven bar (seconds, not steps) runs too
     assert summary["steps"] < 100000  # the clock ended the stage
     rows = list(csv.DictReader((Path(cfg.out) / "metrics.csv").open()))
