@@ -1,4 +1,4 @@
-"""Whisper encoder: trim vs pad30, and fp32 vs bf16 compute, side by side in one run (issue "Benchmarks").
+"""Whisper encoder: trim vs pad30, and fp32 vs bf16 compute, side by side in one run.
 
     python3 bench/bench_encoder_modes.py [--model packaged:whisper-base] [--seconds 2 4 6 8 10] [--repeats 3]
 

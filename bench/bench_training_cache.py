@@ -1,4 +1,4 @@
-"""Training throughput: encoder-output cache vs running the frozen encoder every step (issue "Benchmarks").
+"""Training throughput: encoder-output cache vs running the frozen encoder every step.
 
     python3 bench/bench_training_cache.py [--encoder packaged:whisper-base] [--batch 8] [--steps 4]
 

@@ -15,7 +15,7 @@ Each system runs in a fresh child process, so the peak resident memory (ru_maxrs
 alone, from loading its models to the last translation; the real-time factor is compute seconds per second of
 audio after loading, best of ``--repeats`` passes. A third child trains the same connector architecture for
 ``--train_steps`` steps (cache build included) with the demo recipe's objectives and reports its peak memory.
-Target (issue "Benchmarks"): the aligned model at most half the cascade's time.
+Target: the aligned model at most half the cascade's time.
 """
 
 from __future__ import annotations

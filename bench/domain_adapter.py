@@ -1,4 +1,4 @@
-"""The connector as a domain adapter (issue "Benchmarks"): software interface strings with human pt-BR references.
+"""The connector as a domain adapter: software interface strings with human pt-BR references.
 
     sltalign data gettext --out runs/gettext_txt
     sltalign data synth --sentences runs/gettext_txt/en.txt --translations runs/gettext_txt/pt.txt \\

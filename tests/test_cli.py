@@ -1,4 +1,4 @@
-"""The command-line contract of DESIGN.md on tiny models: train, evaluate, translate, info, and clear
+"""The command-line contract (README) on tiny models: train, evaluate, translate, info, and clear
 one-line errors (exit status 2, no traceback) for input a user can fix."""
 
 from __future__ import annotations

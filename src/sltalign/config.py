@@ -45,7 +45,7 @@ class ModelConfig:
     #: extra arguments for the translator loader (e.g. source_prefix, target_lang)
     translator_kwargs: dict[str, Any] = field(default_factory=dict)
     connector: str = "ste"
-    #: connector size preset: "small" (CPU-sized) or "paper" (FACTS.md sizes)
+    #: connector size preset: "small" (CPU-sized) or "paper" (the sizes of arXiv 2411.18294)
     connector_preset: str | None = "small"
     connector_args: dict[str, Any] = field(default_factory=dict)
     #: "eced" (connector -> MT encoder -> decoder) or "ecd" (connector -> MT decoder)

@@ -6,7 +6,8 @@ touches train.py. Shapes follow the legend in ``sltalign.foundation.base``.
 - ``ce``:  the paper's objective: the frozen MT decoder's token cross-entropy on the target translation.
 - ``ctc``: CTC on the transcript over the frozen MT's own *source* vocabulary, logits tied to the frozen
            source-embedding matrix (plus a learned blank): the connector learns to emit vectors that point
-           at the MT's input embeddings, which is ~10x faster to learn than CE alone (FACTS.md, issue 4).
+           at the MT's input embeddings, which starts to translate far sooner than CE alone (docs/RESULTS.md,
+           "Fast-alignment recipes side by side").
            Training may use a sampled softmax (the batch's tokens + random negatives) for speed.
            With a head over word pieces (``model.ctc_pieces``) the targets are piece ids instead (the
            batch's ``sources`` then hold pieces: train.py tokenizes transcripts with the head) and the

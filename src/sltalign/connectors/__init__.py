@@ -7,7 +7,7 @@
 Registered names: "ste" (the paper's conv subsampler + Transformer), "qformer" (learned queries, fixed S),
 "window_qformer" (queries per window of frames, SALMONN-style), "mlp" (frame stacking + MLP), "hypothesis"
 (the soft cascade's: the recogniser's 1-best text corrected from its decoder states).
-Presets: "paper" (the sizes of arXiv 2411.18294 / FACTS.md; also the constructor defaults) and "small"
+Presets: "paper" (the sizes of arXiv 2411.18294; also the constructor defaults) and "small"
 (for whisper-base D_s 512 -> Bergamot D_m 256: under ``SMALL_BUDGET`` parameters, i.e. under 5% of the
 ~89.5M parameters of whisper-base (72.6M) plus Bergamot en-pt tiny (16.9M)).
 ``compress`` holds the CTC head tied to the MT embeddings and the CTC compression usable after any connector;

@@ -50,7 +50,7 @@ class STEConnector(Connector):
     """
 
     PRESETS = {
-        # FACTS.md: 2 x Conv1d(k5, s2) + GLU (D_s -> 1024 -GLU-> 512 -> 512 -GLU-> 256), 6 x (d 256, 4 heads, FFN 2048)
+        # the paper's STE (arXiv 2411.18294): 2 x Conv1d(k5, s2) + GLU (D_s -> 1024 -GLU-> 512 -> 512 -GLU-> 256), 6 x (d 256, 4 heads, FFN 2048)
         "paper": dict(d=256, layers=6, heads=4, ffn=2048, conv_channels=512, conv_stages=2, dropout=0.1, norm_first=True),
         # whisper-base (512) -> Bergamot (256) under the 4.5M budget: narrower first conv, 3 lighter layers
         "small": dict(d=256, layers=3, heads=4, ffn=768, conv_channels=256, conv_stages=2, dropout=0.1, norm_first=True),
@@ -99,7 +99,7 @@ class STEConnector(Connector):
         )
         self.in_proj = nn.Linear(in_dim, d) if conv_stages == 0 else None
         self.dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(  # ReLU FFN as in the standard Transformer: FACTS.md names no other
+        layer = nn.TransformerEncoderLayer(  # ReLU FFN as in the standard Transformer: the paper names no other
             d, heads, dim_feedforward=ffn, dropout=dropout, activation="relu", batch_first=True, norm_first=norm_first
         )
         self.encoder = nn.TransformerEncoder(

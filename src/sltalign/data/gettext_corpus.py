@@ -2,7 +2,7 @@
 
 Every Debian package with a user interface installs its translators' work as compiled gettext catalogs,
 ``/usr/share/locale/<locale>/LC_MESSAGES/<domain>.mo``: English message ids paired with human translations.
-For the connector-as-domain-adapter experiment (issue "Benchmarks") they are a domain the MT was not tuned
+For the connector-as-domain-adapter experiment (bench/domain_adapter.py) they are a domain the MT was not tuned
 for (menu items, option help, error messages) with references written by people, not by a machine.
 
     pairs = gettext_pairs(locale="pt_BR")             # [GettextPair(domain, english, target), ...]

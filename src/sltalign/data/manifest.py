@@ -1,6 +1,6 @@
 """The manifest: one JSON object per line describing one utterance.
 
-Schema (DESIGN.md)::
+Schema::
 
     {"id": str,                      unique within the manifest
      "audio": str,                   path; a relative path is relative to the manifest's directory
