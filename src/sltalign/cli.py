@@ -138,8 +138,10 @@ def _parser() -> ArgumentParser:
     dsub.add_subcommand("gettext", gt, help="en/pt-BR text pairs from installed gettext catalogs (for data synth)")
 
     train = ArgumentParser(description="Train a connector. CONFIG is YAML (see configs/); overrides are dotted key=value.")
-    train.add_argument("config", type=str)
-    train.add_argument("overrides", type=str, nargs="*", default=[])
+    train.add_argument("config", type=str, help="a YAML preset (configs/*.yaml) or 'defaults' for the built-in defaults alone")
+    train.add_argument("overrides", type=str, nargs="*", default=[], help="dotted key=value overrides, e.g. stages.0.lr=3e-4 out=runs/x")
+    train.add_argument("--show_config", action="store_true",
+                       help="print every config key with its value (the preset, the overrides, the defaults of the rest) and exit")
     sub.add_subcommand("train", train, help="train a connector (resumable)")
 
     ev = ArgumentParser(description="Corpus BLEU/chrF (sacrebleu) of a connector, the cascade, or MT on gold transcripts.")

@@ -77,7 +77,14 @@ def train(args: Any) -> int:
     from .config import load_config
     from .train import train as run
 
-    cfg = load_config(args.config, list(args.overrides or []))
+    cfg = load_config(None if args.config == "defaults" else args.config, list(args.overrides or []))
+    if getattr(args, "show_config", False):
+        import yaml
+
+        from .config import to_dict
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+        return 0
     summary = run(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "parameters"}, indent=2))
     return 0

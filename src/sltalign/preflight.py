@@ -119,8 +119,9 @@ def check_command_paths(command: str, ns: Any) -> None:
             check_checkpoint_dir(ns.model)
     elif command in ("info", "serve"):
         check_checkpoint_dir(ns.model)
-    elif command == "train":
-        for manifest in _train_manifests(ns.config, list(_get(ns, "overrides") or [])):
+    elif command == "train" and not _get(ns, "show_config"):
+        config = None if ns.config == "defaults" else ns.config
+        for manifest in _train_manifests(config, list(_get(ns, "overrides") or [])) if config else []:
             check_manifest(manifest)
     elif command == "data":
         _check_data_source(ns.source, ns[ns.source])
