@@ -2,13 +2,14 @@
 
 Steps (each shows progress; every artefact lands under OUT):
 1. synthesise an English speech corpus (train / dev / test, short clips and 20-40 s ones): dev and test in
-   eSpeak NG's voices, the training clips half eSpeak NG, half Flite (when installed: more kinds of voice
-   make a recogniser that hears people better); dev/test targets are the frozen MT's own translations of the
+   eSpeak NG's voices, the training clips in eSpeak NG, Flite and hibari's neural voice (``TRAIN_BACKENDS``,
+   each where installed: more kinds of voice make a recogniser that hears people better); dev/test targets are the frozen MT's own translations of the
    transcripts (distillation, marked ``translation_source: mt:...``), so the synthetic test measures how
    close speech input gets to text input; the training split carries transcripts only (the recipe trains by
    CTC on them);
-2. the project's real-speech test set (96 recordings from Debian packages, human Portuguese references);
-3. cache the frozen Whisper encoder's outputs once, then train the connector with the fast-alignment recipe
+2. the project's real-speech test set (121 recordings from Debian packages, human Portuguese references);
+3. cache the frozen Whisper encoder's outputs once (on the engine the recipe's ``encoder_engine: auto`` finds
+   fastest within tolerance on this machine), then train the connector with the fast-alignment recipe
    (``configs/phones.yaml``: a small phone recogniser, CTC on eSpeak's phonemes of the transcripts, read
    through a pronunciation lexicon into text the frozen MT translates; ECED, hard compression through text);
 4. evaluate the aligned model beside the cascade (the same Whisper transcribing, the same MT translating) and
