@@ -447,10 +447,13 @@ def test_cli_translate_reports_each_bad_input_and_exits_non_zero(model, tmp_path
     ckpt = save_connector(model, tmp_path / "ckpt", decoding={"beam": 1, "max_len": 4, "length_penalty": 1.0})
     sf.write(tmp_path / "a.wav", speechlike(0.8, seed=30), 16000)
     (tmp_path / "bad.wav").write_bytes(b"RIFF not really a wav file")
-    assert main(["translate", "--model", str(ckpt), str(tmp_path / "a.wav"), str(tmp_path / "bad.wav")]) == 1
+    args = ["translate", "--model", str(ckpt), str(tmp_path / "a.wav"), str(tmp_path / "bad.wav"), str(tmp_path / "gone.wav")]
+    assert main(args) == 1
     cap = capsys.readouterr()
     lines = cap.out.splitlines()
-    assert len(lines) == 2 and lines[0] == SpeechTranslator.from_pretrained(ckpt).translate(str(tmp_path / "a.wav")) and lines[1] == ""
+    assert len(lines) == 3 and lines[0] == SpeechTranslator.from_pretrained(ckpt).translate(str(tmp_path / "a.wav"))
+    assert lines[1:] == ["", ""]  # a file that cannot be decoded and one that does not exist: named below
+    assert any(ln.startswith("sltalign translate: error:") and "gone.wav" in ln for ln in cap.err.splitlines()), cap.err
     # (only our lines: after other tests, transformers may log into a closed captured stream, with a traceback)
     named = [ln for ln in cap.err.splitlines() if ln.startswith("sltalign translate: error:") and "bad.wav" in ln]
     assert len(named) == 1 and named[0].startswith("sltalign translate: error: cannot decode"), cap.err

@@ -161,10 +161,13 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aa
 
 def expand_audio_args(items: list[str]) -> list[Path]:
     """Audio arguments -> files, in order: a file as given, a directory's audio files (sorted, not recursive,
-    other files skipped), a glob's matches (sorted; ``**`` recurses). Nothing found is a clear error."""
+    other files skipped), a glob's matches (sorted; ``**`` recurses). A directory or glob that finds nothing is
+    a clear error, and so are file names none of which exists; a missing file beside others that exist stays in
+    the list, so that translate translates the rest and names it among the inputs it could not read."""
     import glob
 
     out: list[Path] = []
+    missing: list[str] = []
     for a in items:
         p = Path(a).expanduser()
         if p.is_dir():
@@ -180,7 +183,10 @@ def expand_audio_args(items: list[str]) -> list[Path]:
                 raise FileNotFoundError(f"no file matches {a}")
             out.extend(found)
         else:
-            raise FileNotFoundError(f"audio file(s) not found: {a}")
+            missing.append(a)
+            out.append(p)
+    if missing and len(missing) == len(out):
+        raise FileNotFoundError(f"audio file(s) not found: {', '.join(missing)}")
     return out
 
 
