@@ -39,9 +39,10 @@ from .foundation import load_speech_encoder, load_translator
 from .hub import check_hub_specs
 from .model import AlignedST
 from .model_card import RECIPE, write_model_card
+from .preflight import CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS, read_checkpoint_json
 
-CONFIG = "config.json"
-WEIGHTS = "connector.safetensors"
+# one spelling of the checkpoint's file names, shared with the command line's early checks
+CONFIG, WEIGHTS = CHECKPOINT_CONFIG, CHECKPOINT_WEIGHTS
 TRAINER_STATE = "trainer_state.pt"
 
 
@@ -225,22 +226,10 @@ def save_connector(
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    cfg_file = path / CONFIG
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is not a directory (expected a directory with {CONFIG} and {WEIGHTS})")
-    if not cfg_file.is_file():
-        raise CheckpointError(f"checkpoint {path} has no {CONFIG}; is this an sltalign connector directory?")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from e
-    if cfg.get("format") != "sltalign-connector":
-        raise CheckpointError(f"{cfg_file}: field 'format' should be 'sltalign-connector', got {cfg.get('format')!r}")
-    for key in ("translator", "connector", "arrangement"):
-        if key not in cfg:
-            raise CheckpointError(f"{cfg_file}: missing field {key!r}")
-    check_config_types(cfg, cfg_file)
+    """A checkpoint's config.json, its structure (preflight.read_checkpoint_json, shared with the command
+    line's early checks) and its field types checked; CheckpointError names the file and field."""
+    cfg = read_checkpoint_json(path, error=CheckpointError)
+    check_config_types(cfg, Path(path) / CONFIG)
     return cfg
 
 

@@ -25,28 +25,37 @@ CHECKPOINT_WEIGHTS = "connector.safetensors"
 MIN_PIECE_SECONDS = 2.0
 
 
-def check_checkpoint_dir(path: str | Path, *, models: bool = False) -> None:
-    """checkpoint.read_config's checks short of the field types, with its messages (CheckpointError is a
-    ValueError): a directory, holding a JSON config.json of format sltalign-connector with its main fields.
-    ``models``: also checkpoint.build_model's first check, that hub ids among its foundations can be had."""
+def read_checkpoint_json(path: str | Path, *, error: type[ValueError] = ValueError) -> dict[str, Any]:
+    """A checkpoint directory's config.json, checked as far as needs no model code: a directory, holding a
+    JSON config.json of format sltalign-connector with its main fields; each failure raises ``error`` naming
+    the path. checkpoint.read_config adds the field types (and raises its CheckpointError, a ValueError)."""
     import json
 
     p = Path(path)
     cfg_file = p / CHECKPOINT_CONFIG
     if not p.is_dir():
-        raise ValueError(f"checkpoint {p} is not a directory (expected a directory with {CHECKPOINT_CONFIG} and {CHECKPOINT_WEIGHTS})")
+        raise error(f"checkpoint {p} is not a directory (expected a directory with {CHECKPOINT_CONFIG} and {CHECKPOINT_WEIGHTS})")
     if not cfg_file.is_file():
-        raise ValueError(f"checkpoint {p} has no {CHECKPOINT_CONFIG}; is this an sltalign connector directory?")
+        raise error(f"checkpoint {p} has no {CHECKPOINT_CONFIG}; is this an sltalign connector directory?")
     try:
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg_file}: not valid JSON ({e})") from e
+        raise error(f"{cfg_file}: not valid JSON ({e})") from e
     if not isinstance(cfg, dict) or cfg.get("format") != "sltalign-connector":
         got = cfg.get("format") if isinstance(cfg, dict) else cfg
-        raise ValueError(f"{cfg_file}: field 'format' should be 'sltalign-connector', got {got!r}")
+        raise error(f"{cfg_file}: field 'format' should be 'sltalign-connector', got {got!r}")
     for key in ("translator", "connector", "arrangement"):
         if key not in cfg:
-            raise ValueError(f"{cfg_file}: missing field {key!r}")
+            raise error(f"{cfg_file}: missing field {key!r}")
+    return cfg
+
+
+def check_checkpoint_dir(path: str | Path, *, models: bool = False) -> None:
+    """checkpoint.read_config's checks short of the field types (``read_checkpoint_json``), before any model
+    code is imported. ``models``: also checkpoint.build_model's first check, that hub ids among its
+    foundations can be had."""
+    p = Path(path)
+    cfg = read_checkpoint_json(p)
     if models:
         from .hub import check_hub_specs  # light: the network is probed only for a hub id not in the cache
 
