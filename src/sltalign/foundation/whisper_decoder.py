@@ -205,7 +205,7 @@ class WhisperDecoderSource(SpeechEncoder):
         return WhisperText(self.tokenizer, self.eot_id)
 
     def decode_text(self, ids: Sequence[Sequence[int]]) -> list[str]:
-        return [self.tokenizer.decode(list(r), skip_special_tokens=True).strip() for r in ids]
+        return self.text_reader().decode(ids)
 
 
 def hypothesis_ids(states: torch.Tensor, mask: torch.Tensor, eot_id: int) -> list[list[int]]:
@@ -224,9 +224,13 @@ class WhisperText:
         self.tokenizer = tokenizer
         self.eot_id = int(eot_id)
 
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Hypothesis token ids -> text, special tokens dropped."""
+        return [self.tokenizer.decode(list(r), skip_special_tokens=True).strip() for r in ids]
+
     def texts(self, states: torch.Tensor, mask: torch.Tensor) -> list[str]:
         """(B, L, D_s + 2), (B, L) -> the 1-best text of each clip."""
-        return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in hypothesis_ids(states, mask, self.eot_id)]
+        return self.decode(hypothesis_ids(states, mask, self.eot_id))
 
 
 def _prompt_for(tokenizer: Any, multilingual: bool) -> tuple[list[int], int]:
