@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioError, as_waveform, duration_of, load_audio
+from .audio import SAMPLE_RATE, AudioError, as_waveform, duration_of, load_audio
+from .segment import MIN_PIECE_SECONDS, piece_seconds_for  # noqa: F401  (piece_seconds_for: public here too)
 from .checkpoint import load_connector
 from .model import AlignedST
 from .outputs import Segment, Translation
@@ -40,28 +41,13 @@ from .progress import progress_bar
 log = logging.getLogger(__name__)
 
 AudioInput = str | Path | np.ndarray | torch.Tensor
-SAMPLE_RATE = 16000
 #: shorter than this (in samples) a clip carries no speech worth translating
 MIN_SAMPLES = SAMPLE_RATE // 10
-#: shortest allowed ``max_piece_seconds``: a piece must hold at least a few words, and the VAD's cuts need room
-MIN_PIECE_SECONDS = 2.0
 #: default ``sentence_pause_seconds``: in synthetic long clips, pauses at sentence ends measured 0.18 s or longer
 #: and pauses inside sentences mostly shorter (docs/RESULTS.md, "Long audio cut at sentence pauses")
 SENTENCE_PAUSE_SECONDS = 0.2
 #: decoding options a checkpoint may store (``decoding`` in its config) and ``from_pretrained`` applies
 DECODING_KEYS = ("beam", "max_len", "length_penalty", "tokens_per_second", "max_piece_seconds", "sentence_pause_seconds")
-
-
-def piece_seconds_for(durations: Sequence[float], *, quantile: float = 0.99, floor: float = 10.0) -> float:
-    """The ``max_piece_seconds`` a connector trained on clips of these durations should translate with:
-    the duration ``quantile`` of them reach (a few outliers do not count), rounded up to a whole second,
-    and at least ``floor``. Why the floor of 10 s: a spoken sentence rarely runs longer, and cutting one at a
-    pause between its words costs more than the connector's unfamiliarity with its length (measured with
-    bench/piece_seconds.py on the demo's connector, trained on 1-6 s clips: real speech 7.5 BLEU with 6-s
-    pieces, 9.3 with 10-s ones; 20-40 s synthetic clips 9.8 and 9.2, against 0.2 translated whole)."""
-    if not len(durations):
-        raise ValueError("piece_seconds_for: no training durations")
-    return float(max(floor, MIN_PIECE_SECONDS, math.ceil(float(np.quantile(np.asarray(durations, dtype=float), quantile)))))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -28,10 +28,9 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .audio import mono_float32
+from .audio import SAMPLE_RATE, mono_float32
 from .foundation import packaged
 
-SAMPLE_RATE = 16000
 #: Whisper's window; longer clips are split at pauses before recognition
 WHISPER_WINDOW_SECONDS = 30.0
 _PART_RE = re.compile(r"^model\.bin\.part(\d+)$")

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from sltalign.foundation import packaged
+from sltalign.audio import SAMPLE_RATE
 from sltalign.foundation.base import ENCODER_PRECISIONS, SpeechEncoder
 from sltalign.foundation.ctranslate2 import is_ctranslate2_dir, load_ctranslate2_whisper_encoder
 
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from transformers import SequenceFeatureExtractor, WhisperFeatureExtractor
 
 WHISPER_MODES = ("trim", "pad30")
-SAMPLE_RATE = 16000
 
 
 def whisper_mel_frames_for(num_samples: int) -> int:

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sltalign.audio import SAMPLE_RATE
 from sltalign.foundation.base import SpeechEncoder
 
-SAMPLE_RATE = 16000
 #: two float channels hold a token id exactly in float16 (integers up to 2048 are exact; 256 * 256 > 51,865)
 TOKEN_BASE = 256
 TOKEN_CHANNELS = 2
