@@ -16,9 +16,10 @@ import json
 import shutil
 from pathlib import Path
 
-from sltalign.checkpoint import read_phones, write_dir_atomically
+from sltalign.checkpoint import write_dir_atomically
 from sltalign.config import load_config
-from sltalign.train import make_phone_head_state
+from sltalign.connectors.phones import PHONES_FILE, PhoneCTCHead
+from sltalign.train import prepare_head_data
 
 
 def main() -> None:
@@ -30,8 +31,10 @@ def main() -> None:
     args = ap.parse_args()
     run = Path(args.run)
     cfg = load_config(run / "config.yaml", args.overrides)
-    state = make_phone_head_state(cfg)
-    old = read_phones(run / "best")
+    if cfg.model.ctc_head != "phones":
+        raise SystemExit(f"{run}: its config has model.ctc_head={cfg.model.ctc_head!r}; this rebuilds phone heads only")
+    state = prepare_head_data(cfg)  # made from the run's data and lexicon text, as at the start of training
+    old = PhoneCTCHead.read_data(run / "best")
     if state["units"] != old["units"]:
         raise SystemExit(f"the rebuilt head has {len(state['units'])} units, the checkpoint {len(old['units'])}: not the same phonemisation")
     dst = Path(args.out) if args.out else run / "best_relex"
@@ -40,7 +43,7 @@ def main() -> None:
 
     def fill(tmp: Path) -> None:
         shutil.copytree(run / "best", tmp, dirs_exist_ok=True)
-        (tmp / "ctc_phones.json").write_text(json.dumps(state, ensure_ascii=False))
+        (tmp / PHONES_FILE).write_text(json.dumps(state, ensure_ascii=False))
 
     write_dir_atomically(dst, fill)  # a crash leaves the old directory or none, never half of one
     print(f"{dst}: lexicon of {len(old['lexicon'])} -> {len(state['lexicon'])} phone words")

@@ -118,19 +118,19 @@ def test_user_errors_are_one_line(argv, message, ckpt, manifest, tmp_path, capsy
 
 
 def test_config_overrides_and_errors(tmp_path):
-    cfg = load_config(None, ["data.batch_size=8", "stages.0.objectives={ctc: 1.0}", "model.ctc=true", "stages.0.lr=1e-3"])
+    cfg = load_config(None, ["data.batch_size=8", "stages.0.objectives={ctc: 1.0}", "model.ctc_head=tied", "stages.0.lr=1e-3"])
     assert cfg.data.batch_size == 8 and cfg.stages[0].objectives == {"ctc": 1.0} and cfg.stages[0].lr == 1e-3
     with pytest.raises(ConfigError, match="data.batch_size: expected int"):
         load_config(None, ["data.batch_size=many"])
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['bogus'\]"):
         load_config(None, ["model.bogus=1"])
-    with pytest.raises(ConfigError, match="needs model.ctc"):
+    with pytest.raises(ConfigError, match="the ctc objective needs a CTC head: model.ctc_head"):
         load_config(None, ["stages.0.objectives={ctc: 1.0}"])
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(None, ["data.batch_size"])
     # translation losses alone cannot reach the connector through hard compression: said before training starts
     with pytest.raises(ConfigError, match=r"stages.1.objectives: \['ce'\] cannot train the connector through hard compression"):
-        load_config(None, ["model.ctc=true", "model.compression=hard",
+        load_config(None, ["model.ctc_head=tied", "model.compression=hard",
                            "stages=[{name: a, objectives: {ctc: 1.0}}, {name: b, objectives: {ce: 1.0}}]"])
 
 

@@ -139,7 +139,7 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(speech, marian):
     v = marian.source_vocab_size
     cat, sat = (marian.tokenize_source(["cat sat"])[0][:2])
 
-    class Scripted(torch.nn.Module):  # stands in for the trained head: frame-by-frame argmax is scripted
+    class Scripted(TiedCTCHead):  # the tied head with its frame-by-frame argmax scripted
         def forward(self, out, emb):
             logits = torch.zeros(out.shape[0], out.shape[1], v + 1)
             logits[..., v] = 1.0  # blank everywhere ...
@@ -147,7 +147,7 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(speech, marian):
                 logits[0, t, tok] = 2.0
             return logits
 
-    model.ctc_head = Scripted()
+    model.ctc_head = Scripted(embed_dim=marian.embed_dim)
     heard = model.ctc_transcribe(states, mask)
     assert heard == [marian.detokenize_source([[cat, sat, sat]])[0], ""]
     # one connector pass for dev evaluation: the same translations and transcripts as the two calls apart

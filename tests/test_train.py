@@ -42,6 +42,10 @@ def make_corpus(root: Path, n: int = 8) -> tuple[Path, Path]:
     return write_manifest(root / "train.jsonl", utts), write_manifest(root / "dev.jsonl", utts[:3])
 
 
+#: a CTC head over 40 word pieces, read by the MT as text
+PIECES = {"model.ctc_head": "pieces", "model.ctc_vocab_size": "40", "model.compression": "hard"}
+
+
 def config(tmp: Path, whisper: Path, marian: Path, out: str, **extra: str):
     train_m, dev_m = make_corpus(tmp / "corpus")
     overrides = [
@@ -50,7 +54,7 @@ def config(tmp: Path, whisper: Path, marian: Path, out: str, **extra: str):
         "model.connector=ste",
         "model.connector_preset=null",
         "model.connector_args={d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, dropout: 0.0}",
-        "model.ctc=true",
+        "model.ctc_head=tied",
         f"data.train={train_m}",
         f"data.dev={dev_m}",
         f"data.cache_dir={tmp / 'cache'}",
@@ -272,24 +276,23 @@ def test_encoder_precision_auto_resolves_per_device_and_is_recorded(tmp_path, ti
 
 
 def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path, tiny_whisper_dir, sharp_marian_dir):
-    """model.ctc_pieces: the run learns word pieces from its transcripts, trains the head on them, and every
+    """model.ctc_head=pieces: the run learns word pieces from its transcripts, trains the head on them, and every
     checkpoint carries the pieces: loading, resuming and init_from spell with the same ones; a checkpoint
     without them, or an init_from with another kind of head, is refused by name."""
     import shutil
 
-    from sltalign.checkpoint import CheckpointError, read_pieces
+    from sltalign.checkpoint import CheckpointError
     from sltalign.connectors.pieces import PIECES_FILE, PieceCTCHead
 
     stages = "[{name: ctc, steps: 3, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
-    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **{
-        "model.ctc_pieces": "40", "model.compression": "hard"})
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **PIECES)
     summary = train(cfg, progress=False)
     assert summary["steps"] == 3
     out = Path(cfg.out)
     names = {(r["split"], r["name"]) for r in csv.DictReader((out / "metrics.csv").open())}
     assert {("train", "loss_ctc"), ("dev", "bleu"), ("dev", "ctc_wer")} <= names
-    pieces = read_pieces(out / "best")
-    assert pieces == read_pieces(out / "last")
+    pieces = PieceCTCHead.read_data(out / "best")
+    assert pieces == PieceCTCHead.read_data(out / "last")
     model, ckpt_cfg = load_connector(out / "best")
     assert isinstance(model.ctc_head, PieceCTCHead) and model.ctc_head.model_proto == pieces
     assert ckpt_cfg["ctc_head"] == {"kind": "pieces", "embed_dim": model.translator.embed_dim, "vocab_size": model.ctc_head.vocab_size}
@@ -298,16 +301,16 @@ def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path
 
     # init_from: the new run starts from the same pieces, not ones learned again
     again = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"),
-                   **{"model.ctc_pieces": "40", "model.compression": "hard"})
+                   **PIECES)
     train(again, progress=False)
-    assert read_pieces(Path(again.out) / "best") == pieces
+    assert PieceCTCHead.read_data(Path(again.out) / "best") == pieces
     tied = config(tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"))
     with pytest.raises(ValueError, match="CTC head is 'pieces'"):
         train(tied, progress=False)
     tied.init_from = None
     train(tied, progress=False)  # and the other way round: a tied head cannot start a run over pieces
     from_tied = config(tmp_path / "d", tiny_whisper_dir, sharp_marian_dir, "run4", stages=stages,
-                       init_from=str(Path(tied.out) / "best"), **{"model.ctc_pieces": "40", "model.compression": "hard"})
+                       init_from=str(Path(tied.out) / "best"), **PIECES)
     with pytest.raises(ValueError, match="CTC head is 'tied', the configured one is 'pieces'"):
         train(from_tied, progress=False)
 
@@ -319,19 +322,19 @@ def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path
 
 
 def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path, tiny_whisper_dir, sharp_marian_dir):
-    """model.ctc_phones: the run phonemises its transcripts (targets) and the lexicon text minus the dev
+    """model.ctc_head=phones: the run phonemises its transcripts (targets) and the lexicon text minus the dev
     sentences, trains the head on the phones, and every checkpoint carries units and lexicon; init_from keeps
     them; a checkpoint without them is refused by name."""
     import json
     import shutil
 
-    from sltalign.checkpoint import CheckpointError, read_phones
+    from sltalign.checkpoint import CheckpointError
     from sltalign.connectors.phones import PHONES_FILE, PhoneCTCHead
 
     text = tmp_path / "lexicon.txt"
     text.write_text("My brother bought a red bicycle.\nThe cat sat on the mat\nWhere is the railway station?\n")
     stages = "[{name: ctc, steps: 3, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
-    phones = {"model.ctc_phones": "true", "model.compression": "hard", "model.lexicon_text": f"[{text}]",
+    phones = {"model.ctc_head": "phones", "model.compression": "hard", "model.lexicon_text": f"[{text}]",
               # one conv stage: 25 outputs/s, what a phone head needs (two stages are refused, below)
               "model.connector_args": "{d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, dropout: 0.0, conv_stages: 1}"}
     cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **phones)
@@ -340,8 +343,8 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     out = Path(cfg.out)
     names = {(r["split"], r["name"]) for r in csv.DictReader((out / "metrics.csv").open())}
     assert {("train", "loss_ctc"), ("dev", "bleu"), ("dev", "ctc_wer")} <= names
-    state = read_phones(out / "best")
-    assert state == read_phones(out / "last")
+    state = PhoneCTCHead.read_data(out / "best")
+    assert state == PhoneCTCHead.read_data(out / "last")
     model, ckpt_cfg = load_connector(out / "best")
     head = model.ctc_head
     assert isinstance(head, PhoneCTCHead) and json.loads(json.dumps(head.state())) == state
@@ -361,9 +364,9 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     again = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"),
                    **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"})  # init_from: never built again
     train(again, progress=False)
-    assert read_phones(Path(again.out) / "best") == state
+    assert PhoneCTCHead.read_data(Path(again.out) / "best") == state
     pieces = config(tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"),
-                    **{"model.ctc_pieces": "40", "model.compression": "hard"})
+                    **PIECES)
     with pytest.raises(ValueError, match="CTC head is 'phones', the configured one is 'pieces'"):
         train(pieces, progress=False)
 
@@ -383,39 +386,67 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"model.ctc_pieces": "4"}, "ctc_pieces"),
-    ({"model.ctc_pieces": "64", "model.ctc": "false"}, "needs model.ctc: true"),
-    ({"model.ctc_pieces": "64", "model.compression": "posterior"}, "supports 'hard' or null"),
+    ({"model.ctc_head": "pieces", "model.ctc_vocab_size": "4"}, "ctc_vocab_size: a CTC head over pieces needs a number of pieces >= 8"),
+    ({"model.ctc_head": "pieces"}, "ctc_vocab_size: a CTC head over pieces needs"),
+    ({"model.ctc_head": "phones", "model.ctc_vocab_size": "64"}, "ctc_vocab_size: applies to model.ctc_head=pieces only"),
+    ({"model.ctc_head": "tokens"}, "ctc_head: expected one of none, tied, pieces, phones, got 'tokens'"),
+    ({"model.ctc_head": "none", "model.compression": "soft"}, "compression needs a CTC head"),
+    ({"model.ctc_head": "pieces", "model.ctc_vocab_size": "64", "model.compression": "posterior"}, "pieces reaches the MT as text, so 'hard' or null"),
+    ({"model.ctc_head": "phones", "model.compression": "soft"}, "phones reaches the MT as text, so 'hard' or null"),
+    # the older flags: read into ctc_head, their contradictions named
+    ({"model.ctc": "true", "model.ctc_pieces": "4"}, "ctc_vocab_size: a CTC head over pieces needs"),
+    ({"model.ctc_pieces": "64", "model.ctc": "false"}, "ctc_pieces needs model.ctc: true"),
     ({"model.ctc_phones": "true", "model.ctc": "false"}, "ctc_phones needs model.ctc: true"),
     ({"model.ctc_phones": "true", "model.ctc_pieces": "64"}, "exclude each other"),
-    ({"model.ctc_phones": "true", "model.compression": "soft"}, "phones .* supports 'hard' or null"),
+    ({"model.ctc": "yes please"}, "model.ctc: expected true or false"),
     ({"model.lexicon_text": "text.txt"}, "lexicon_text: expected a list"),
 ])
-def test_ctc_pieces_is_validated(overrides, message):
+def test_ctc_head_is_validated(overrides, message):
     from sltalign.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
-        load_config(None, ["model.ctc=true", *(f"{k}={v}" for k, v in overrides.items())])
+        load_config(None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+@pytest.mark.parametrize("flags, kind, size", [
+    ({"ctc": True}, "tied", 0),
+    ({"ctc": False}, "none", 0),
+    ({"ctc": True, "ctc_phones": True}, "phones", 0),
+    ({"ctc": True, "ctc_pieces": 64}, "pieces", 64),
+    ({"ctc_phones": True}, "phones", 0),
+    ({"ctc": True, "ctc_phones": False, "ctc_pieces": 0}, "tied", 0),
+])
+def test_older_ctc_flags_are_read_into_ctc_head(tmp_path, flags, kind, size):
+    """Configs written before ``ctc_head`` (``ctc``, ``ctc_phones``, ``ctc_pieces``) train the same head; a
+    command-line ``model.ctc=true`` on a preset that names a phone head keeps that head."""
+    import yaml
+
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"model": {**flags, "compression": None}, "stages": [{"objectives": {"ce": 1.0}}]}))
+    cfg = load_config(path)
+    assert (cfg.model.ctc_head, cfg.model.ctc_vocab_size) == (kind, size)
+    assert load_config("src/sltalign/configs/phones.yaml", ["model.ctc=true"]).model.ctc_head == "phones"
+    assert load_config("src/sltalign/configs/phones.yaml", ["model.ctc=false", "model.compression=null",
+                                                            "stages.0.objectives={ce: 1.0}"]).model.ctc_head == "none"
 
 
 def test_resume_with_pieces_reads_them_from_the_checkpoint(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
     """After a kill, the run resumes with the pieces OUT/last carries; it never learns them again (the
     transcripts could have changed on disk, and other pieces would make the trained head meaningless)."""
-    import sltalign.train as train_mod
-    from sltalign.checkpoint import read_pieces
+    import sltalign.connectors.pieces as pieces_mod
+    from sltalign.connectors.pieces import PieceCTCHead
 
     stages = "[{name: ctc, steps: 5, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]"
-    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **{
-        "model.ctc_pieces": "40", "model.compression": "hard"})
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **PIECES)
     train_killed_at_step(cfg, 4, monkeypatch)
-    saved = read_pieces(Path(cfg.out) / "last")
+    saved = PieceCTCHead.read_data(Path(cfg.out) / "last")
 
     def no_relearning(*a, **k):
         raise AssertionError("pieces learned again on resume")
 
-    monkeypatch.setattr(train_mod, "train_pieces", no_relearning)
+    monkeypatch.setattr(pieces_mod, "train_pieces", no_relearning)
     assert train(cfg, progress=False)["steps"] == 5
-    assert read_pieces(Path(cfg.out) / "last") == saved
+    assert PieceCTCHead.read_data(Path(cfg.out) / "last") == saved
 
 
 def _metric_keys(out: Path) -> list[tuple[str, str, str]]:

@@ -32,9 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .connectors import connector_from_config
-from .connectors.compress import TiedCTCHead
-from .connectors.phones import PHONES_FILE, PhoneCTCHead
-from .connectors.pieces import PIECES_FILE, PieceCTCHead
+from .connectors.ctc_head import CTCHeadDataError, build_ctc_head, head_class
 from .foundation import load_speech_encoder, load_translator
 from .hub import check_hub_specs
 from .model import AlignedST
@@ -68,9 +66,10 @@ def model_config(model: AlignedST, *, translator_kwargs: dict | None = None, dec
         "connector": model.connector.config(),
         "arrangement": model.arrangement,
         "prompt": model.prompt,
-        "ctc": model.ctc_head is not None,
-        # which head: absent (older checkpoints) means the head tied to the MT's embeddings
+        # the CTC head's kind and sizes (null: none); see ctc_head_kind for checkpoints written before it.
+        # "ctc" is kept for readers older than the kind (they would otherwise load a headless model)
         "ctc_head": None if model.ctc_head is None else model.ctc_head.config(),
+        "ctc": model.ctc_head is not None,
         "compression": model.compression,
         "compression_temperature": model.compression_temperature,
         "decoding": decoding or {"beam": 4, "max_len": 150, "length_penalty": 1.0},
@@ -214,10 +213,8 @@ def save_connector(
     def fill(tmp: Path) -> None:
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-        if isinstance(model.ctc_head, PieceCTCHead):
-            (tmp / PIECES_FILE).write_bytes(model.ctc_head.model_proto)
-        if isinstance(model.ctc_head, PhoneCTCHead):
-            (tmp / PHONES_FILE).write_text(json.dumps(model.ctc_head.state(), ensure_ascii=False))
+        if model.ctc_head is not None:  # what the head needs besides weights (pieces model, phone lexicon)
+            model.ctc_head.write_data(tmp)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
         write_model_card(tmp, cfg, recipe=Path(path).parent / RECIPE, name=Path(path).name)  # README.md, the model card
@@ -293,40 +290,27 @@ def check_config_types(cfg: dict[str, Any], where: str | Path) -> None:
             raise bad(f"decoding.{name}", "a number or null", dec[name])
 
 
-def ctc_head_kind(cfg: dict[str, Any]) -> str | None:
-    """None (no head), "tied", "pieces" or "phones" from a checkpoint/model config."""
-    if not cfg.get("ctc"):
-        return None
-    return (cfg.get("ctc_head") or {}).get("kind", "tied")
+def ctc_head_kind(cfg: dict[str, Any]) -> str:
+    """"none", "tied", "pieces" or "phones" from a checkpoint's config.json. Checkpoints from before the head
+    had a kind wrote only ``"ctc": true`` (the tied head); ``ctc_head`` wins where both are present."""
+    head = cfg.get("ctc_head")
+    if head:
+        return head.get("kind", "tied")
+    return "tied" if cfg.get("ctc") else "none"
 
 
-def read_pieces(path: str | Path) -> bytes:
-    """The SentencePiece model of a checkpoint whose CTC head is over pieces."""
-    f = Path(path) / PIECES_FILE
-    if not f.is_file():
-        raise CheckpointError(f"checkpoint {path}: its CTC head is over word pieces but {PIECES_FILE} is missing")
-    return f.read_bytes()
-
-
-def read_phones(path: str | Path) -> dict[str, Any]:
-    """The phone units and lexicon (``PhoneCTCHead.state()``) of a checkpoint whose CTC head is over phones."""
-    f = Path(path) / PHONES_FILE
-    if not f.is_file():
-        raise CheckpointError(f"checkpoint {path}: its CTC head is over phones but {PHONES_FILE} is missing")
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{f}: not valid JSON ({e})") from e
-
-
-def read_head_data(path: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """What ``build_model`` needs besides the config to rebuild a checkpoint's CTC head (pieces= or phones=)."""
+def read_head_data(path: str | Path, cfg: dict[str, Any]) -> Any:
+    """What a checkpoint's CTC head needs besides its weights (``CTCHead.read_data``: the pieces model, the
+    phone units and lexicon), or None; CheckpointError names a missing or damaged file."""
     kind = ctc_head_kind(cfg)
-    if kind == "pieces":
-        return {"pieces": read_pieces(path)}
-    if kind == "phones":
-        return {"phones": read_phones(path)}
-    return {}
+    if kind == "none":
+        return None
+    try:
+        return head_class(kind).read_data(Path(path))
+    except CTCHeadDataError as e:
+        raise CheckpointError(f"checkpoint {e}") from e
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: field 'ctc_head.kind': {e}") from e
 
 
 def build_model(
@@ -335,13 +319,12 @@ def build_model(
     speech_encoder=None,
     translator=None,
     load_speech: bool = True,
-    pieces: bytes | None = None,
-    phones: dict[str, Any] | None = None,
+    head_data: Any = None,
 ) -> AlignedST:
     """An untrained AlignedST from a checkpoint/model config (foundations loaded unless passed in).
 
-    ``pieces``: the SentencePiece model bytes, needed when the config's CTC head is over pieces;
-    ``phones``: the units and lexicon (``PhoneCTCHead.state()``), needed when it is over phones."""
+    ``head_data``: what the config's CTC head needs besides weights (``read_head_data``; the pieces model or
+    the phone units and lexicon), None for the tied head and none."""
     # hub ids without a network: one line now rather than a traceback after a minute of retries
     check_hub_specs([
         cfg["translator"]["spec"] if translator is None else None,
@@ -363,29 +346,14 @@ def build_model(
         )
     connector = connector_from_config(cfg["connector"])
     kind = ctc_head_kind(cfg)
-    if kind == "pieces":
-        if pieces is None:
-            raise CheckpointError("this model's CTC head is over word pieces: pass its SentencePiece model (pieces=...)")
-        ctc_head = PieceCTCHead(embed_dim=translator.embed_dim, model_proto=pieces)
-        want = cfg["ctc_head"].get("vocab_size")
-        if want is not None and want != ctc_head.vocab_size:
-            raise CheckpointError(f"the pieces model has {ctc_head.vocab_size} pieces, the config says {want}")
-    elif kind == "phones":
-        if phones is None:
-            raise CheckpointError("this model's CTC head is over phones: pass its units and lexicon (phones=...)")
-        try:
-            ctc_head = PhoneCTCHead.from_state(phones, embed_dim=translator.embed_dim)
-        except ValueError as e:
-            raise CheckpointError(f"{PHONES_FILE}: {e}") from e
-        want = cfg["ctc_head"].get("vocab_size")
-        if want is not None and want != ctc_head.vocab_size:
-            raise CheckpointError(f"{PHONES_FILE} has {ctc_head.vocab_size} phone units, the config says {want}")
-    elif kind == "tied":
-        ctc_head = TiedCTCHead(embed_dim=translator.embed_dim)
-    elif kind is None:
-        ctc_head = None
-    else:
-        raise CheckpointError(f"field 'ctc_head.kind' should be 'tied', 'pieces' or 'phones', got {kind!r}")
+    try:
+        ctc_head = build_ctc_head(kind, embed_dim=translator.embed_dim, data=head_data)
+    except ValueError as e:
+        raise CheckpointError(f"field 'ctc_head': {e}") from e
+    want = (cfg.get("ctc_head") or {}).get("vocab_size")
+    if ctc_head is not None and want is not None and getattr(ctc_head, "vocab_size", want) != want:
+        where = head_class(kind).FILE or "its head data"
+        raise CheckpointError(f"{where} gives {ctc_head.vocab_size} classes for its CTC head, the config says {want}")
     se_cfg = cfg.get("speech_encoder") or {}
     hypothesis = None
     if speech_encoder is None and se_cfg.get("mode") == "decoder":
@@ -435,7 +403,8 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
             f"use the speech encoder the checkpoint names"
         )
     try:
-        model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech, **read_head_data(path, cfg))
+        model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech,
+                            head_data=read_head_data(path, cfg))
     except CheckpointError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from e
     except (ValueError, TypeError, KeyError) as e:

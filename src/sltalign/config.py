@@ -10,6 +10,7 @@ dotted key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import typing
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ from typing import Any
 
 import yaml
 
+from .connectors.ctc_head import CTC_HEADS
 from .data.augment import AugmentConfig
 from .foundation.base import ENCODER_PRECISIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,17 +56,17 @@ class ModelConfig:
     arrangement: str = "eced"
     #: text prompt embedded before the connector output in ECED (e.g. ">>por<<"); null for none
     prompt: str | None = None
-    #: CTC head tied to the MT's source embeddings (needed by the ctc objective and by compression)
-    ctc: bool = False
-    #: 0: the CTC head is tied to the MT's source embeddings (its whole vocabulary). N > 0: a linear head over
-    #: N word pieces learned from the training transcripts (SentencePiece unigram); its transcript reaches the
-    #: MT through its own tokenizer (compression "hard" only). Rare words are spelled from common pieces, but on
-    #: the demo's data 512 pieces did worse than the tied head (docs/RESULTS.md)
-    ctc_pieces: int = 0
-    #: a linear CTC head over eSpeak NG's phones (~100 units), read out through a pronunciation lexicon built
-    #: from English text (connectors/phones.py); its transcript reaches the MT through its own tokenizer
-    #: (compression "hard" only). Needs a connector with >= ~20 outputs per second (e.g. STE, conv_stages 1)
-    ctc_phones: bool = False
+    #: the CTC head on the connector output (connectors/ctc_head.py), needed by the ctc objective and by
+    #: compression: "none"; "tied" (the MT's source vocabulary, scored against its frozen embeddings);
+    #: "pieces" (a linear head over ``ctc_vocab_size`` SentencePiece pieces learned from the training
+    #: transcripts: rare words are spelled from common pieces, but on the demo's data 512 pieces did worse than
+    #: the tied head, docs/RESULTS.md); "phones" (a linear head over eSpeak NG's ~100 phones, read out through
+    #: a pronunciation lexicon built from English text, connectors/phones.py; needs a connector with >= ~20
+    #: outputs per second, e.g. STE with conv_stages 1). Pieces and phones reach the MT as text through its own
+    #: tokenizer (compression "hard" only).
+    ctc_head: str = "none"
+    #: the pieces head's vocabulary size (>= 8); 0 for the other heads, whose size follows from the MT or data
+    ctc_vocab_size: int = 0
     #: the lexicon's English text besides the training transcripts: "trans-de-en:sentences",
     #: "trans-de-en:phrases" or paths of text files (data/lexicon_text.py)
     lexicon_text: list[str] = field(default_factory=lambda: ["trans-de-en:sentences", "trans-de-en:phrases"])
@@ -275,6 +279,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             detail = " ".join(str(e).split())
             raise ConfigError(f"override {key.strip()}: the value {raw!r} is not valid YAML ({detail})") from e
         _set_dotted(merged, key.strip(), value)
+    if isinstance(merged.get("model"), dict):
+        _read_legacy_ctc_keys(merged["model"])
     stages = merged.get("stages", [])
     if not isinstance(stages, list):
         raise ConfigError(f"stages: expected a list of stage mappings, got {stages!r}")
@@ -285,6 +291,48 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = _check(merged, TrainConfig, "")
     validate(cfg)
     return cfg
+
+
+#: the three flags that named the CTC head before ``model.ctc_head``
+LEGACY_CTC_KEYS = ("ctc", "ctc_pieces", "ctc_phones")
+
+
+def _read_legacy_ctc_keys(model: dict) -> None:
+    """Read ``ctc``/``ctc_pieces``/``ctc_phones`` (configs written before ``ctc_head``) into ``ctc_head`` and
+    ``ctc_vocab_size``, in place. The rule: ``ctc: false`` is "none"; else ``ctc_phones: true`` is "phones",
+    ``ctc_pieces: N`` (N > 0) is "pieces" of N, ``ctc: true`` alone keeps a pieces/phones head the file already
+    names and is "tied" otherwise."""
+    legacy = {k: model.pop(k) for k in LEGACY_CTC_KEYS if k in model}
+    if not legacy:
+        return
+    for key in ("ctc", "ctc_phones"):
+        if key in legacy and not isinstance(legacy[key], bool):
+            raise ConfigError(f"model.{key}: expected true or false, got {legacy[key]!r} (better: model.ctc_head)")
+    pieces = legacy.get("ctc_pieces", 0)
+    if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 0:
+        raise ConfigError(f"model.ctc_pieces: expected a number of pieces >= 0, got {pieces!r} (better: model.ctc_head=pieces "
+                          "with model.ctc_vocab_size)")
+    if legacy.get("ctc_phones") and pieces:
+        raise ConfigError("model.ctc_phones and model.ctc_pieces exclude each other (one CTC head vocabulary)")
+    if legacy.get("ctc") is False and (legacy.get("ctc_phones") or pieces):
+        raise ConfigError(f"model.{'ctc_phones' if legacy.get('ctc_phones') else 'ctc_pieces'} needs model.ctc: true "
+                          "(better: model.ctc_head=phones or pieces)")
+    current = model.get("ctc_head", "none")
+    if not legacy.get("ctc", current != "none" or legacy.get("ctc_phones") or pieces):
+        kind = "none"
+    elif legacy.get("ctc_phones"):
+        kind = "phones"
+    elif pieces:
+        kind, model["ctc_vocab_size"] = "pieces", pieces
+    elif "ctc_phones" not in legacy and "ctc_pieces" not in legacy and current in ("pieces", "phones"):
+        kind = current
+    else:
+        kind = "tied"
+    model["ctc_head"] = kind
+    if kind != "pieces" and "ctc_pieces" in legacy:
+        model["ctc_vocab_size"] = 0
+    log.warning("model.%s: read as model.ctc_head=%s (the old flags still work; ctc_head replaces them)",
+                "/".join(sorted(legacy)), kind)
 
 
 def _merge(base: dict, new: dict) -> dict:
@@ -348,6 +396,21 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
+def _validate_ctc_head(m: ModelConfig) -> None:
+    if m.ctc_head not in CTC_HEADS:
+        raise ConfigError(f"model.ctc_head: expected one of {', '.join(CTC_HEADS)}, got {m.ctc_head!r}")
+    if m.compression and m.ctc_head == "none":
+        raise ConfigError("model.compression needs a CTC head (segments come from it): set model.ctc_head")
+    if m.ctc_head == "pieces" and m.ctc_vocab_size < 8:
+        raise ConfigError(f"model.ctc_vocab_size: a CTC head over pieces needs a number of pieces >= 8, got {m.ctc_vocab_size}")
+    if m.ctc_head != "pieces" and m.ctc_vocab_size:
+        raise ConfigError(f"model.ctc_vocab_size: applies to model.ctc_head=pieces only (the {m.ctc_head!r} head's size follows "
+                          f"from the MT or the data); leave it 0, got {m.ctc_vocab_size}")
+    if m.ctc_head in ("pieces", "phones") and m.compression not in (None, "hard"):
+        raise ConfigError(f"model.compression: a CTC head over {m.ctc_head} reaches the MT as text, so 'hard' or null; "
+                          f"got {m.compression!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
     _check_finite(cfg, "")
     for key, low, zero in _INT_BOUNDS:
@@ -404,32 +467,15 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"stages.{i}.objectives: unknown {sorted(unknown)}; known: ce, ctc, kd")
         if not any(w > 0 for w in s.objectives.values()):
             raise ConfigError(f"stages.{i}.objectives: at least one weight must be > 0")
-        if s.objectives.get("ctc", 0) > 0 and not m.ctc:
-            raise ConfigError(f"stages.{i}.objectives: the ctc objective needs model.ctc: true")
+        if s.objectives.get("ctc", 0) > 0 and m.ctc_head == "none":
+            raise ConfigError(f"stages.{i}.objectives: the ctc objective needs a CTC head: model.ctc_head tied, pieces or phones")
         if m.compression == "hard" and not s.objectives.get("ctc", 0) > 0:
             # hard compression hands the MT the embedding rows of argmax tokens: no gradient reaches the connector
             raise ConfigError(
                 f"stages.{i}.objectives: {sorted(k for k, w in s.objectives.items() if w > 0)} cannot train the connector "
                 "through hard compression (it passes no gradient); add ctc, or use model.compression: posterior or soft"
             )
-    if m.compression and not m.ctc:
-        raise ConfigError("model.compression needs model.ctc: true (segments come from the CTC head)")
-    if isinstance(m.ctc_pieces, bool) or not isinstance(m.ctc_pieces, int) or m.ctc_pieces < 0 or 0 < m.ctc_pieces < 8:
-        raise ConfigError(f"model.ctc_pieces: expected 0 (the MT's vocabulary) or a number of pieces >= 8, got {m.ctc_pieces!r}")
-    if m.ctc_pieces and not m.ctc:
-        raise ConfigError("model.ctc_pieces needs model.ctc: true (it sets the CTC head's vocabulary)")
-    if m.ctc_pieces and m.compression not in (None, "hard"):
-        raise ConfigError(
-            f"model.compression: a CTC head over pieces (model.ctc_pieces) supports 'hard' or null, got {m.compression!r}"
-        )
-    if not isinstance(m.ctc_phones, bool):
-        raise ConfigError(f"model.ctc_phones: expected true or false, got {m.ctc_phones!r}")
-    if m.ctc_phones and not m.ctc:
-        raise ConfigError("model.ctc_phones needs model.ctc: true (it sets the CTC head's vocabulary)")
-    if m.ctc_phones and m.ctc_pieces:
-        raise ConfigError("model.ctc_phones and model.ctc_pieces exclude each other (one CTC head vocabulary)")
-    if m.ctc_phones and m.compression not in (None, "hard"):
-        raise ConfigError(f"model.compression: a CTC head over phones (model.ctc_phones) supports 'hard' or null, got {m.compression!r}")
+    _validate_ctc_head(m)
     for key in ("lexicon_text", "lexicon_exclude"):
         v = getattr(m, key)
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):

@@ -29,9 +29,8 @@ import torch
 from torch import nn
 
 from .connectors import Connector
-from .connectors.compress import TiedCTCHead, compress, ctc_segments
-from .connectors.phones import PhoneCTCHead
-from .connectors.pieces import PieceCTCHead
+from .connectors.compress import compress, ctc_segments
+from .connectors.ctc_head import CTCHead
 from .foundation.base import SpeechEncoder, Translator, pad_id_rows
 from .foundation.whisper_decoder import TOKEN_CHANNELS, WhisperText
 
@@ -39,8 +38,6 @@ ARRANGEMENTS = ("ecd", "eced")
 #: padding value of target and source token batches (PyTorch's ignore index)
 IGNORE = -100
 COMPRESSION_MODES = (None, "hard", "soft", "posterior")
-#: CTC heads whose transcript reaches the MT as text (through its own tokenizer), not as vectors
-TEXT_HEADS = (PieceCTCHead, PhoneCTCHead)
 
 
 @dataclass
@@ -69,7 +66,7 @@ class AlignedST(nn.Module):
         translator: Translator,
         arrangement: str = "eced",
         prompt: str | None = None,
-        ctc_head: TiedCTCHead | PieceCTCHead | PhoneCTCHead | None = None,
+        ctc_head: CTCHead | None = None,
         compression: str | None = None,
         compression_temperature: float = 1.0,
         hypothesis: WhisperText | None = None,
@@ -81,8 +78,8 @@ class AlignedST(nn.Module):
         if compression not in COMPRESSION_MODES:
             raise ValueError(f"compression must be one of {COMPRESSION_MODES}, got {compression!r}")
         if compression is not None and ctc_head is None:
-            raise ValueError("CTC compression needs a CTC head (set ctc: true in the model config)")
-        if isinstance(ctc_head, TEXT_HEADS) and compression not in (None, "hard"):
+            raise ValueError("CTC compression needs a CTC head (set model.ctc_head in the config)")
+        if ctc_head is not None and ctc_head.TEXT and compression not in (None, "hard"):
             raise ValueError(
                 f"a CTC head over pieces or phones supports compression 'hard' or none, got {compression!r}: its "
                 "vectors are not in the MT's embedding space, so soft/posterior averaging has nothing meaningful to give the MT"
@@ -164,7 +161,7 @@ class AlignedST(nn.Module):
         if hyp_texts is not None:
             q, x_mask = self._text_embeddings(hyp_texts, out_mask.device)  # the cascade's MT input (B, L, D_m)
             x = self.connector.fuse(q.to(out.dtype), x_mask, out, out_mask)
-        elif self.compression is not None and isinstance(self.ctc_head, TEXT_HEADS):
+        elif self.compression is not None and self.ctc_head.TEXT:
             x, x_mask = self._pieces_to_embeddings(ctc_logits, out_mask)  # (B, S', D_m)
         elif self.compression is not None:
             x, x_mask = compress(
@@ -219,7 +216,7 @@ class AlignedST(nn.Module):
         this text); with a word-pieces head and compression it is exactly the text the MT translates.
         states (B, T_s, D_s), mask (B, T_s) -> B strings ("" where the head emits only blanks)."""
         if self.ctc_head is None:
-            raise ValueError("ctc_transcribe needs a CTC head: build the model with ctc=True")
+            raise ValueError("ctc_transcribe needs a CTC head: build the model with a ctc_head")
         out, out_mask = self.connector(self._speech_states(states), mask)  # (B, S, D_m); the MT is not needed to read the head
         return self._read_ctc(self.ctc_head(out, self.translator.source_embedding_matrix()), out_mask)
 
@@ -227,7 +224,7 @@ class AlignedST(nn.Module):
     def translate_and_transcribe(self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150) -> tuple[list[str], list[str]]:
         """``translate_states`` and ``ctc_transcribe`` from one connector pass (what dev evaluation needs)."""
         if self.ctc_head is None:
-            raise ValueError("translate_and_transcribe needs a CTC head: build the model with ctc=True")
+            raise ValueError("translate_and_transcribe needs a CTC head: build the model with a ctc_head")
         bridged = self.bridge(states, mask)
         ids = self._search(bridged, beam=beam, max_len=max_len)
         return self.translator.detokenize(ids), self._read_ctc(bridged.ctc_logits, bridged.connector_mask)
@@ -235,9 +232,7 @@ class AlignedST(nn.Module):
     def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:
         seg = ctc_segments(ctc_logits, out_mask)  # (B, S, V+1) -> segments of the argmax path
         rows = [[] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out_mask.shape[0])]
-        if isinstance(self.ctc_head, TEXT_HEADS):
-            return self.ctc_head.decode(rows)
-        return self.translator.detokenize_source(rows)
+        return self.ctc_head.read(rows, self.translator)
 
     @torch.no_grad()
     def _pieces_to_embeddings(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,10 +9,9 @@ touches train.py. Shapes follow the legend in ``sltalign.foundation.base``.
            at the MT's input embeddings, which starts to translate far sooner than CE alone (docs/RESULTS.md,
            "Fast-alignment recipes side by side").
            Training may use a sampled softmax (the batch's tokens + random negatives) for speed.
-           With a head over word pieces (``model.ctc_pieces``) the targets are piece ids instead (the
-           batch's ``sources`` then hold pieces: train.py tokenizes transcripts with the head) and the
-           softmax is always full (a few hundred classes). With a head over phones (``model.ctc_phones``)
-           the targets are eSpeak's phonemes of the transcript in the clip's accent (train.py again).
+           The head decides the targets and the softmax (``CTCHead.targets`` / ``loss_logits``): over word
+           pieces (``model.ctc_head: pieces``) piece ids and a full softmax over a few hundred classes; over
+           phones (``model.ctc_head: phones``) eSpeak's phonemes of the transcript in the clip's accent.
 - ``kd``:  word-level knowledge distillation from the same frozen MT reading the gold transcript:
            KL(teacher || student) over the teacher's top-k next-token distribution, at a temperature.
            Teacher top-k is computed once per utterance and kept in memory.
@@ -26,8 +25,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .connectors.phones import PhoneCTCHead
-from .connectors.pieces import PieceCTCHead
 from .foundation.base import pad_id_rows
 from .model import IGNORE, AlignedST, target_cross_entropy
 
@@ -96,20 +93,11 @@ class Objectives:
     def ctc(self, model: AlignedST, out: torch.Tensor, out_mask: torch.Tensor, sources: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
         """CTC of the connector output (B, S, D_m) against transcript tokens (B, L_src) over the MT vocabulary."""
         if model.ctc_head is None:
-            raise ValueError("the ctc objective needs a CTC head: set model.ctc: true")
+            raise ValueError("the ctc objective needs a CTC head: set model.ctc_head (tied, pieces or phones)")
         tgt = sources.masked_fill(~source_mask, 0)
-        if isinstance(model.ctc_head, (PieceCTCHead, PhoneCTCHead)):
-            return self._ctc_loss(model.ctc_head(out), tgt, out_mask, source_mask)  # (B, S, P+1): full softmax
-        emb = model.translator.source_embedding_matrix()  # (V, D_m)
-        k = self.config.ctc_sampled_vocab
-        if model.training and k and k < emb.shape[0]:
-            # Sampled softmax: the batch's own tokens + k random rows; targets renumbered into the subset.
-            present = torch.unique(tgt[source_mask])
-            negatives = torch.randint(0, emb.shape[0], (k,), generator=self.generator)
-            rows = torch.unique(torch.cat([present, negatives]))  # sorted
-            emb = emb[rows]
-            tgt = torch.searchsorted(rows, tgt)
-        return self._ctc_loss(model.ctc_head(out, emb), tgt, out_mask, source_mask)  # (B, S, V'+1), blank last
+        sample = self.config.ctc_sampled_vocab if model.training else 0
+        logits, tgt = model.ctc_head.loss_logits(out, model.translator, tgt, source_mask, sample=sample, generator=self.generator)
+        return self._ctc_loss(logits, tgt, out_mask, source_mask)
 
     @staticmethod
     def _ctc_loss(logits: torch.Tensor, tgt: torch.Tensor, out_mask: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:

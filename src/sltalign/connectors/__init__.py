@@ -10,7 +10,7 @@ Registered names: "ste" (the paper's conv subsampler + Transformer), "qformer" (
 Presets: "paper" (the sizes of arXiv 2411.18294; also the constructor defaults) and "small"
 (for whisper-base D_s 512 -> Bergamot D_m 256: under ``SMALL_BUDGET`` parameters, i.e. under 5% of the
 ~89.5M parameters of whisper-base (72.6M) plus Bergamot en-pt tiny (16.9M)).
-``compress`` holds the CTC head tied to the MT embeddings and the CTC compression usable after any connector;
+``ctc_head`` is the interface every CTC head follows; ``compress`` holds the CTC head tied to the MT embeddings and the CTC compression usable after any connector;
 ``pieces`` and ``phones`` the CTC heads over word pieces and over phones (read through a lexicon), whose
 transcripts reach the MT as text.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 from sltalign.connectors.base import CONNECTORS, PRESET_NAMES, Connector, lengths_to_mask, register, size_names
 from sltalign.connectors.compress import COMPRESS_MODES, CTCSegments, TiedCTCHead, compress, ctc_logits, ctc_segments
+from sltalign.connectors.ctc_head import CTC_HEADS, CTCHead, CTCHeadDataError, build_ctc_head, head_class, head_kind
 
 # Importing the modules registers their connectors.
 from sltalign.connectors.hypothesis import HypothesisFusionConnector
@@ -76,6 +77,12 @@ __all__ = [
     "MLPConnector",
     "QFormerConnector",
     "STEConnector",
+    "CTC_HEADS",
+    "CTCHead",
+    "CTCHeadDataError",
+    "build_ctc_head",
+    "head_class",
+    "head_kind",
     "TiedCTCHead",
     "PieceCTCHead",
     "train_pieces",

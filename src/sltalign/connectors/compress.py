@@ -25,10 +25,14 @@ Everything is vectorised over batch and frames (scatter/index_add); the only hos
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+
+from .ctc_head import CTCHead, TargetFn, register_head
 
 COMPRESS_MODES: tuple[str, ...] = ("hard", "soft", "posterior")
 
@@ -61,7 +65,8 @@ def ctc_logits(
     return torch.cat([vocab, blank], dim=-1)
 
 
-class TiedCTCHead(nn.Module):
+@register_head
+class TiedCTCHead(CTCHead):
     """The trainable part of a CTC head tied to frozen MT embeddings: blank vector, blank bias, logit scale.
 
     The vocabulary rows are the MT's frozen source embeddings, passed at call time (never copied, so
@@ -69,6 +74,8 @@ class TiedCTCHead(nn.Module):
     embedding row (learned, starts at zero) plus a bias. The scale is learned in log space so it stays
     positive; it starts at 1 / sqrt(embed_dim), the usual dot-product temperature.
     """
+
+    KIND, TIED = "tied", True
 
     def __init__(self, *, embed_dim: int) -> None:
         super().__init__()
@@ -92,6 +99,28 @@ class TiedCTCHead(nn.Module):
         if out.shape[-1] != self.embed_dim:
             raise ValueError(f"TiedCTCHead: out has width {out.shape[-1]}, the head was built for embed_dim={self.embed_dim}")
         return ctc_logits(out, embedding_matrix, self.blank_bias, self.scale, self.blank_vector)
+
+    def targets(self, utts: Sequence[Any], translator: Any) -> TargetFn:
+        """CTC targets: the MT's own source tokens of each transcript."""
+        return lambda texts: translator.tokenize_source(texts)
+
+    def read(self, ids: Sequence[Sequence[int]], translator: Any) -> list[str]:
+        return translator.detokenize_source(ids)
+
+    def loss_logits(
+        self, out: torch.Tensor, translator: Any, targets: torch.Tensor, target_mask: torch.Tensor, *,
+        sample: int = 0, generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``sample`` > 0 (training), a sampled softmax: the batch's own tokens plus ``sample`` random
+        embedding rows, targets renumbered into that subset (the full 32k-row softmax per frame is the cost)."""
+        emb = translator.source_embedding_matrix()  # (V, D_m)
+        if sample and sample < emb.shape[0]:
+            present = torch.unique(targets[target_mask])
+            negatives = torch.randint(0, emb.shape[0], (sample,), generator=generator)
+            rows = torch.unique(torch.cat([present, negatives]))  # sorted
+            emb = emb[rows]
+            targets = torch.searchsorted(rows, targets)
+        return self(out, emb), targets  # (B, S, V' + 1), blank last
 
 
 @dataclass(frozen=True)

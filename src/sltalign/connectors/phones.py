@@ -28,15 +28,21 @@ lexicon it was trained with. Phonemisation uses ``phonemizer`` over the eSpeak N
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
 import re
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .ctc_head import CTCHead, CTCHeadDataError, TargetFn, register_head
 
 #: file name of the units + lexicon inside a checkpoint directory
 PHONES_FILE = "ctc_phones.json"
@@ -270,12 +276,15 @@ def split_words(phones: Sequence[str]) -> list[tuple[str, ...]]:
     return groups
 
 
-class PhoneCTCHead(nn.Module):
+@register_head
+class PhoneCTCHead(CTCHead):
     """Linear CTC head over phone units (blank last), carrying the unit inventory and the lexicon.
 
     ``units``: the phone units (``WORD`` among them), in class order; ``lexicon``: how heard phones are
     spelled; ``embed_dim``: the width of the connector output it reads (D_m).
     """
+
+    KIND, TEXT, FILE = "phones", True, PHONES_FILE
 
     def __init__(self, *, embed_dim: int, units: Sequence[str], lexicon: Lexicon) -> None:
         super().__init__()
@@ -330,6 +339,95 @@ class PhoneCTCHead(nn.Module):
         if not isinstance(state, Mapping) or state.get("format") != "sltalign-phones" or not {"units", "lexicon"} <= set(state):
             raise ValueError("PhoneCTCHead: expected a mapping with format 'sltalign-phones', 'units' and 'lexicon'")
         return cls(embed_dim=embed_dim, units=state["units"], lexicon=Lexicon.from_json(state["lexicon"]))
+
+    # -- the CTC-head interface (connectors/ctc_head.py) -------------------------------------------
+    @classmethod
+    def prepare(cls, *, model_cfg: Any, train_utts: Sequence[Any], held_out: Sequence[str], seed: int) -> dict[str, Any]:
+        """Units and lexicon of a new head (``state()``): eSpeak's phonemes of the training transcripts (in each
+        clip's accent) and of ``model_cfg.lexicon_text`` (each line in an accent drawn by ``seed``), minus every
+        sentence of the ``held_out`` manifests. Deterministic for the same data and seed."""
+        from ..data.lexicon_text import held_sentences, lexicon_lines
+        from ..data.manifest import read_manifest
+
+        t0 = time.perf_counter()
+        held = held_sentences(u for path in held_out for u in read_manifest(path))
+        if not model_cfg.lexicon_exclude:
+            log.warning("model.lexicon_exclude is empty: only the dev sentences are kept out of the lexicon; name the test "
+                        "manifest there, or test scores read a lexicon built from their own sentences' sources")
+        text = lexicon_lines(model_cfg.lexicon_text, held, seed=seed)
+        rng = random.Random(seed)
+        text_acc = [rng.choice(ACCENTS) for _ in text]
+        text_ph = phonemize(text, text_acc)
+        transcripts = [u.transcript or "" for u in train_utts]
+        train_acc = clip_accents(train_utts)
+        train_ph = phonemize(transcripts, train_acc)
+        lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc)
+        head = cls(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon)
+        log.info("phone head: %d units; lexicon of %d phone words from %d of %d lines (%.0f s)", head.vocab_size,
+                 len(lexicon.table), lexicon.lines_used, len(text) + len(transcripts), time.perf_counter() - t0)
+        return head.state()
+
+    def data(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.state()))  # as a checkpoint reads it back (lists, not tuples)
+
+    @classmethod
+    def from_data(cls, *, embed_dim: int, data: Any) -> PhoneCTCHead:
+        if data is None:
+            raise ValueError("this CTC head is over phones: its units and lexicon are needed")
+        return cls.from_state(data, embed_dim=embed_dim)
+
+    def write_data(self, directory: Path) -> None:
+        (Path(directory) / PHONES_FILE).write_text(json.dumps(self.state(), ensure_ascii=False))
+
+    @classmethod
+    def read_data(cls, directory: Path) -> dict[str, Any]:
+        f = Path(directory) / PHONES_FILE
+        if not f.is_file():
+            raise CTCHeadDataError(f"{directory}: its CTC head is over phones but {PHONES_FILE} is missing")
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CTCHeadDataError(f"{f}: not valid JSON ({e})") from e
+
+    def targets(self, utts: Sequence[Any], translator: Any) -> TargetFn:
+        """CTC targets: phones of each transcript in its clip's accent (``encode``). The tokenizer is called
+        once with the transcripts of ``utts`` in order, which it checks."""
+        kept = [u for u in utts if u.transcript is not None]
+        transcripts = [u.transcript for u in kept]
+        accents = clip_accents(kept)
+
+        def tokenize(texts: list[str]) -> list[list[int]]:
+            if list(texts) != transcripts:
+                raise ValueError("phone targets: expected the transcripts of the training utterances, in order")
+            return self.encode(texts, accents)
+
+        return tokenize
+
+    def read(self, ids: Sequence[Sequence[int]], translator: Any) -> list[str]:
+        return self.decode(ids)
+
+    @staticmethod
+    def check_connector(connector: nn.Module, name: str) -> None:
+        """Refuse a connector too coarse for phones (CTC would find no path and learn nothing), naming it."""
+        per_10s = int(connector.output_lengths(torch.tensor([10 * WHISPER_FRAMES_PER_SECOND]))[0])
+        if per_10s < 10 * MIN_PHONE_RATE:
+            raise ValueError(
+                f"model.connector: a CTC head over phones (model.ctc_head=phones) needs >= {MIN_PHONE_RATE} connector "
+                f"outputs per second; {name!r} as configured gives {per_10s / 10:g}/s. Use model.connector=ste with "
+                f"model.connector_preset=phones (25/s)"
+            )
+
+
+#: a phone head needs at least this many connector outputs per second of speech (English runs at ~12-15
+#: phones/s, and CTC needs one output per phone, more between repeats); Whisper gives 50 frames/s
+MIN_PHONE_RATE, WHISPER_FRAMES_PER_SECOND = 15, 50
+
+
+def clip_accents(utts: Sequence[Any]) -> list[str]:
+    """The eSpeak accent of each utterance's voice (the synthesiser's record beside the clip; else en-us)."""
+    from ..data.lexicon_text import clip_voice
+
+    return [accent_for(*clip_voice(u.audio)) for u in utts]
 
 
 def build_phone_inventory(*phone_lists: Sequence[Sequence[str]]) -> list[str]:

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 import torch
 from torch import nn
+
+from .ctc_head import CTCHead, CTCHeadDataError, TargetFn, register_head
 
 #: file name of the SentencePiece model inside a checkpoint directory
 PIECES_FILE = "ctc_pieces.model"
@@ -72,12 +76,15 @@ def train_pieces(texts: Iterable[str], *, vocab_size: int) -> bytes:
     return buf.getvalue()
 
 
-class PieceCTCHead(nn.Module):
+@register_head
+class PieceCTCHead(CTCHead):
     """Linear CTC head over SentencePiece pieces (blank last), carrying its SentencePiece model.
 
     ``model_proto`` are the bytes of a SentencePiece model (``train_pieces``); ``embed_dim`` the width
     of the connector output it reads (D_m).
     """
+
+    KIND, TEXT, FILE = "pieces", True, PIECES_FILE
 
     def __init__(self, *, embed_dim: int, model_proto: bytes) -> None:
         super().__init__()
@@ -111,3 +118,35 @@ class PieceCTCHead(nn.Module):
         """Piece ids -> text (the connector's transcript; <unk> pieces are dropped)."""
         unk = self.processor.unk_id()
         return [self.processor.decode([int(i) for i in row if int(i) != unk]) for row in ids]
+
+    # -- the CTC-head interface (connectors/ctc_head.py) -------------------------------------------
+    @classmethod
+    def prepare(cls, *, model_cfg: Any, train_utts: Sequence[Any], held_out: Sequence[str], seed: int) -> bytes:
+        """A SentencePiece model of ``model_cfg.ctc_vocab_size`` pieces learned from the training transcripts."""
+        return train_pieces((u.transcript or "" for u in train_utts), vocab_size=model_cfg.ctc_vocab_size)
+
+    def data(self) -> bytes:
+        return self.model_proto
+
+    @classmethod
+    def from_data(cls, *, embed_dim: int, data: Any) -> PieceCTCHead:
+        if not isinstance(data, (bytes, bytearray)):
+            raise ValueError("this CTC head is over word pieces: its SentencePiece model (bytes) is needed")
+        return cls(embed_dim=embed_dim, model_proto=bytes(data))
+
+    def write_data(self, directory: Path) -> None:
+        (Path(directory) / PIECES_FILE).write_bytes(self.model_proto)
+
+    @classmethod
+    def read_data(cls, directory: Path) -> bytes:
+        f = Path(directory) / PIECES_FILE
+        if not f.is_file():
+            raise CTCHeadDataError(f"{directory}: its CTC head is over word pieces but {PIECES_FILE} is missing")
+        return f.read_bytes()
+
+    def targets(self, utts: Sequence[Any], translator: Any) -> TargetFn:
+        """CTC targets: the head's own pieces."""
+        return self.encode
+
+    def read(self, ids: Sequence[Sequence[int]], translator: Any) -> list[str]:
+        return self.decode(ids)
