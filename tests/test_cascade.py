@@ -164,6 +164,29 @@ def test_translate_one_line_per_clip(tiny_cascade: Cascade) -> None:
 
 
 @pytest.mark.packaged
+def test_evaluation_runs_the_api_cascade(tiny_cascade: Cascade, tmp_path: Path) -> None:
+    """``sltalign evaluate --cascade`` and the demo (systems.run_cascade) translate exactly as
+    ``Cascade.translate``: an empty clip stays empty (the MT given "" would invent a sentence); the
+    transcripts it returns are what was translated."""
+    import soundfile as sf
+
+    from sltalign.data.manifest import Utterance
+    from sltalign.systems import run_cascade
+
+    wavs, _ = _librivox()
+    clips = [wavs[1], np.zeros(1600, np.float32), wavs[4]]
+    utts = []
+    for i, w in enumerate(clips):
+        sf.write(tmp_path / f"{i}.wav", w, 16000)
+        utts.append(Utterance(id=str(i), audio=str(tmp_path / f"{i}.wav"), duration=len(w) / 16000))
+    want = tiny_cascade.translate(clips)
+    hyps, timings, transcripts = run_cascade(tiny_cascade, utts, progress=False)
+    assert hyps == want and hyps[1] == "" and transcripts[1] == ""
+    assert [f"PT[{t}]" for t in transcripts if t] == [h for h in hyps if h]
+    assert timings["asr_seconds"] > 0 and timings["mt_seconds"] > 0
+
+
+@pytest.mark.packaged
 def test_long_clip_is_split_and_fully_transcribed(tiny_cascade: Cascade) -> None:
     wavs, refs = _librivox()
     gap = np.zeros(2 * 16000, np.float32)

@@ -265,7 +265,14 @@ class Cascade:
 
     def translate(self, wavs: Sequence[np.ndarray | torch.Tensor]) -> list[str]:
         """Speech -> translation, one line per clip. Long clips are translated piece by piece and joined."""
+        return self.translate_and_transcribe(wavs)[0]
+
+    def translate_and_transcribe(self, wavs: Sequence[np.ndarray | torch.Tensor]) -> tuple[list[str], list[str]]:
+        """``translate`` and the transcripts it translated (for WER), one line per clip each: the one cascade
+        the API, ``sltalign evaluate --cascade`` and the demo run. Each piece of a long clip is translated on
+        its own (a 10-minute transcript in one MT call would hit ``max_len``); empty ones stay empty."""
         pieces = self.transcribe_pieces(wavs)
         flat = [t for clip in pieces for t in clip]
         translated = iter(self.translate_transcripts(flat))
-        return [" ".join(t for t in (next(translated) for _ in clip) if t) for clip in pieces]
+        hyps = [" ".join(t for t in (next(translated) for _ in clip) if t) for clip in pieces]
+        return hyps, [" ".join(t for t in clip if t) for clip in pieces]
