@@ -58,84 +58,7 @@ def _parser() -> ArgumentParser:
 
     data = ArgumentParser(description="Build manifests (JSONL: audio, duration, transcript, translation) from a source below.")
     sub.add_subcommand("data", data, help="build manifests: synthesise speech or convert a corpus")  # jsonargparse: parents before their subcommands
-    dsub = data.add_subcommands(dest="source")
-    synth = ArgumentParser(description="Synthesise an English speech corpus with TTS; targets by the frozen MT or a parallel file.")
-    synth.add_argument("--out", type=str, required=True)
-    synth.add_argument("--sentences", type=str | None, default=None, help="English sentences, one per line (default: Debian trans-de-en)")
-    synth.add_argument("--translations", type=str | None, default=None, help="human translations, line-parallel to --sentences")
-    synth.add_argument("--mt", type=str, default="packaged:bergamot-en-pt", help="MT for distilled targets when no --translations")
-    synth.add_argument("--n_train", type=int, default=2000)
-    synth.add_argument("--n_dev", type=int, default=100)
-    synth.add_argument("--n_test", type=int, default=100)
-    synth.add_argument("--long_fraction", type=float, default=0.1, help="share of clips made of several sentences (20-40 s)")
-    synth.add_argument("--train_long_fraction", type=float | None, default=None,
-                       help="the train split's own share of long clips (default: --long_fraction)")
-    synth.add_argument("--backend", type=str, default="espeak",
-                       help="TTS: espeak, espeak-cli, flite, festival, or the voices extra's hibari, piper, kokoro")
-    synth.add_argument("--voices", type=list[str] | None, default=None,
-                       help="the backend's voice names (default: all its English voices; piper: joe or a .onnx path; kokoro: style names or a .npz)")
-    synth.add_argument("--train_backends", type=dict[str, float] | None, default=None,
-                       help="training clips' backends drawn with these weights, e.g. '{espeak: 0.5, flite: 0.5}' (dev/test: --backend)")
-    synth.add_argument("--noise_snr_db", type=tuple[float, float] | None, default=None,
-                       help="add noise at an SNR drawn from this range (dB), e.g. [10,30], to --noise_prob of the clips")
-    synth.add_argument("--noise_prob", type=float, default=0.5)
-    synth.add_argument("--reverb_prob", type=float, default=0.0, help="share of clips put in a synthetic room (RT60 0.2-0.7 s)")
-    synth.add_argument("--augment_splits", type=list[str], default=["train", "dev", "test"],
-                       help="splits that get the noise and the room (e.g. [train]: degrade training audio, keep dev/test clean)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--mt_splits", type=list[str], default=["train", "dev", "test"],
-                       help="splits that get MT targets (a CTC-only recipe needs none in train)")
-    synth.add_argument("--workers", type=int, default=2)
-    synth.add_argument("--train_voices", type=dict[str, list[str]] | None, default=None,
-                       help="voices of --train_backends' backends, e.g. '{piper: [/v/en_GB-alan.onnx], kokoro: [jm_kumo, jf_nezumi]}'")
-    synth.add_argument("--speed_range", type=tuple[float, float], default=(0.85, 1.15),
-                       help="speaking speed of the neural voices (hibari, piper, kokoro), drawn per clip")
-    # the channel: each step's share of clips (0: off) in --augment_splits, and its range
-    synth.add_argument("--speed_perturb_prob", type=float, default=0.0, help="share of clips sped up / slowed down (tempo and pitch)")
-    synth.add_argument("--speed_perturb_range", type=tuple[float, float], default=(0.9, 1.1))
-    synth.add_argument("--pitch_shift_prob", type=float, default=0.0, help="share of clips pitch-shifted, tempo kept")
-    synth.add_argument("--pitch_shift_range", type=tuple[float, float], default=(-3.0, 3.0), help="semitones")
-    synth.add_argument("--rir_prob", type=float, default=0.0,
-                       help="share of clips in a simulated shoebox room (image-source reflections + tail, RT60 0.2-0.7 s)")
-    synth.add_argument("--babble_prob", type=float, default=0.0, help="share of clips with babble of other synthetic talkers")
-    synth.add_argument("--babble_snr_db", type=tuple[float, float], default=(5.0, 20.0))
-    synth.add_argument("--babble_talkers", type=tuple[int, int], default=(3, 6))
-    synth.add_argument("--telephone_prob", type=float, default=0.0,
-                       help="share of clips through a telephone channel (8 kHz, 300-3400 Hz, G.711 mu-law or GSM 06.10)")
-    synth.add_argument("--codec_prob", type=float, default=0.0, help="share of clips through an MP3 or Opus round trip")
-    synth.add_argument("--level_prob", type=float, default=0.0, help="share of clips made quieter")
-    synth.add_argument("--level_db_range", type=tuple[float, float], default=(-30.0, 0.0))
-    synth.add_argument("--silence_prob", type=float, default=0.0,
-                       help="share of clips with leading/trailing silence holding room tone, breaths and clicks")
-    synth.add_argument("--silence_range", type=tuple[float, float], default=(0.1, 1.0), help="seconds at each end")
-    dsub.add_subcommand("synth", synth, help="synthesise an English speech corpus with TTS voices (train/dev/test)")
-    # How2 is usually prepared as Kaldi data dirs: `data how2` is `data kaldi` under the corpus's name.
-    dsub.add_subcommand("kaldi", _kaldi_parser(), help="a Kaldi-style data dir (wav.scp, segments, text files)")
-    dsub.add_subcommand("how2", _kaldi_parser(), help="How2, prepared as Kaldi data dirs (same as kaldi)")
-    mustc = ArgumentParser(description="MuST-C split dir (wav/, txt/<split>.yaml, .en, .<tgt>).")
-    mustc.add_argument("split_dir", type=str, help="the split directory (e.g. en-pt/data/dev)")
-    mustc.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
-    mustc.add_argument("--target_lang", type=str, default="pt", help="suffix of the target text file (.pt)")
-    dsub.add_subcommand("mustc", mustc, help="a MuST-C split (talks with segment YAML and text)")
-    covost = ArgumentParser(description="CoVoST 2 TSV + clips dir.")
-    covost.add_argument("tsv", type=str, help="a CoVoST 2 split TSV (path, sentence, translation)")
-    covost.add_argument("--clips", type=str, required=True, help="the Common Voice clips directory")
-    covost.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
-    dsub.add_subcommand("covost", covost, help="CoVoST 2 (a TSV and its clips directory)")
-    real = ArgumentParser(description="The project's real-speech test set, or its small dev set (human pt-BR references).")
-    real.add_argument("--out", type=str, required=True, help="directory for the manifest and its audio")
-    real.add_argument("--subsets", type=list[str] | None, default=None,
-                      help="among librivox, cards, commands, digits, ivr, wz2100, alsa (default: all in the split)")
-    real.add_argument("--split", type=Literal["test", "dev"], default="test",
-                      help="test (default), or dev: disjoint recordings for checkpoint selection, never training audio")
-    dsub.add_subcommand("realspeech", real, help="the project's real recordings (121 test, 31 dev) with human pt-BR references")
-    gt = ArgumentParser(description="English -> target pairs from installed gettext catalogs (software UI strings, human translations).")
-    gt.add_argument("--out", type=str, required=True, help="directory for en.txt, <lang>.txt and sources.tsv")
-    gt.add_argument("--locale", type=str, default="pt_BR", help="the catalogs' locale directory name")
-    gt.add_argument("--root", type=str, default="/usr/share/locale", help="where the locale directories are")
-    gt.add_argument("--domains", type=list[str] | None, default=None, help="only these catalogs (file stems)")
-    gt.add_argument("--target_lang", type=str, default="pt", help="name of the target file: <target_lang>.txt")
-    dsub.add_subcommand("gettext", gt, help="en/pt-BR text pairs from installed gettext catalogs (for data synth)")
+    _add_data_sources(data)
 
     train = ArgumentParser(description="Train a connector. CONFIG is YAML (see configs/); overrides are dotted key=value.")
     train.add_argument("config", type=str, help="a YAML preset (configs/*.yaml) or 'defaults' for the built-in defaults alone")
@@ -202,6 +125,57 @@ def _parser() -> ArgumentParser:
     _add_compute_flags(sv)
     sub.add_subcommand("serve", sv, help="OpenAI-compatible HTTP server and web page")
     return p
+
+
+def _add_data_sources(data: ArgumentParser) -> None:
+    """``data``'s subcommands: one per source of manifests."""
+    dsub = data.add_subcommands(dest="source")
+    synth = _synth_parser()
+    dsub.add_subcommand("synth", synth, help="synthesise an English speech corpus with TTS voices (train/dev/test)")
+    # How2 is usually prepared as Kaldi data dirs: `data how2` is `data kaldi` under the corpus's name.
+    dsub.add_subcommand("kaldi", _kaldi_parser(), help="a Kaldi-style data dir (wav.scp, segments, text files)")
+    dsub.add_subcommand("how2", _kaldi_parser(), help="How2, prepared as Kaldi data dirs (same as kaldi)")
+    mustc = ArgumentParser(description="MuST-C split dir (wav/, txt/<split>.yaml, .en, .<tgt>).")
+    mustc.add_argument("split_dir", type=str, help="the split directory (e.g. en-pt/data/dev)")
+    mustc.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
+    mustc.add_argument("--target_lang", type=str, default="pt", help="suffix of the target text file (.pt)")
+    dsub.add_subcommand("mustc", mustc, help="a MuST-C split (talks with segment YAML and text)")
+    covost = ArgumentParser(description="CoVoST 2 TSV + clips dir.")
+    covost.add_argument("tsv", type=str, help="a CoVoST 2 split TSV (path, sentence, translation)")
+    covost.add_argument("--clips", type=str, required=True, help="the Common Voice clips directory")
+    covost.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl")
+    dsub.add_subcommand("covost", covost, help="CoVoST 2 (a TSV and its clips directory)")
+    real = ArgumentParser(description="The project's real-speech test set, or its small dev set (human pt-BR references).")
+    real.add_argument("--out", type=str, required=True, help="directory for the manifest and its audio")
+    real.add_argument("--subsets", type=list[str] | None, default=None,
+                      help="among librivox, cards, commands, digits, ivr, wz2100, alsa (default: all in the split)")
+    real.add_argument("--split", type=Literal["test", "dev"], default="test",
+                      help="test (default), or dev: disjoint recordings for checkpoint selection, never training audio")
+    dsub.add_subcommand("realspeech", real, help="the project's real recordings (121 test, 31 dev) with human pt-BR references")
+    gt = ArgumentParser(description="English -> target pairs from installed gettext catalogs (software UI strings, human translations).")
+    gt.add_argument("--out", type=str, required=True, help="directory for en.txt, <lang>.txt and sources.tsv")
+    gt.add_argument("--locale", type=str, default="pt_BR", help="the catalogs' locale directory name")
+    gt.add_argument("--root", type=str, default="/usr/share/locale", help="where the locale directories are")
+    gt.add_argument("--domains", type=list[str] | None, default=None, help="only these catalogs (file stems)")
+    gt.add_argument("--target_lang", type=str, default="pt", help="name of the target file: <target_lang>.txt")
+    dsub.add_subcommand("gettext", gt, help="en/pt-BR text pairs from installed gettext catalogs (for data synth)")
+
+
+def _synth_parser() -> ArgumentParser:
+    """``data synth``: --out, --mt, and one option per ``SynthConfig`` field marked for the command line (type,
+    default and help from the dataclass)."""
+    import typing
+
+    from .data.synth.config import SynthConfig, cli_fields
+
+    q = ArgumentParser(description="Synthesise an English speech corpus with TTS; targets by the frozen MT or a parallel file.")
+    q.add_argument("--out", type=str, required=True, help="directory for the corpus (resumable: a rerun continues it)")
+    q.add_argument("--mt", type=str, default="packaged:bergamot-en-pt", help="MT for distilled targets when no --translations")
+    hints = typing.get_type_hints(SynthConfig)
+    for f in cli_fields():
+        default = list(f.default) if isinstance(f.default, tuple) and "..." in str(hints[f.name]) else f.default
+        q.add_argument(f"--{f.name}", type=hints[f.name], default=default, help=f.metadata["cli"])
+    return q
 
 
 def _add_compute_flags(q: ArgumentParser) -> None:

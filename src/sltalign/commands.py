@@ -33,13 +33,11 @@ def data(source: str, args: Any) -> int:
 
             mt = load_translator(args.mt)
             translate_fn = lambda texts: mt.translate_text(texts, beam=1)  # noqa: E731
-        # the command's options named as SynthConfig's fields pass straight through
-        same = ("sentences", "translations", "n_train", "n_dev", "n_test", "long_fraction", "train_long_fraction", "backend",
-                "voices", "noise_snr_db", "noise_prob", "reverb_prob", "augment_splits", "seed", "workers", "mt_splits",
-                "train_backends", "train_voices", "speed_range", "speed_perturb_prob", "speed_perturb_range", "pitch_shift_prob",
-                "pitch_shift_range", "rir_prob", "babble_prob", "babble_snr_db", "babble_talkers", "telephone_prob", "codec_prob",
-                "level_prob", "level_db_range", "silence_prob", "silence_range")
-        cfg = SynthConfig(**{k: getattr(args, k) for k in same}, translation_source=None if args.translations else f"mt:{args.mt}")
+        from .data.synth.config import cli_fields
+
+        # the command's options are SynthConfig's fields (cli._synth_parser builds them from the class)
+        cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in cli_fields()},
+                          translation_source=None if args.translations else f"mt:{args.mt}")
         paths = synthesize_corpus(cfg, out, translate_fn=translate_fn)
         for split, p in paths.items():
             print(f"{split}: {p}")
