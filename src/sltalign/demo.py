@@ -28,11 +28,12 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, load_config
+from .config import TrainConfig, load_config, validate
 from .evaluate import plot_scores, write_report, write_results
 
 log = logging.getLogger(__name__)
@@ -90,12 +91,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo with the named recipe (``RECIPES``); returns the results dict also written to
     OUT/results.json."""
-    from .api import SpeechTranslator
-    from .cascade import Cascade
-    from .data.manifest import read_manifest
-    from .data.synth import SynthConfig, synthesize_corpus
     from .foundation import load_translator
-    from .systems import run_aligned, run_cascade, run_mt_on_gold
     from .train import train
 
     if recipe not in RECIPES:
@@ -103,26 +99,14 @@ def run_demo(
     preset, full, quick_settings, _ = RECIPES[recipe]
     soft = recipe == "soft_cascade"
     p = quick_settings if quick else full
-    budget = p["minutes"] if minutes is None else minutes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
-    backends = train_backends()
-    voices = ", ".join(VOICE_NAMES.get(b, b) for b in backends or {"espeak": 1})
-    _stage(f"1/5 synthesising {p['n_train']} + {p['n_dev']} + {p['n_test']} clips with {voices}")
     t = time.perf_counter()
     mt = load_translator(MT)
-    # the phone recipe trains by CTC on the transcripts alone, so only dev and test need MT targets; the soft
-    # cascade distils the MT along its translations of the training transcripts
-    synth_cfg = SynthConfig(
-        n_train=p["n_train"], n_dev=p["n_dev"], n_test=p["n_test"], train_long_fraction=0.0, seed=0, workers=workers,
-        mt_splits=("train", "dev", "test") if soft else ("dev", "test"), train_backends=backends,
-    )
-    manifests = synthesize_corpus(
-        synth_cfg, out / "corpus", translate_fn=lambda texts: mt.translate_text(texts, beam=1, batch_size=64), mt_spec=MT
-    )
+    manifests = synthesize(out, p, mt, soft=soft, workers=workers)
     timings["synthesis_seconds"] = time.perf_counter() - t
 
     _stage("2/5 real-speech test set (human references)")
@@ -130,31 +114,16 @@ def run_demo(
 
     _stage(f"3/5 caching {p['asr']} {'decoder states' if soft else 'outputs'}, then training the connector ({recipe})")
     t = time.perf_counter()
-    overrides = [
-        f"model.speech_encoder={p['asr']}",
-        f"data.train={manifests['train']}",
-        f"data.dev={manifests['dev']}",
-        f"data.cache_dir={out / 'cache'}",
-        "data.max_duration=20",  # the paper's training range (0.2-20 s); longer dev clips are skipped in selection
-        f"out={out / 'train'}",
-    ]
-    if not soft:
-        overrides += [
-            # the lexicon never reads a test sentence (dev is held out by train itself)
-            f"model.lexicon_exclude=[{manifests['test']},{real_manifest}]",
-            f"model.lexicon_text=[{','.join(p['lexicon_text'])}]",
-            f"stages.0.warmup={p['warmup']}",
-        ]
-    encode_clips(load_config(preset_path(preset), overrides))
+    encode_clips(demo_config(preset, p, soft=soft, out=out, manifests=manifests, real_manifest=real_manifest))
     timings["encode_seconds"] = time.perf_counter() - t
+    budget = p["minutes"] if minutes is None else minutes
     if minutes is None and not quick:  # what the clock leaves (see DEADLINE)
         reserve = SOFT_EVAL_RESERVE if soft else EVAL_RESERVE
         left = DEADLINE - (time.perf_counter() - t_all) / 60 - reserve
         budget = float(min(p["minutes"], max(SOFT_MIN_TRAIN if soft else MIN_TRAIN, round(left, 1))))
     log.info("training budget %.1f min", budget)
     print(f"training for {budget:g} min", flush=True)
-    # one stage: the whole budget (see configs/phones.yaml)
-    cfg = load_config(preset_path(preset), [*overrides, f"time_budget_minutes={budget}", f"stages.0.max_minutes={budget}"])
+    cfg = demo_config(preset, p, soft=soft, out=out, manifests=manifests, real_manifest=real_manifest, budget=budget)
     t = time.perf_counter()
     summary = train(cfg)  # every clip is cached already: training starts at once
     timings["train_seconds"] = time.perf_counter() - t
@@ -165,24 +134,76 @@ def run_demo(
 
     _stage("4/5 evaluating: aligned model, cascade, MT on gold transcripts")
     t = time.perf_counter()
+    results = evaluate_systems(out, connector, mt, p["asr"], {"synthetic": manifests["test"], "real": real_manifest})
+    timings["evaluate_seconds"] = time.perf_counter() - t
+    _stage("5/5 report")
+    timings["total_seconds"] = time.perf_counter() - t_all
+    return write_outputs(out, results, connector=connector, asr=p["asr"], summary=summary, timings=timings, quick=quick, recipe=recipe)
+
+
+def synthesize(out: Path, p: dict[str, Any], mt: Any, *, soft: bool, workers: int) -> dict[str, Path]:
+    """Step 1: the synthetic corpus (OUT/corpus; resumable) in the installed training voices."""
+    from .data.synth import SynthConfig, synthesize_corpus
+
+    backends = train_backends()
+    voices = ", ".join(VOICE_NAMES.get(b, b) for b in backends or {"espeak": 1})
+    _stage(f"1/5 synthesising {p['n_train']} + {p['n_dev']} + {p['n_test']} clips with {voices}")
+    # the phone recipe trains by CTC on the transcripts alone, so only dev and test need MT targets; the soft
+    # cascade distils the MT along its translations of the training transcripts
+    synth_cfg = SynthConfig(
+        n_train=p["n_train"], n_dev=p["n_dev"], n_test=p["n_test"], train_long_fraction=0.0, seed=0, workers=workers,
+        mt_splits=("train", "dev", "test") if soft else ("dev", "test"), train_backends=backends,
+    )
+    return synthesize_corpus(
+        synth_cfg, out / "corpus", translate_fn=lambda texts: mt.translate_text(texts, beam=1, batch_size=64), mt_spec=MT
+    )
+
+
+def demo_config(preset: str, p: dict[str, Any], *, soft: bool, out: Path, manifests: dict[str, Path], real_manifest: Path,
+                budget: float | None = None) -> TrainConfig:
+    """The recipe's preset with the demo's data, encoder and paths (``dataclasses.replace``, then validated);
+    with ``budget``, one stage that the clock ends after that many minutes."""
+    cfg = load_config(preset_path(preset))
+    model = replace(cfg.model, speech_encoder=p["asr"])
+    stage = cfg.stages[0]
+    if not soft:
+        # the lexicon never reads a test sentence (dev is held out by train itself)
+        model = replace(model, lexicon_exclude=[str(manifests["test"]), str(real_manifest)], lexicon_text=list(p["lexicon_text"]))
+        stage = replace(stage, warmup=p["warmup"])
+    if budget is not None:  # one stage: the whole budget (see configs/phones.yaml)
+        stage = replace(stage, max_minutes=budget)
+    cfg = replace(
+        cfg, model=model, stages=[stage, *cfg.stages[1:]], out=str(out / "train"),
+        time_budget_minutes=cfg.time_budget_minutes if budget is None else budget,
+        # the paper's training range (0.2-20 s); longer dev clips are skipped in selection
+        data=replace(cfg.data, train=str(manifests["train"]), dev=str(manifests["dev"]), cache_dir=str(out / "cache"), max_duration=20.0),
+    )
+    validate(cfg)
+    return cfg
+
+
+def evaluate_systems(out: Path, connector: Path, mt: Any, asr: str, sets: dict[str, Path]) -> dict[str, Any]:
+    """Step 4: the aligned model, the cascade (the same Whisper transcribing, the same MT) and the MT on gold
+    transcripts on each set; hyps and metrics under OUT/eval/<set>/<system>."""
+    from .api import SpeechTranslator
+    from .cascade import Cascade
+    from .data.manifest import read_manifest
+    from .systems import run_aligned, run_cascade, run_mt_on_gold
+
     st = SpeechTranslator.from_pretrained(connector, translator=mt)
-    cascade = Cascade(p["asr"], mt)
+    cascade = Cascade(asr, mt)
     results: dict[str, Any] = {}
-    sets = {"synthetic": manifests["test"], "real": real_manifest}
     for set_name, manifest in sets.items():
         utts = read_manifest(manifest, require=("translation", "transcript"))
-        refs = [u.translation for u in utts]
-        ids = [u.id for u in utts]
-        durs = [u.duration for u in utts]
-        systems: dict[str, tuple[list[str], dict]] = {}
-        systems["aligned"] = run_aligned(st, utts, progress=False)
+        systems: dict[str, tuple[list[str], dict]] = {"aligned": run_aligned(st, utts, progress=False)}
         hyps, tim, _ = run_cascade(cascade, utts, progress=False)
         systems["cascade"] = (hyps, tim)
         systems["mt_on_gold"] = run_mt_on_gold(mt, utts)
-        set_results = {}
+        results[set_name] = {}
         for name, (hyps, tim) in systems.items():
-            res = write_results(out / "eval" / set_name / name, name, ids, hyps, refs, durs, extra={"timings": tim})
-            set_results[name] = {
+            res = write_results(out / "eval" / set_name / name, name, [u.id for u in utts], hyps, [u.translation for u in utts],
+                                [u.duration for u in utts], extra={"timings": tim})
+            results[set_name][name] = {
                 "bleu": res["bleu"],
                 "chrf": res["chrf"],
                 "signatures": {"bleu": res["bleu_signature"], "chrf": res["chrf_signature"]},
@@ -190,11 +211,12 @@ def run_demo(
                 "n": res["n"],
                 "timings": tim,
             }
-        results[set_name] = set_results
+    return results
 
-    timings["evaluate_seconds"] = time.perf_counter() - t
-    _stage("5/5 report")
-    timings["total_seconds"] = time.perf_counter() - t_all
+
+def write_outputs(out: Path, results: dict[str, Any], *, connector: Path, asr: str, summary: dict[str, Any],
+                  timings: dict[str, float], quick: bool, recipe: str) -> dict[str, Any]:
+    """Step 5: results.json, the reports, the plots and the training curve."""
     ckpt_cfg = json.loads((connector / "config.json").read_text())
     params = ckpt_cfg["parameters"]
     doc = {
@@ -202,7 +224,7 @@ def run_demo(
         **results["synthetic"],
         "real_speech": results["real"],
         "references": {"synthetic": f"MT output (mt:{MT} on the gold transcripts)", "real_speech": "human (pt-BR)"},
-        "speech_encoder": p["asr"],
+        "speech_encoder": asr,
         # how it computed (mode, precision and engine: "auto" picks per machine), as the checkpoint records it
         "speech_encoder_settings": {k: v for k, v in (ckpt_cfg.get("speech_encoder") or {}).items() if k != "fingerprint"},
         "translator": MT,
@@ -214,7 +236,7 @@ def run_demo(
     }
     (out / "results.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
     notes = [
-        f"Speech encoder {p['asr']}, MT {MT}; connector {params['connector']:,} parameters "
+        f"Speech encoder {asr}, MT {MT}; connector {params['connector']:,} parameters "
         f"({100 * params['connector_share']:.2f}% of the aligned models); trained {summary['steps']} steps in "
         f"{summary['minutes']:.1f} min (best dev BLEU {summary['best_dev_bleu']:.1f} at step {summary['best_step']}).",
         f"Total demo time {timings['total_seconds'] / 60:.1f} min.",
