@@ -113,13 +113,9 @@ def create_app(
     ``model_name``: how responses name the model (default: the checkpoint directory's name); ``language``: the
     target language code requests are checked against (default: ``translator.language``; None accepts any)."""
     _require_server_extra()
-    from fastapi import FastAPI, File, Form, Request, UploadFile
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi import FastAPI, File, Form, UploadFile
 
     from . import __version__
-    from .audio import AudioError, duration_of
 
     name = model_name or (translator.checkpoint.name if translator.checkpoint else "sltalign")
     lang = language if language is not None else translator.language
@@ -134,63 +130,10 @@ def create_app(
                   lifespan=lifespan)
     app.state.translator, app.state.worker = translator, worker
 
-    @app.exception_handler(UploadError)
-    async def _upload_error(_: Request, e: UploadError) -> JSONResponse:
-        kind = "server_error" if e.status >= 500 else "invalid_request_error"
-        return JSONResponse(error_body(e.message, param=e.param, code=e.code, kind=kind), status_code=e.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
-        # FastAPI's 422 lists pydantic details; say it as OpenAI's client expects, naming the field.
-        errs = e.errors()
-        field = ".".join(str(x) for x in (errs[0].get("loc") or ())[1:]) if errs else None
-        msg = f"{field or 'request'}: {errs[0].get('msg', 'invalid')}" if errs else "invalid request"
-        if errs and errs[0].get("type") == "missing":
-            msg = f"{field}: required field missing (send the audio as multipart form field 'file')" if field == "file" else f"{field}: required field missing"
-        return JSONResponse(error_body(msg, param=field), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(str(e.detail)), status_code=e.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
-        log.exception("request failed")
-        return JSONResponse(error_body(f"internal error: {type(e).__name__}: {e}", kind="server_error"), status_code=500)
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        # Refuse an oversized upload from its Content-Length, before the multipart parser spools it to disk.
-        size = request.headers.get("content-length")
-        if request.method == "POST" and size and size.isdigit() and int(size) > max_upload_bytes + 64 * 1024:
-            return JSONResponse(error_body(f"file: upload of {int(size)} bytes is over the limit of {max_upload_bytes} bytes",
-                                           param="file", code="file_too_large"), status_code=413)
-        return await call_next(request)
+    _install_error_handlers(app, max_upload_bytes)
 
     def _translate(data: bytes, filename: str) -> Translation:
-        """Runs on the worker thread: bytes -> checked audio file -> Translation."""
-        suffix = Path(filename or "").suffix.lower()[:10] or ".bin"
-        fd, tmp = tempfile.mkstemp(prefix="sltalign-upload-", suffix=suffix)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            try:
-                seconds = duration_of(tmp)
-            except (AudioError, OSError) as e:
-                raise UploadError(400, f"file: {filename or 'upload'} is not audio that can be decoded (wav, flac, ogg, mp3, "
-                                       f"webm, m4a, ...): {_short(e, tmp, filename)}", code="invalid_audio") from None
-            if seconds <= 0:
-                raise UploadError(400, f"file: {filename or 'upload'} holds no audio samples", code="empty_audio")
-            if seconds > max_seconds:
-                raise UploadError(400, f"file: {filename or 'upload'} is {seconds:.1f} s long; the limit is {max_seconds:g} s",
-                                  code="audio_too_long")
-            try:
-                return translator.translate_segments(tmp)
-            except AudioError as e:
-                raise UploadError(400, f"file: {filename or 'upload'} cannot be decoded: {_short(e, tmp, filename)}",
-                                  code="invalid_audio") from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        return translate_upload(translator, data, filename, max_seconds=max_seconds)
 
     @app.post("/v1/audio/translations")
     async def translations(
@@ -226,15 +169,7 @@ def create_app(
             raise UploadError(500, f"internal error while translating {file.filename or 'upload'}: {type(e).__name__}: {e}",
                               param=None, code="internal_error") from None
         log.info("translated %s (%.1f s of audio) in %.2f s", file.filename, tr.duration, time.perf_counter() - t0)
-        if fmt == "text":
-            return PlainTextResponse(tr.text + "\n")
-        if fmt == "srt":
-            return PlainTextResponse(format_srt(tr.segments), media_type="application/x-subrip")
-        if fmt == "vtt":
-            return PlainTextResponse(format_vtt(tr.segments), media_type="text/vtt")
-        if fmt == "json":
-            return {"text": tr.text}
-        return verbose_json(tr, name, translator.describe(), subtitles=subtitles)
+        return respond(tr, fmt, name, translator, subtitles=subtitles)
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -244,6 +179,100 @@ def create_app(
     async def health() -> dict:
         return {"status": "ok", "model": name, "language": lang, "queue": worker.pending, "version": __version__,
                 "max_upload_bytes": max_upload_bytes, "max_seconds": max_seconds}
+
+    _add_page_routes(app)
+    return app
+
+
+def _install_error_handlers(app: "FastAPI", max_upload_bytes: int) -> None:
+    """Every error as OpenAI's error body (naming the field), and oversized uploads refused from their
+    Content-Length before the multipart parser spools them to disk."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(_: Request, e: UploadError) -> JSONResponse:
+        kind = "server_error" if e.status >= 500 else "invalid_request_error"
+        return JSONResponse(error_body(e.message, param=e.param, code=e.code, kind=kind), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        # FastAPI's 422 lists pydantic details; say it as OpenAI's client expects, naming the field.
+        errs = e.errors()
+        field = ".".join(str(x) for x in (errs[0].get("loc") or ())[1:]) if errs else None
+        msg = f"{field or 'request'}: {errs[0].get('msg', 'invalid')}" if errs else "invalid request"
+        if errs and errs[0].get("type") == "missing":
+            msg = f"{field}: required field missing (send the audio as multipart form field 'file')" if field == "file" else f"{field}: required field missing"
+        return JSONResponse(error_body(msg, param=field), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(str(e.detail)), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, e: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return JSONResponse(error_body(f"internal error: {type(e).__name__}: {e}", kind="server_error"), status_code=500)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        # Refuse an oversized upload from its Content-Length, before the multipart parser spools it to disk.
+        size = request.headers.get("content-length")
+        if request.method == "POST" and size and size.isdigit() and int(size) > max_upload_bytes + 64 * 1024:
+            return JSONResponse(error_body(f"file: upload of {int(size)} bytes is over the limit of {max_upload_bytes} bytes",
+                                           param="file", code="file_too_large"), status_code=413)
+        return await call_next(request)
+
+
+def translate_upload(translator: "SpeechTranslator", data: bytes, filename: str, *, max_seconds: float) -> Translation:
+    """Runs on the worker thread: uploaded bytes -> a checked audio file -> Translation; an UploadError names
+    what is wrong with the file (not audio, empty, too long)."""
+    from .audio import AudioError, duration_of
+
+    suffix = Path(filename or "").suffix.lower()[:10] or ".bin"
+    fd, tmp = tempfile.mkstemp(prefix="sltalign-upload-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            seconds = duration_of(tmp)
+        except (AudioError, OSError) as e:
+            raise UploadError(400, f"file: {filename or 'upload'} is not audio that can be decoded (wav, flac, ogg, mp3, "
+                                   f"webm, m4a, ...): {_short(e, tmp, filename)}", code="invalid_audio") from None
+        if seconds <= 0:
+            raise UploadError(400, f"file: {filename or 'upload'} holds no audio samples", code="empty_audio")
+        if seconds > max_seconds:
+            raise UploadError(400, f"file: {filename or 'upload'} is {seconds:.1f} s long; the limit is {max_seconds:g} s",
+                              code="audio_too_long")
+        try:
+            return translator.translate_segments(tmp)
+        except AudioError as e:
+            raise UploadError(400, f"file: {filename or 'upload'} cannot be decoded: {_short(e, tmp, filename)}",
+                              code="invalid_audio") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def respond(tr: Translation, fmt: str, name: str, translator: "SpeechTranslator", *, subtitles: bool = False) -> Any:
+    """A Translation in the requested response format (json, text, srt, vtt, verbose_json)."""
+    from fastapi.responses import PlainTextResponse
+
+    if fmt == "text":
+        return PlainTextResponse(tr.text + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(format_srt(tr.segments), media_type="application/x-subrip")
+    if fmt == "vtt":
+        return PlainTextResponse(format_vtt(tr.segments), media_type="text/vtt")
+    if fmt == "json":
+        return {"text": tr.text}
+    return verbose_json(tr, name, translator.describe(), subtitles=subtitles)
+
+
+def _add_page_routes(app: "FastAPI") -> None:
+    """The web page and its static files."""
+    from fastapi.responses import FileResponse
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -255,8 +284,6 @@ def create_app(
         if "/" in name or name.startswith(".") or not path.is_file():
             raise UploadError(404, f"no such file: {name}", param=None)
         return FileResponse(path)
-
-    return app
 
 
 def _short(e: Exception, tmp: str, filename: str) -> str:
