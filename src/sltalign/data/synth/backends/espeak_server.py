@@ -9,13 +9,11 @@ site-packages), the server is small and forks in ~1-2 ms.
 Protocol (see :mod:`.base`): the server writes its int32 sample rate once; per request (one JSON line on
 stdin: text, voice, rate, pitch, seed) it answers int32 status + int64 byte count + int16 samples. Status:
 0 ok, 1000 + code: unknown voice, 2000 + code: espeak_Synth failed, 3000: no audio, 4000: the forked child
-crashed.
+crashed (the loop itself is :mod:`.fork_loop`, shared with Piper's server).
 """
 
 import ctypes
-import json
 import os
-import struct
 import sys
 
 
@@ -40,16 +38,11 @@ def main(lib_path: str, data_path: str) -> None:
 
     callback = cb_type(collect)  # kept referenced for the library's lifetime
     lib.espeak_SetSynthCallback(callback)
-    out = sys.stdout.buffer
-
-    def send(status: int, data: bytes = b"") -> None:
-        out.write(struct.pack("<iq", status, len(data)) + data)
-        out.flush()
-
-    def synth(req: dict) -> None:
+    def synth(req: dict, _prepared: None) -> tuple[int, bytes]:
+        chunks.clear()
         status = lib.espeak_SetVoiceByName(req["voice"].encode())
         if status != 0:
-            return send(1000 + status)
+            return 1000 + status, b""
         lib.espeak_SetParameter(1, int(req["rate"]), 0)  # espeakRATE, words per minute
         lib.espeak_SetParameter(3, int(req["pitch"]), 0)  # espeakPITCH, 0-99
         if seed_fn is not None:
@@ -58,26 +51,14 @@ def main(lib_path: str, data_path: str) -> None:
         status = lib.espeak_Synth(text, len(text) + 1, 0, 1, 0, 1, None, None)  # POS_CHARACTER, espeakCHARS_UTF8
         lib.espeak_Synchronize()
         data = b"".join(chunks)
-        return send(2000 + status if status else (0 if data else 3000), data)
+        return (2000 + status if status else (0 if data else 3000)), data
 
-    out.write(struct.pack("<i", rate))
-    out.flush()
-    for line in sys.stdin:
-        req = json.loads(line)
-        if not hasattr(os, "fork"):
-            chunks.clear()
-            synth(req)
-            continue
-        pid = os.fork()
-        if pid == 0:
-            try:
-                synth(req)
-            finally:
-                os._exit(0)
-        _, wait_status = os.waitpid(pid, 0)
-        if wait_status != 0:
-            send(4000)
+    serve(rate, synth)
 
 
 if __name__ == "__main__":
+    # -I leaves the script's directory out; appended, so that its piper.py never shadows the piper package
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from fork_loop import serve
+
     main(sys.argv[1], sys.argv[2])

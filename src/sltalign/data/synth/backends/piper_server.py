@@ -9,12 +9,12 @@ process per core is how synthesis scales; one thread also keeps the fork safe). 
 sltalign, so it starts without torch.
 
 Protocol (see :mod:`.base`): int32 sample rate once; per request (a JSON line: text, speed) int32 status
-+ int64 byte count + float32 samples. Status 0 ok, 3000 no audio, 4000 the child crashed, 5000 bad request.
++ int64 byte count + float32 samples. Status 0 ok, 3000 no audio, 4000 the child crashed, 5000 bad request
+(the loop itself is :mod:`.fork_loop`, shared with eSpeak NG's server).
 """
 
 import json
 import os
-import struct
 import sys
 
 
@@ -31,36 +31,23 @@ def main(model: str, config: str) -> None:
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
     voice = PiperVoice(session=ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]), config=piper_config)
-    out = sys.stdout.buffer
+    def prepare(req: dict) -> tuple:
+        # phonemes in the server: eSpeak NG's phonemizer is deterministic and loads once
+        ids = [voice.phonemes_to_ids(p) for p in voice.phonemize(req["text"]) if p]
+        return ids, SynthesisConfig(length_scale=piper_config.length_scale / float(req["speed"]))
 
-    def send(status: int, data: bytes = b"") -> None:
-        out.write(struct.pack("<iq", status, len(data)) + data)
-        out.flush()
+    def render(_req: dict, prepared: tuple) -> tuple[int, bytes]:
+        ids, syn = prepared
+        parts = [np.asarray(voice.phoneme_ids_to_audio(i, syn), dtype=np.float32).ravel() for i in ids]
+        wav = np.clip(np.concatenate(parts), -1.0, 1.0) if parts else np.zeros(0, np.float32)
+        return (0 if len(wav) else 3000), wav.astype("<f4").tobytes()
 
-    out.write(struct.pack("<i", int(piper_config.sample_rate)))
-    out.flush()
-    for line in sys.stdin:
-        try:
-            req = json.loads(line)
-            speed = float(req["speed"])
-            # phonemes in the parent: eSpeak NG's phonemizer is deterministic and loads once
-            ids = [voice.phonemes_to_ids(p) for p in voice.phonemize(req["text"]) if p]
-        except Exception:  # noqa: BLE001 - answered, not fatal
-            send(5000)
-            continue
-        syn = SynthesisConfig(length_scale=piper_config.length_scale / speed)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                parts = [np.asarray(voice.phoneme_ids_to_audio(i, syn), dtype=np.float32).ravel() for i in ids]
-                wav = np.clip(np.concatenate(parts), -1.0, 1.0) if parts else np.zeros(0, np.float32)
-                send(0 if len(wav) else 3000, wav.astype("<f4").tobytes())
-            finally:
-                os._exit(0)
-        _, wait_status = os.waitpid(pid, 0)
-        if wait_status != 0:
-            send(4000)
+    serve(int(piper_config.sample_rate), render, prepare)
 
 
 if __name__ == "__main__":
+    # -I leaves the script's directory out; appended, so that its piper.py never shadows the piper package
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from fork_loop import serve
+
     main(sys.argv[1], sys.argv[2])
