@@ -133,7 +133,7 @@ def test_resume_after_crash_is_exact(tmp_path, tiny_whisper_dir, sharp_marian_di
 
 
 def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp_path, tiny_whisper_dir, sharp_marian_dir):
-    from sltalign.checkpoint import build_model, read_config
+    from sltalign.checkpoint import build_model, model_config_of, read_config
     from sltalign.train import init_from_checkpoint
 
     a = config(tmp_path / "a", tiny_whisper_dir, sharp_marian_dir, "run")
@@ -149,9 +149,9 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp
     for (k, x), (_, y) in zip(src.connector.state_dict().items(), got.connector.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-8), k
     # Another connector size is refused, naming the checkpoint, not half-copied.
-    cfg = read_config(Path(a.out) / "last")
-    cfg["connector"] = {**cfg["connector"], "ffn": 128}
-    other = build_model(cfg, speech_encoder=src.speech_encoder, translator=src.translator)
+    m = model_config_of(read_config(Path(a.out) / "last"))
+    other = build_model(dataclasses.replace(m, connector_args={**m.connector_args, "ffn": 128}), speech_encoder=src.speech_encoder,
+                        translator=src.translator)
     with pytest.raises(ValueError, match=r"init_from .*last.*differs"):
         init_from_checkpoint(other, Path(a.out) / "last")
 

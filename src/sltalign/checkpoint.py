@@ -31,7 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .connectors import connector_from_config
+from .config import ModelConfig
+from .connectors import build_connector
 from .connectors.ctc_head import CTCHeadDataError, build_ctc_head, head_class
 from .foundation import load_speech_encoder, load_translator
 from .hub import check_hub_specs
@@ -313,65 +314,86 @@ def read_head_data(path: str | Path, cfg: dict[str, Any]) -> Any:
         raise CheckpointError(f"checkpoint {path}: field 'ctc_head.kind': {e}") from e
 
 
+def model_config_of(cfg: dict[str, Any]) -> ModelConfig:
+    """The ``ModelConfig`` (what ``build_model`` takes) of a checkpoint's config.json, which records the model
+    as built: the foundations' specs, mode, precision and engine (absent in older checkpoints: trim, fp32, torch,
+    as those versions computed), the connector's name with its resolved sizes (no preset: a preset's sizes may
+    change between versions), the CTC head's kind (``ctc_head_kind``) and, for pieces, its size."""
+    se = cfg.get("speech_encoder") or {}
+    conn = cfg["connector"]
+    kind = ctc_head_kind(cfg)
+    return ModelConfig(
+        speech_encoder=se.get("spec") or "", encoder_mode=se.get("mode") or "trim", encoder_precision=se.get("precision") or "fp32",
+        encoder_engine=se.get("engine") or "torch", translator=cfg["translator"]["spec"],
+        translator_kwargs=dict(cfg["translator"].get("kwargs") or {}), connector=conn["name"], connector_preset=None,
+        connector_args={k: v for k, v in conn.items() if k not in ("name", "in_dim", "out_dim")}, arrangement=cfg["arrangement"],
+        prompt=cfg.get("prompt"), ctc_head=kind, ctc_vocab_size=(cfg.get("ctc_head") or {}).get("vocab_size", 0) if kind == "pieces" else 0,
+        compression=cfg.get("compression"), compression_temperature=cfg.get("compression_temperature", 1.0),
+    )
+
+
 def build_model(
-    cfg: dict[str, Any],
+    model: ModelConfig,
     *,
     speech_encoder=None,
     translator=None,
     load_speech: bool = True,
     head_data: Any = None,
+    in_dim: int | None = None,
 ) -> AlignedST:
-    """An untrained AlignedST from a checkpoint/model config (foundations loaded unless passed in).
+    """An untrained AlignedST from a ``ModelConfig`` (the training config's, or ``model_config_of`` a
+    checkpoint's); the foundations are loaded unless passed in (``load_speech=False``: none, then ``in_dim`` gives
+    the connector's input width).
 
-    ``head_data``: what the config's CTC head needs besides weights (``read_head_data``; the pieces model or
-    the phone units and lexicon), None for the tied head and none."""
+    ``head_data``: what the CTC head needs besides weights (``CTCHead.prepare`` / ``read_head_data``: the pieces
+    model, or the phone units and lexicon), None for the tied head and none."""
+    speech_spec = model.speech_encoder if speech_encoder is None and load_speech else None
     # hub ids without a network: one line now rather than a traceback after a minute of retries
-    check_hub_specs([
-        cfg["translator"]["spec"] if translator is None else None,
-        (cfg.get("speech_encoder") or {}).get("spec") if speech_encoder is None and load_speech else None,
-    ])
+    check_hub_specs([model.translator if translator is None else None, speech_spec or None])
     if translator is None:
-        translator = load_translator(cfg["translator"]["spec"], **cfg["translator"].get("kwargs", {}))
-    if speech_encoder is None and load_speech and cfg.get("speech_encoder"):
-        se = cfg["speech_encoder"]
-        # checkpoints from before encoder precision existed computed in fp32, from before the engine field in torch;
-        # the recorded engine is used again (ctranslate2 unavailable here: a warning, and torch fp32)
-        speech_encoder = load_speech_encoder(se["spec"], mode=se.get("mode") or "trim", precision=se.get("precision") or "fp32",
-                                             engine=se.get("engine") or "torch")
-    in_dim = (cfg.get("connector") or {}).get("in_dim")
+        translator = load_translator(model.translator, **model.translator_kwargs)
+    if speech_spec:  # the recorded engine is used again (ctranslate2 unavailable here: a warning, and torch fp32)
+        speech_encoder = load_speech_encoder(speech_spec, mode=model.encoder_mode, precision=model.encoder_precision,
+                                             engine=model.encoder_engine)
     if speech_encoder is not None and in_dim is not None and getattr(speech_encoder, "dim", in_dim) != in_dim:
         raise CheckpointError(
             f"its connector takes {in_dim}-dim speech states, but the speech encoder {getattr(speech_encoder, 'spec', '?')!r} "
             f"gives {speech_encoder.dim}-dim states; the connector was trained for an encoder of another width"
         )
-    connector = connector_from_config(cfg["connector"])
-    kind = ctc_head_kind(cfg)
+    width = speech_encoder.dim if speech_encoder is not None else in_dim
+    if width is None:
+        raise CheckpointError("build_model: without a speech encoder the connector's input width (in_dim) is needed")
+    connector = build_connector(model.connector, in_dim=width, out_dim=translator.embed_dim, preset=model.connector_preset,
+                                **model.connector_args)
     try:
-        ctc_head = build_ctc_head(kind, embed_dim=translator.embed_dim, data=head_data)
+        ctc_head = build_ctc_head(model.ctc_head, embed_dim=translator.embed_dim, data=head_data)
     except ValueError as e:
         raise CheckpointError(f"field 'ctc_head': {e}") from e
-    want = (cfg.get("ctc_head") or {}).get("vocab_size")
-    if ctc_head is not None and want is not None and getattr(ctc_head, "vocab_size", want) != want:
-        where = head_class(kind).FILE or "its head data"
-        raise CheckpointError(f"{where} gives {ctc_head.vocab_size} classes for its CTC head, the config says {want}")
-    se_cfg = cfg.get("speech_encoder") or {}
     hypothesis = None
-    if speech_encoder is None and se_cfg.get("mode") == "decoder":
+    if speech_encoder is None and model.encoder_mode == "decoder":
         # the soft cascade on cached states: the recogniser's text is read back with its tokenizer alone
         from .foundation.whisper_decoder import load_whisper_text
 
-        hypothesis = load_whisper_text(se_cfg["spec"])
+        hypothesis = load_whisper_text(model.speech_encoder)
     return AlignedST(
         speech_encoder=speech_encoder,
         connector=connector,
         translator=translator,
         hypothesis=hypothesis,
-        arrangement=cfg["arrangement"],
-        prompt=cfg.get("prompt"),
+        arrangement=model.arrangement,
+        prompt=model.prompt,
         ctc_head=ctc_head,
-        compression=cfg.get("compression"),
-        compression_temperature=cfg.get("compression_temperature", 1.0),
+        compression=model.compression,
+        compression_temperature=model.compression_temperature,
     )
+
+
+def check_head_size(cfg: dict[str, Any], model: AlignedST) -> None:
+    """The head built from the checkpoint's head data has the number of classes its config records."""
+    want = (cfg.get("ctc_head") or {}).get("vocab_size")
+    head = model.ctc_head
+    if head is not None and want is not None and getattr(head, "vocab_size", want) != want:
+        raise CheckpointError(f"{head.FILE or 'its head data'} gives {head.vocab_size} classes for its CTC head, the config says {want}")
 
 
 def check_fingerprints(cfg: dict[str, Any], model: AlignedST, where: Path) -> None:
@@ -403,8 +425,9 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
             f"use the speech encoder the checkpoint names"
         )
     try:
-        model = build_model(cfg, speech_encoder=speech_encoder, translator=translator, load_speech=load_speech,
-                            head_data=read_head_data(path, cfg))
+        model = build_model(model_config_of(cfg), speech_encoder=speech_encoder, translator=translator, load_speech=load_speech,
+                            head_data=read_head_data(path, cfg), in_dim=want)
+        check_head_size(cfg, model)
     except CheckpointError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from e
     except (ValueError, TypeError, KeyError) as e:

@@ -231,17 +231,7 @@ def build_configured_model(cfg: TrainConfig, device: torch.device, head_source: 
                                 **m.connector_args)
     if m.ctc_head != "none":
         head_class(m.ctc_head).check_connector(connector, m.connector)
-    spec = {
-        "speech_encoder": {"spec": m.speech_encoder, "mode": m.encoder_mode},
-        "translator": {"spec": m.translator, "kwargs": m.translator_kwargs},
-        "connector": connector.config(),
-        "arrangement": m.arrangement,
-        "prompt": m.prompt,
-        "ctc_head": None if m.ctc_head == "none" else {"kind": m.ctc_head},  # sizes: what the head's data has
-        "compression": m.compression,
-        "compression_temperature": m.compression_temperature,
-    }
-    model = build_model(spec, speech_encoder=speech, translator=translator, head_data=prepare_head_data(cfg, head_source))
+    model = build_model(m, speech_encoder=speech, translator=translator, head_data=prepare_head_data(cfg, head_source))
     model.connector.load_state_dict(connector.state_dict())
     return model
 
