@@ -63,7 +63,7 @@ RECIPES = {
 }
 #: training clips' synthesisers (SynthConfig.train_backends), each where installed (eSpeak NG always): a fifth
 #: of the clips in hibari's neural voice (a recogniser trained on robotic voices hears people poorly; one neural
-#: voice moved read speech most in a probe: 37.3 -> 49.0 chrF on audiobook readings), the rest half eSpeak NG,
+#: voice moved read speech most in a probe on audiobook readings; docs/RESULTS.md), the rest half eSpeak NG,
 #: half Flite. hibari renders ~100x real time on one core; Piper and Kokoro are too slow for the demo's budget.
 TRAIN_BACKENDS = {"espeak": 1.0, "flite": 1.0, "hibari": 0.5}
 VOICE_NAMES = {"espeak": "eSpeak NG", "flite": "Flite", "hibari": "hibari", "piper": "Piper", "kokoro": "Kokoro"}

@@ -44,8 +44,9 @@ def piece_seconds_for(durations: Sequence[float], *, quantile: float = 0.99, flo
     the duration ``quantile`` of them reach (a few outliers do not count), rounded up to a whole second,
     and at least ``floor``. Why the floor of 10 s: a spoken sentence rarely runs longer, and cutting one at a
     pause between its words costs more than the connector's unfamiliarity with its length (measured with
-    bench/piece_seconds.py on the demo's connector, trained on 1-6 s clips: real speech 7.5 BLEU with 6-s
-    pieces, 9.3 with 10-s ones; 20-40 s synthetic clips 9.8 and 9.2, against 0.2 translated whole)."""
+    bench/piece_seconds.py on a connector trained on 1-6 s clips: 10-s pieces did better than 6-s ones on real
+    speech and nearly as well on 20-40 s synthetic clips, and either far better than translating those whole;
+    figures in docs/RESULTS.md)."""
     if not len(durations):
         raise ValueError("piece_seconds_for: no training durations")
     return float(max(floor, MIN_PIECE_SECONDS, math.ceil(float(np.quantile(np.asarray(durations, dtype=float), quantile)))))
