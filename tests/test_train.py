@@ -399,7 +399,7 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     ({"model.ctc_phones": "true", "model.ctc": "false"}, "ctc_phones needs model.ctc: true"),
     ({"model.ctc_phones": "true", "model.ctc_pieces": "64"}, "exclude each other"),
     ({"model.ctc": "yes please"}, "model.ctc: expected true or false"),
-    ({"model.lexicon_text": "text.txt"}, "lexicon_text: expected a list"),
+    ({"model.lexicon_text": "text.txt"}, "model.lexicon_text: expected list, got text.txt"),
 ])
 def test_ctc_head_is_validated(overrides, message):
     from sltalign.config import ConfigError

@@ -9,9 +9,13 @@ dotted key and what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import math
+import re
+import warnings
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,57 +166,75 @@ class ConfigError(ValueError):
     pass
 
 
-def _check(value: Any, tp: Any, where: str) -> Any:
-    """Validate/convert ``value`` against the annotation ``tp``; errors name the dotted key."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where or 'config'}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
-        names = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = set(value) - set(names)
-        if unknown:
-            raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(map(str, unknown))}; known: {sorted(names)}")
-        hints = typing.get_type_hints(tp)
-        kwargs = {k: _check(v, hints[k], f"{where}.{k}" if where else k) for k, v in value.items()}
-        return tp(**kwargs)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _check(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_check(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _check(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        # PyYAML (YAML 1.1) reads "1e-3" as a string; accept what float() accepts.
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-    return value
+@functools.cache
+def _typing_parser(cls: type) -> Any:
+    """A jsonargparse parser built from the dataclass ``cls`` (types, nesting, defaults): what checks and converts
+    a config tree. Built once per class."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "cfg")
+    return parser
+
+
+def _typed(tree: dict, cls: type, where: str = "") -> Any:
+    """``tree`` (merged YAML + overrides) as an instance of the dataclass ``cls``, types checked and converted by
+    jsonargparse; a bad value is one ConfigError naming its dotted key. Stages are checked one by one, so that an
+    error names the stage's index."""
+    tree = _numbers_as_text(tree, cls, f"{where}." if where else "")
+    stages = tree.pop("stages", None) if cls is TrainConfig else None
+    parser = _typing_parser(cls)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # jsonargparse's deprecation notices are not the user's business
+            obj = parser.instantiate(parser.parse_object({"cfg": tree})).cfg
+    except Exception as e:  # noqa: BLE001 - jsonargparse raises several types; each becomes one line naming the key
+        raise ConfigError(_typing_error(e, cls, where)) from None
+    if stages is not None:
+        if not isinstance(stages, list):
+            raise ConfigError(f"stages: expected a list of stage mappings, got {stages!r}")
+        obj.stages = [_typed(st, StageConfig, f"stages.{i}") for i, st in enumerate(stages)]
+    return obj
+
+
+def _numbers_as_text(tree: dict, cls: type, where: str = "") -> dict:
+    """A copy of ``tree`` where numbers given for text fields are text (YAML reads ``out: 2024`` as a number) and
+    numbers written as text are numbers (YAML 1.1 reads ``1e-3`` and ``nan`` as text)."""
+    hints = typing.get_type_hints(cls)
+    out = dict(tree)
+    for k, v in tree.items():
+        tp = hints.get(k)
+        if v is None and tp is not None and type(None) not in typing.get_args(tp) and tp is not Any:
+            # jsonargparse would take null as "unset" and leave None where a value is needed
+            raise ConfigError(f"{where}{k}: expected {getattr(tp, '__name__', tp)}, got null")
+        if isinstance(v, dict) and dataclasses.is_dataclass(tp):
+            out[k] = _numbers_as_text(v, tp, f"{where}{k}.")
+        elif tp in (str, str | None) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = str(v)
+        elif tp in (float, float | None) and isinstance(v, str):
+            with contextlib.suppress(ValueError):  # "nan", "inf": read, then refused as not finite (_check_finite)
+                out[k] = float(v)
+    return out
+
+
+def _typing_error(e: Exception, cls: type, where: str) -> str:
+    """jsonargparse's message as '<dotted key>: <what was expected and got>' on one line."""
+    msg = " ".join(str(e).split())
+    prefix = f"{where}." if where else ""
+    m = re.search(r'Parser key "cfg\.([^"]+)": (.*)', msg)
+    if m:
+        what = re.sub(r"Expected a <class '(\w+)'>\. Got value: (.*)", r"expected \1, got \2", m.group(2))
+        return f"{prefix}{m.group(1)}: {what}"
+    m = re.search(r"Group 'cfg' does not accept option '([^']+)'", msg)
+    if m:
+        key = m.group(1)
+        parent, _, name = key.rpartition(".")
+        section = cls
+        for part in parent.split(".") if parent else []:
+            section = typing.get_type_hints(section).get(part, section)
+        known = sorted(f.name for f in dataclasses.fields(section)) if dataclasses.is_dataclass(section) else []
+        return f"{prefix + parent if parent else where or 'config'}: unknown key(s) ['{name}']; known: {known}"
+    return f"{where or 'config'}: {msg}"
 
 
 def _list_index(node: list, part: str, key: str, upto: str) -> int:
@@ -268,7 +290,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: expected a mapping at the top level")
     base = to_dict(TrainConfig())
     # Stages given in the file replace the default list wholesale; each stage is filled with defaults.
-    merged = _merge(base, tree)
+    merged = _merge(base, tree, TrainConfig)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value (e.g. data.batch_size=16)")
@@ -287,8 +309,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for i, st in enumerate(stages):
         if not isinstance(st, dict):
             raise ConfigError(f"stages.{i}: expected a mapping (name, steps, lr, ...), got {st!r}")
-    merged["stages"] = [_merge(to_dict(StageConfig()), st) for st in stages]
-    cfg = _check(merged, TrainConfig, "")
+    merged["stages"] = [_merge(to_dict(StageConfig()), st, StageConfig) for st in stages]
+    cfg = _typed(merged, TrainConfig)
     validate(cfg)
     return cfg
 
@@ -335,11 +357,15 @@ def _read_legacy_ctc_keys(model: dict) -> None:
                 "/".join(sorted(legacy)), kind)
 
 
-def _merge(base: dict, new: dict) -> dict:
+def _merge(base: dict, new: dict, cls: type) -> dict:
+    """``new`` over ``base``, recursing into the fields that are config sections (dataclasses); every other value,
+    mappings such as ``objectives`` or ``connector_args`` included, is replaced whole."""
+    hints = typing.get_type_hints(cls)
     out = dict(base)
     for k, v in new.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("objectives", "translator_kwargs", "connector_args"):
-            out[k] = _merge(out[k], v)
+        sub = hints.get(k)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and dataclasses.is_dataclass(sub):
+            out[k] = _merge(out[k], v, sub)
         else:
             out[k] = v
     return out
