@@ -33,97 +33,66 @@ DEMO_RECIPE_HELP = {
 }
 DEMO_RECIPES = tuple(DEMO_RECIPE_HELP)
 PIECE_HELP = "split audio longer than this at pauses (default: the checkpoint's; 0: only at the encoder's window)"
-PAUSE_HELP = ("where audio is split, a pause this long (s) always ends a piece and longer pauses are cut first "
-              "(default: the checkpoint's, else 0.2; a negative value packs pieces up to the limit instead)")
+PAUSE_HELP = (
+    "where audio is split, a pause this long (s) always ends a piece and longer pauses are cut first "
+    "(default: the checkpoint's, else 0.2; a negative value packs pieces up to the limit instead)"
+)
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="sltalign", description="End-to-end speech translation from frozen pretrained models.", version=__version__)
+    p = ArgumentParser(
+        prog="sltalign", description="End-to-end speech translation from frozen pretrained models.", version=__version__
+    )
     # -v/-q/--progress are also accepted after the subcommand (main takes them out of argv before parsing)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level: model loading and compute timings")
     p.add_argument("-q", "--quiet", action="store_true", help="errors only: no warnings, no progress")
-    p.add_argument("--progress", action="store_true",
-                   help="progress bars even when stderr is not a terminal (default there: a plain line every 30 s)")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress bars even when stderr is not a terminal (default there: a plain line every 30 s)",
+    )
     sub = p.add_subcommands(dest="command")
 
     demo = ArgumentParser(description="Offline end-to-end run on the packaged models: synthesise, cache, train, evaluate.")
     demo.add_argument("--out", type=str, default="runs/demo", help="output directory")
     demo.add_argument("--quick", action="store_true", help="whisper-tiny.en and a few steps (about 5 minutes)")
-    demo.add_argument("--minutes", type=float, default=None,
-                      help="training budget in minutes (default: what ~27 minutes leave after synthesis and encoding, capped; quick: 1.5)")
+    demo.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training budget in minutes (default: what ~27 minutes leave after synthesis and encoding, capped; quick: 1.5)",
+    )
     demo.add_argument("--workers", type=int, default=2, help="processes for speech synthesis")
-    demo.add_argument("--recipe", type=Literal[DEMO_RECIPES], default="phones",  # type: ignore[valid-type]
-                      help="what to train: " + "; ".join(f"{k}: {v}" for k, v in DEMO_RECIPE_HELP.items()))
+    demo.add_argument(
+        "--recipe",
+        type=Literal[DEMO_RECIPES],
+        default="phones",  # type: ignore[valid-type]
+        help="what to train: " + "; ".join(f"{k}: {v}" for k, v in DEMO_RECIPE_HELP.items()),
+    )
     sub.add_subcommand("demo", demo, help="offline end-to-end demo")
 
     data = ArgumentParser(description="Build manifests (JSONL: audio, duration, transcript, translation) from a source below.")
-    sub.add_subcommand("data", data, help="build manifests: synthesise speech or convert a corpus")  # jsonargparse: parents before their subcommands
+    sub.add_subcommand(
+        "data", data, help="build manifests: synthesise speech or convert a corpus"
+    )  # jsonargparse: parents before their subcommands
     _add_data_sources(data)
 
     train = ArgumentParser(description="Train a connector. CONFIG is YAML (see configs/); overrides are dotted key=value.")
     train.add_argument("config", type=str, help="a YAML preset (configs/*.yaml) or 'defaults' for the built-in defaults alone")
-    train.add_argument("overrides", type=str, nargs="*", default=[], help="dotted key=value overrides, e.g. stages.0.lr=3e-4 out=runs/x")
-    train.add_argument("--show_config", action="store_true",
-                       help="print every config key with its value (the preset, the overrides, the defaults of the rest) and exit")
+    train.add_argument(
+        "overrides", type=str, nargs="*", default=[], help="dotted key=value overrides, e.g. stages.0.lr=3e-4 out=runs/x"
+    )
+    train.add_argument(
+        "--show_config",
+        action="store_true",
+        help="print every config key with its value (the preset, the overrides, the defaults of the rest) and exit",
+    )
     sub.add_subcommand("train", train, help="train a connector (resumable)")
 
-    ev = ArgumentParser(description="Corpus BLEU/chrF (sacrebleu) of a connector, the cascade, or MT on gold transcripts.")
-    ev.add_argument("--model", type=str | None, default=None, help="connector checkpoint directory (score the aligned model)")
-    ev.add_argument("--cascade", action="store_true", help="score the cascade instead: --asr transcribes, --mt translates")
-    ev.add_argument("--mt_on_gold", "--mt-on-gold", action="store_true",
-                    help="score --mt on the manifest's gold transcripts (the ceiling of anything built on that MT)")
-    ev.add_argument("--asr", type=str, default="packaged:whisper-base", help="the cascade's speech recogniser (a model name)")
-    ev.add_argument("--mt", type=str, default="packaged:bergamot-en-pt", help="the cascade's or MT-on-gold's translator (a model name)")
-    ev.add_argument("--manifest", type=str, required=True, help="JSONL manifest with audio and reference translations")
-    ev.add_argument("--out", type=str, required=True, help="directory for metrics.json and hyps.jsonl")
-    ev.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's; cascade and MT: 4)")
-    ev.add_argument("--batch_size", type=int, default=8, help="pieces translated together")
-    ev.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
-    ev.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
-    _add_compute_flags(ev)
-    sub.add_subcommand("evaluate", ev, help="score a system on a manifest")
-
-    tr = ArgumentParser(description="Translate audio files, directories, globs or a manifest. Without -o: one line per "
-                                    "input on stdout; with -o DIR: one file per input and format (whisper's names).")
-    tr.add_argument("--model", type=str, required=True, help="connector checkpoint directory")
-    tr.add_argument("audio", type=str, nargs="*", default=[],
-                    help="audio files, directories (their audio files) or quoted globs ('talks/*.mp3')")
-    tr.add_argument("--manifest", type=str | None, default=None, help="translate a JSONL manifest's entries instead (writes id + hyp)")
-    tr.add_argument("--out", type=str | None, default=None, help="with --manifest: hyps.jsonl to write (default: stdout)")
-    tr.add_argument("-o", "--output_dir", type=str | None, default=None,
-                    help="write DIR/<input name>.<format> for each input (timestamps per segment)")
-    tr.add_argument("-f", "--output_format", type=str | None, default=None,
-                    help="txt, json, srt, vtt, tsv, all, or several comma-separated (default with -o: all)")
-    tr.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's)")
-    tr.add_argument("--batch_size", type=int, default=8, help="pieces translated together")
-    tr.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
-    tr.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
-    _add_compute_flags(tr)
-    sub.add_subcommand("translate", tr, help="translate audio (txt/json/srt/vtt/tsv outputs)")
-
-    info = ArgumentParser(description="What a connector checkpoint is: its model card (README.md), foundations, "
-                                      "training, dev scores, decoding defaults and parameter counts.")
-    info.add_argument("--model", type=str, required=True, help="connector checkpoint directory")
-    info.add_argument("--json", action="store_true", help="print the config summary as JSON only (no model card)")
-    sub.add_subcommand("info", info, help="describe a checkpoint")
-
-    sv = ArgumentParser(description="Serve a connector over HTTP: POST /v1/audio/translations (OpenAI-compatible: json, text, "
-                                    "srt, vtt, verbose_json), GET /health, and a web page at / (upload or record, "
-                                    "segments, SRT/VTT downloads). Needs the server extra: pip install 'sltalign[server]'.")
-    sv.add_argument("--model", type=str, required=True, help="connector checkpoint directory (loaded once)")
-    sv.add_argument("--host", type=str, default="127.0.0.1",
-                    help="address to bind (default: this machine only; 0.0.0.0 exposes it to the network)")
-    sv.add_argument("--port", type=int, default=8000, help="TCP port")
-    sv.add_argument("--language", type=str | None, default=None,
-                    help="the model's target language code, where the checkpoint's translator name does not say it")
-    sv.add_argument("--max_upload_mb", type=float, default=25.0, help="largest upload accepted (MB; OpenAI's limit is 25)")
-    sv.add_argument("--max_seconds", type=float, default=600.0, help="longest audio accepted per request (s)")
-    sv.add_argument("--max_queue", type=int, default=32, help="requests that may wait for the model; more get 503")
-    sv.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's)")
-    sv.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
-    sv.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
-    _add_compute_flags(sv)
-    sub.add_subcommand("serve", sv, help="OpenAI-compatible HTTP server and web page")
+    sub.add_subcommand("evaluate", _evaluate_parser(), help="score a system on a manifest")
+    sub.add_subcommand("translate", _translate_parser(), help="translate audio (txt/json/srt/vtt/tsv outputs)")
+    sub.add_subcommand("info", _info_parser(), help="describe a checkpoint")
+    sub.add_subcommand("serve", _serve_parser(), help="OpenAI-compatible HTTP server and web page")
     return p
 
 
@@ -147,12 +116,22 @@ def _add_data_sources(data: ArgumentParser) -> None:
     dsub.add_subcommand("covost", covost, help="CoVoST 2 (a TSV and its clips directory)")
     real = ArgumentParser(description="The project's real-speech test set, or its small dev set (human pt-BR references).")
     real.add_argument("--out", type=str, required=True, help="directory for the manifest and its audio")
-    real.add_argument("--subsets", type=list[str] | None, default=None,
-                      help="among librivox, cards, commands, digits, ivr, wz2100, alsa (default: all in the split)")
-    real.add_argument("--split", type=Literal["test", "dev"], default="test",
-                      help="test (default), or dev: disjoint recordings for checkpoint selection, never training audio")
+    real.add_argument(
+        "--subsets",
+        type=list[str] | None,
+        default=None,
+        help="among librivox, cards, commands, digits, ivr, wz2100, alsa (default: all in the split)",
+    )
+    real.add_argument(
+        "--split",
+        type=Literal["test", "dev"],
+        default="test",
+        help="test (default), or dev: disjoint recordings for checkpoint selection, never training audio",
+    )
     dsub.add_subcommand("realspeech", real, help="the project's real recordings (121 test, 31 dev) with human pt-BR references")
-    gt = ArgumentParser(description="English -> target pairs from installed gettext catalogs (software UI strings, human translations).")
+    gt = ArgumentParser(
+        description="English -> target pairs from installed gettext catalogs (software UI strings, human translations)."
+    )
     gt.add_argument("--out", type=str, required=True, help="directory for en.txt, <lang>.txt and sources.tsv")
     gt.add_argument("--locale", type=str, default="pt_BR", help="the catalogs' locale directory name")
     gt.add_argument("--root", type=str, default="/usr/share/locale", help="where the locale directories are")
@@ -176,6 +155,109 @@ def _synth_parser() -> ArgumentParser:
         default = list(f.default) if isinstance(f.default, tuple) and "..." in str(hints[f.name]) else f.default
         q.add_argument(f"--{f.name}", type=hints[f.name], default=default, help=f.metadata["cli"])
     return q
+
+
+def _evaluate_parser() -> ArgumentParser:
+    ev = ArgumentParser(description="Corpus BLEU/chrF (sacrebleu) of a connector, the cascade, or MT on gold transcripts.")
+    ev.add_argument("--model", type=str | None, default=None, help="connector checkpoint directory (score the aligned model)")
+    ev.add_argument("--cascade", action="store_true", help="score the cascade instead: --asr transcribes, --mt translates")
+    ev.add_argument(
+        "--mt_on_gold",
+        "--mt-on-gold",
+        action="store_true",
+        help="score --mt on the manifest's gold transcripts (the ceiling of anything built on that MT)",
+    )
+    ev.add_argument("--asr", type=str, default="packaged:whisper-base", help="the cascade's speech recogniser (a model name)")
+    ev.add_argument(
+        "--mt", type=str, default="packaged:bergamot-en-pt", help="the cascade's or MT-on-gold's translator (a model name)"
+    )
+    ev.add_argument("--manifest", type=str, required=True, help="JSONL manifest with audio and reference translations")
+    ev.add_argument("--out", type=str, required=True, help="directory for metrics.json and hyps.jsonl")
+    ev.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's; cascade and MT: 4)")
+    ev.add_argument("--batch_size", type=int, default=8, help="pieces translated together")
+    ev.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
+    ev.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
+    _add_compute_flags(ev)
+    return ev
+
+
+def _translate_parser() -> ArgumentParser:
+    tr = ArgumentParser(
+        description="Translate audio files, directories, globs or a manifest. Without -o: one line per "
+        "input on stdout; with -o DIR: one file per input and format (whisper's names)."
+    )
+    tr.add_argument("--model", type=str, required=True, help="connector checkpoint directory")
+    tr.add_argument(
+        "audio",
+        type=str,
+        nargs="*",
+        default=[],
+        help="audio files, directories (their audio files) or quoted globs ('talks/*.mp3')",
+    )
+    tr.add_argument(
+        "--manifest", type=str | None, default=None, help="translate a JSONL manifest's entries instead (writes id + hyp)"
+    )
+    tr.add_argument("--out", type=str | None, default=None, help="with --manifest: hyps.jsonl to write (default: stdout)")
+    tr.add_argument(
+        "-o",
+        "--output_dir",
+        type=str | None,
+        default=None,
+        help="write DIR/<input name>.<format> for each input (timestamps per segment)",
+    )
+    tr.add_argument(
+        "-f",
+        "--output_format",
+        type=str | None,
+        default=None,
+        help="txt, json, srt, vtt, tsv, all, or several comma-separated (default with -o: all)",
+    )
+    tr.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's)")
+    tr.add_argument("--batch_size", type=int, default=8, help="pieces translated together")
+    tr.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
+    tr.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
+    _add_compute_flags(tr)
+    return tr
+
+
+def _info_parser() -> ArgumentParser:
+    info = ArgumentParser(
+        description="What a connector checkpoint is: its model card (README.md), foundations, "
+        "training, dev scores, decoding defaults and parameter counts."
+    )
+    info.add_argument("--model", type=str, required=True, help="connector checkpoint directory")
+    info.add_argument("--json", action="store_true", help="print the config summary as JSON only (no model card)")
+    return info
+
+
+def _serve_parser() -> ArgumentParser:
+    sv = ArgumentParser(
+        description="Serve a connector over HTTP: POST /v1/audio/translations (OpenAI-compatible: json, text, "
+        "srt, vtt, verbose_json), GET /health, and a web page at / (upload or record, "
+        "segments, SRT/VTT downloads). Needs the server extra: pip install 'sltalign[server]'."
+    )
+    sv.add_argument("--model", type=str, required=True, help="connector checkpoint directory (loaded once)")
+    sv.add_argument(
+        "--host",
+        type=str,
+        default="127.0.0.1",
+        help="address to bind (default: this machine only; 0.0.0.0 exposes it to the network)",
+    )
+    sv.add_argument("--port", type=int, default=8000, help="TCP port")
+    sv.add_argument(
+        "--language",
+        type=str | None,
+        default=None,
+        help="the model's target language code, where the checkpoint's translator name does not say it",
+    )
+    sv.add_argument("--max_upload_mb", type=float, default=25.0, help="largest upload accepted (MB; OpenAI's limit is 25)")
+    sv.add_argument("--max_seconds", type=float, default=600.0, help="longest audio accepted per request (s)")
+    sv.add_argument("--max_queue", type=int, default=32, help="requests that may wait for the model; more get 503")
+    sv.add_argument("--beam", type=int | None, default=None, help="beam size (default: the checkpoint's)")
+    sv.add_argument("--max_piece_seconds", type=float | None, default=None, help=PIECE_HELP)
+    sv.add_argument("--sentence_pause_seconds", type=float | None, default=None, help=PAUSE_HELP)
+    _add_compute_flags(sv)
+    return sv
 
 
 def _add_compute_flags(q: ArgumentParser) -> None:
