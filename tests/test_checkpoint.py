@@ -24,8 +24,14 @@ def model(tiny_whisper_dir, sharp_marian_dir):
     mt = load_translator(str(sharp_marian_dir))
     torch.manual_seed(1)
     conn = build_connector("ste", in_dim=speech.dim, out_dim=mt.embed_dim, d=32, layers=1, heads=2, ffn=64, conv_channels=32)
-    m = AlignedST(speech_encoder=speech, connector=conn, translator=mt, arrangement="eced",
-                  ctc_head=TiedCTCHead(embed_dim=mt.embed_dim), compression="posterior")
+    m = AlignedST(
+        speech_encoder=speech,
+        connector=conn,
+        translator=mt,
+        arrangement="eced",
+        ctc_head=TiedCTCHead(embed_dim=mt.embed_dim),
+        compression="posterior",
+    )
     with torch.no_grad():  # make the CTC head non-trivial so the round trip has something to carry
         m.ctc_head.blank_bias.fill_(0.3)
     return m.eval()
@@ -183,8 +189,16 @@ def _kill_at(step: int, monkeypatch) -> dict:
 
         return step_fn
 
-    for mod, name in ((os, "rename"), (os, "replace"), (os, "fsync"), (os, "mkdir"), (shutil, "rmtree"),
-                      (tempfile, "mkdtemp"), (ck, "save_file"), (torch, "save")):
+    for mod, name in (
+        (os, "rename"),
+        (os, "replace"),
+        (os, "fsync"),
+        (os, "mkdir"),
+        (shutil, "rmtree"),
+        (tempfile, "mkdtemp"),
+        (ck, "save_file"),
+        (torch, "save"),
+    ):
         monkeypatch.setattr(mod, name, wrap(getattr(mod, name)))
     return state
 
@@ -284,7 +298,9 @@ def test_connector_over_another_encoder_width_names_the_checkpoint(model, tmp_pa
     cfg["speech_encoder"]["spec"] = str(_tiny_whisper(tiny_dir, d_model=48))
     cfg["speech_encoder"]["fingerprint"] = None
     (ckpt / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(ckpt))}: its connector takes 32-dim .* gives 48-dim states"):
+    with pytest.raises(
+        CheckpointError, match=rf"checkpoint {re.escape(str(ckpt))}: its connector takes 32-dim .* gives 48-dim states"
+    ):
         load_connector(ckpt)
 
 

@@ -33,8 +33,9 @@ def placed(name: str, tmp: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name, kind, head", [("phones", "phones", PhoneCTCHead), ("tied", "tied", TiedCTCHead),
-                                              ("tied_oldest", "tied", TiedCTCHead)])
+@pytest.mark.parametrize(
+    "name, kind, head", [("phones", "phones", PhoneCTCHead), ("tied", "tied", TiedCTCHead), ("tied_oldest", "tied", TiedCTCHead)]
+)
 def test_checkpoints_from_before_ctc_head_translate_as_they_did(tmp_path, name, kind, head):
     path = placed(name, tmp_path)
     assert ctc_head_kind(read_config(path)) == kind

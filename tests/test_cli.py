@@ -29,7 +29,9 @@ def ckpt(tmp_path_factory, tiny_whisper_dir, sharp_marian_dir) -> Path:
     torch.manual_seed(0)
     conn = build_connector("mlp", in_dim=speech.dim, out_dim=mt.embed_dim, stack=4, hidden=32)
     model = AlignedST(speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd")
-    return save_connector(model, tmp_path_factory.mktemp("cli") / "ckpt", decoding={"beam": 1, "max_len": 5, "length_penalty": 1.0})
+    return save_connector(
+        model, tmp_path_factory.mktemp("cli") / "ckpt", decoding={"beam": 1, "max_len": 5, "length_penalty": 1.0}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,16 @@ def manifest(tmp_path_factory) -> Path:
     for i, (en, pt) in enumerate([("the cat sat", "o gato"), ("a dog runs", "o cão corre"), ("we like tea", "gostamos de chá")]):
         wav = speechlike(0.5 + 0.2 * i, seed=i)
         sf.write(root / f"{i}.wav", wav, 16000)
-        utts.append(Utterance(id=f"u{i}", audio=str(root / f"{i}.wav"), duration=len(wav) / 16000, transcript=en, translation=pt,
-                              translation_source="human"))
+        utts.append(
+            Utterance(
+                id=f"u{i}",
+                audio=str(root / f"{i}.wav"),
+                duration=len(wav) / 16000,
+                transcript=en,
+                translation=pt,
+                translation_source="human",
+            )
+        )
     return write_manifest(root / "m.jsonl", utts)
 
 
@@ -55,7 +65,12 @@ def test_evaluate_writes_metrics_with_signatures(ckpt, manifest, tmp_path, capsy
 
 
 def test_mt_on_gold(sharp_marian_dir, manifest, tmp_path):
-    assert main(["evaluate", "--mt-on-gold", "--mt", str(sharp_marian_dir), "--manifest", str(manifest), "--out", str(tmp_path / "g")]) == 0
+    assert (
+        main(
+            ["evaluate", "--mt-on-gold", "--mt", str(sharp_marian_dir), "--manifest", str(manifest), "--out", str(tmp_path / "g")]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "g" / "metrics.json").read_text())["system"] == "mt_on_gold"
 
 
@@ -130,8 +145,14 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, ["data.batch_size"])
     # translation losses alone cannot reach the connector through hard compression: said before training starts
     with pytest.raises(ConfigError, match=r"stages.1.objectives: \['ce'\] cannot train the connector through hard compression"):
-        load_config(None, ["model.ctc_head=tied", "model.compression=hard",
-                           "stages=[{name: a, objectives: {ctc: 1.0}}, {name: b, objectives: {ce: 1.0}}]"])
+        load_config(
+            None,
+            [
+                "model.ctc_head=tied",
+                "model.compression=hard",
+                "stages=[{name: a, objectives: {ctc: 1.0}}, {name: b, objectives: {ce: 1.0}}]",
+            ],
+        )
 
 
 def test_shipped_presets_are_valid():
@@ -150,9 +171,34 @@ def test_data_synth_exposes_the_corpus_settings(tmp_path):
     (tmp_path / "en.txt").write_text("\n".join(en) + "\n")
     (tmp_path / "pt.txt").write_text("\n".join(f"frase {i}" for i in range(4)) + "\n")
     out = tmp_path / "corpus"
-    argv = ["data", "synth", "--out", str(out), "--sentences", str(tmp_path / "en.txt"), "--translations", str(tmp_path / "pt.txt"),
-            "--n_train", "2", "--n_dev", "1", "--n_test", "1", "--long_fraction", "0", "--workers", "0",
-            "--voices", "[en-us+f3, en-gb-x-rp+m3]", "--noise_snr_db", "[10, 20]", "--noise_prob", "1", "--reverb_prob", "1"]
+    argv = [
+        "data",
+        "synth",
+        "--out",
+        str(out),
+        "--sentences",
+        str(tmp_path / "en.txt"),
+        "--translations",
+        str(tmp_path / "pt.txt"),
+        "--n_train",
+        "2",
+        "--n_dev",
+        "1",
+        "--n_test",
+        "1",
+        "--long_fraction",
+        "0",
+        "--workers",
+        "0",
+        "--voices",
+        "[en-us+f3, en-gb-x-rp+m3]",
+        "--noise_snr_db",
+        "[10, 20]",
+        "--noise_prob",
+        "1",
+        "--reverb_prob",
+        "1",
+    ]
     assert main(argv) == 0
     cfg = json.loads((out / "synth_config.json").read_text())
     assert cfg["noise_snr_db"] == [10.0, 20.0] and cfg["noise_prob"] == 1.0 and cfg["reverb_prob"] == 1.0

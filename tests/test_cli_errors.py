@@ -15,10 +15,16 @@ from sltalign.cli import main
     "exc, expected",
     [
         # case 13: out=/--out naming an existing file (train, evaluate, data synth) was a FileExistsError traceback
-        (FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), "runs/taken"), "runs/taken: File exists; expected a directory or a new path"),
+        (
+            FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), "runs/taken"),
+            "runs/taken: File exists; expected a directory or a new path",
+        ),
         (NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), "runs/taken/x"), "runs/taken/x: Not a directory"),
         # case 14 at the command line: a full disk
-        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "runs/x/last"), "runs/x/last: No space left on device; free some space"),
+        (
+            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "runs/x/last"),
+            "runs/x/last: No space left on device; free some space",
+        ),
         (PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/root/x"), "/root/x: Permission denied"),
     ],
 )
@@ -30,7 +36,7 @@ def test_os_errors_are_one_line_naming_the_path(exc, expected, tmp_path, monkeyp
     (tmp_path / "c.yaml").write_text("seed: 0\n")
     assert main(["train", str(tmp_path / "c.yaml")]) == 2
     err = capsys.readouterr().err
-    assert err == f"sltalign train: error: {expected}" + err[len(f"sltalign train: error: {expected}"):]
+    assert err == f"sltalign train: error: {expected}" + err[len(f"sltalign train: error: {expected}") :]
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

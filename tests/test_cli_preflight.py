@@ -14,12 +14,18 @@ from sltalign.cli import main
 
 def test_missing_checkpoint_fails_fast_in_a_fresh_process():
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "sltalign", "translate", "--model", "/nonexistent", "x.wav"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "sltalign", "translate", "--model", "/nonexistent", "x.wav"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     wall = time.perf_counter() - t0
     assert out.returncode == 2
-    assert out.stderr.strip() == ("sltalign translate: error: checkpoint /nonexistent is not a directory "
-                                  "(expected a directory with config.json and connector.safetensors)")
+    assert out.stderr.strip() == (
+        "sltalign translate: error: checkpoint /nonexistent is not a directory "
+        "(expected a directory with config.json and connector.safetensors)"
+    )
     # ~0.4 s on a 2-core machine (interpreter, argument parser, the check); 3 s is generous for a loaded CI box.
     # Importing the model code first, as before, took ~7-17 s.
     assert wall < 3.0, f"{wall:.1f} s"
@@ -31,8 +37,14 @@ def test_missing_checkpoint_fails_fast_in_a_fresh_process():
         (["translate", "--model", "/nonexistent", "x.wav"], "checkpoint /nonexistent is not a directory"),
         (["translate", "--model", "{ckpt}", "{tmp}/missing.wav"], "audio file(s) not found: {tmp}/missing.wav"),
         (["translate", "--model", "{ckpt}", "--manifest", "{tmp}/m.jsonl"], "manifest not found: {tmp}/m.jsonl"),
-        (["evaluate", "--model", "{ckpt}", "--manifest", "{tmp}/m.jsonl", "--out", "{tmp}/o"], "manifest not found: {tmp}/m.jsonl"),
-        (["evaluate", "--model", "{tmp}/none", "--manifest", "{tmp}/ok.jsonl", "--out", "{tmp}/o"], "checkpoint {tmp}/none is not a directory"),
+        (
+            ["evaluate", "--model", "{ckpt}", "--manifest", "{tmp}/m.jsonl", "--out", "{tmp}/o"],
+            "manifest not found: {tmp}/m.jsonl",
+        ),
+        (
+            ["evaluate", "--model", "{tmp}/none", "--manifest", "{tmp}/ok.jsonl", "--out", "{tmp}/o"],
+            "checkpoint {tmp}/none is not a directory",
+        ),
         (["info", "--model", "{tmp}"], "checkpoint {tmp} has no config.json"),
         (["train", "{tmp}/c.yaml", "data.train={tmp}/t.jsonl", "out={tmp}/run"], "manifest not found: {tmp}/t.jsonl"),
         (["train", "{tmp}/c.yaml"], "manifest not found: {tmp}/dev.jsonl"),  # the file's own data.dev
@@ -45,13 +57,17 @@ def test_missing_checkpoint_fails_fast_in_a_fresh_process():
 def test_bad_paths_are_named_before_any_model_code_loads(argv, message, tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    (ckpt / "config.json").write_text('{"format": "sltalign-connector", "translator": {}, "connector": {}, "arrangement": "eced"}')
+    (ckpt / "config.json").write_text(
+        '{"format": "sltalign-connector", "translator": {}, "connector": {}, "arrangement": "eced"}'
+    )
     (tmp_path / "ok.jsonl").write_text("")
     (tmp_path / "c.yaml").write_text(f"data:\n  train: {tmp_path / 'ok.jsonl'}\n  dev: {tmp_path / 'dev.jsonl'}\n")
     argv = [a.format(ckpt=ckpt, tmp=tmp_path) for a in argv]
     # a fresh interpreter, so that what is imported can be seen: neither torch nor transformers
-    code = ("import sys; from sltalign.cli import main; rc = main(sys.argv[1:]); "
-            "print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    code = (
+        "import sys; from sltalign.cli import main; rc = main(sys.argv[1:]); "
+        "print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["2", "False", "False"], out.stdout + out.stderr
     errors = [line for line in out.stderr.splitlines() if "error:" in line]
@@ -87,6 +103,8 @@ def test_messages_are_the_loaders_own(tmp_path):
 def test_a_wrong_option_is_still_named_before_the_inputs(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    (ckpt / "config.json").write_text('{"format": "sltalign-connector", "translator": {}, "connector": {}, "arrangement": "eced"}')
+    (ckpt / "config.json").write_text(
+        '{"format": "sltalign-connector", "translator": {}, "connector": {}, "arrangement": "eced"}'
+    )
     assert main(["translate", "--model", str(ckpt), "--max_piece_seconds", "0.5", "x.wav"]) == 2
     assert "max_piece_seconds must be >= 2.0 (or None); got 0.5" in capsys.readouterr().err

@@ -62,23 +62,73 @@ def test_cli_config_errors_are_one_line(tmp_path, capsys):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_KEYS = ["seed", "log_every", "eval_every", "out", "stages", "stages.0", "stages.0.steps", "stages.1.lr", "stages.x",
-         "stages.0.max_minutes", "stages.0.objectives", "stages.0.objectives.ctc", "model", "model.ctc", "model.prompt",
-         "model.connector_args", "model.connector_args.d", "model.translator_kwargs", "data", "data.batch_size",
-         "data.max_duration", "augment", "max_piece_seconds", "time_budget_minutes", "label_smoothing"]
-_VALUES = ["0", "-3", "1", "3", "1e-3", "1e400", "nan", ".nan", "-.inf", "true", "null", "", "x", "[a", "[1, 2]", "{a: 1}",
-           "{1: 2}", "[{steps: 3}]", "[]", "{}", "'", "{ctc: 1.0}", "[{}, 5]", "{[1]: 2}", "!!python/object:os.system x"]
+_KEYS = [
+    "seed",
+    "log_every",
+    "eval_every",
+    "out",
+    "stages",
+    "stages.0",
+    "stages.0.steps",
+    "stages.1.lr",
+    "stages.x",
+    "stages.0.max_minutes",
+    "stages.0.objectives",
+    "stages.0.objectives.ctc",
+    "model",
+    "model.ctc",
+    "model.prompt",
+    "model.connector_args",
+    "model.connector_args.d",
+    "model.translator_kwargs",
+    "data",
+    "data.batch_size",
+    "data.max_duration",
+    "augment",
+    "max_piece_seconds",
+    "time_budget_minutes",
+    "label_smoothing",
+]
+_VALUES = [
+    "0",
+    "-3",
+    "1",
+    "3",
+    "1e-3",
+    "1e400",
+    "nan",
+    ".nan",
+    "-.inf",
+    "true",
+    "null",
+    "",
+    "x",
+    "[a",
+    "[1, 2]",
+    "{a: 1}",
+    "{1: 2}",
+    "[{steps: 3}]",
+    "[]",
+    "{}",
+    "'",
+    "{ctc: 1.0}",
+    "[{}, 5]",
+    "{[1]: 2}",
+    "!!python/object:os.system x",
+]
 
 
 @settings(max_examples=300, deadline=None)
-@given(items=st.lists(
-    st.one_of(
-        st.builds(lambda k, v: f"{k}={v}", st.sampled_from(_KEYS), st.sampled_from(_VALUES)),
-        st.builds(lambda k, v: f"{k}={v}", st.text(max_size=12), st.text(max_size=12)),
-        st.text(max_size=16),
-    ),
-    max_size=4,
-))
+@given(
+    items=st.lists(
+        st.one_of(
+            st.builds(lambda k, v: f"{k}={v}", st.sampled_from(_KEYS), st.sampled_from(_VALUES)),
+            st.builds(lambda k, v: f"{k}={v}", st.text(max_size=12), st.text(max_size=12)),
+            st.text(max_size=16),
+        ),
+        max_size=4,
+    )
+)
 def test_random_overrides_give_a_config_or_a_config_error(items):
     try:
         cfg = load_config(None, items)

@@ -136,11 +136,7 @@ def _two_systems() -> dict[str, dict]:
 
 
 def _table_rows(text: str, first_cell: str) -> list[list[str]]:
-    return [
-        [c.strip() for c in line.strip("|").split("|")]
-        for line in text.splitlines()
-        if line.startswith(f"| {first_cell} |")
-    ]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
 
 
 def test_write_report_tables_and_plot(tmp_path: Path) -> None:
@@ -165,8 +161,13 @@ def test_write_report_tables_and_plot(tmp_path: Path) -> None:
     assert img[..., :3].std() > 0.05  # something was drawn
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # the demo's results.json shape nests the signatures: the report still names them
-    nested = {k: {**{f: m[f] for f in ("bleu", "chrf", "n", "buckets")},
-                  "signatures": {"bleu": m["bleu_signature"], "chrf": m["chrf_signature"]}} for k, m in results.items()}
+    nested = {
+        k: {
+            **{f: m[f] for f in ("bleu", "chrf", "n", "buckets")},
+            "signatures": {"bleu": m["bleu_signature"], "chrf": m["chrf_signature"]},
+        }
+        for k, m in results.items()
+    }
     text = write_report(tmp_path / "nested", nested, title="Demo", notes=[], reference_kind="human").read_text()
     assert f"BLEU `{results['cascade']['bleu_signature']}`" in text and "`?`" not in text
 

@@ -58,15 +58,24 @@ def test_train_checkpoints_and_cli_fail_fast_offline(offline, tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # nothing was started
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    (ckpt / "config.json").write_text(json.dumps({
-        "format": "sltalign-connector", "translator": {"spec": MISSING}, "speech_encoder": None,
-        "connector": {"name": "mlp", "in_dim": 8, "out_dim": 8}, "arrangement": "eced",
-    }))
+    (ckpt / "config.json").write_text(
+        json.dumps(
+            {
+                "format": "sltalign-connector",
+                "translator": {"spec": MISSING},
+                "speech_encoder": None,
+                "connector": {"name": "mlp", "in_dim": 8, "out_dim": 8},
+                "arrangement": "eced",
+            }
+        )
+    )
     with pytest.raises(CheckpointError, match=f"checkpoint {ckpt}: .*not available without a network"):
         load_connector(ckpt)
     (tmp_path / "m.jsonl").write_text("")
-    for argv in (["translate", "--model", str(ckpt), "a.wav"],
-                 ["evaluate", "--cascade", "--asr", MISSING, "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "e")]):
+    for argv in (
+        ["translate", "--model", str(ckpt), "a.wav"],
+        ["evaluate", "--cascade", "--asr", MISSING, "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "e")],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "not available without a network" in err and "Traceback" not in err

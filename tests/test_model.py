@@ -86,7 +86,9 @@ def test_shapes_loss_decreases_and_frozen(speech, marian, name, arrangement):
         opt.step()
     assert losses[-1] < losses[0] - 0.1, losses
     # Every trainable parameter is a connector parameter, and the foundations are bit-identical.
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {f"connector.{n}" for n, _ in model.connector.named_parameters()}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        f"connector.{n}" for n, _ in model.connector.named_parameters()
+    }
     for k, v in model.state_dict().items():
         if k in frozen_before:
             assert torch.equal(v, frozen_before[k]), f"{k} changed"
@@ -116,8 +118,15 @@ def test_padding_invariance(speech, marian, name, arrangement):
 def test_eced_prompt_and_ctc_compression(speech, tiny_t5_dir):
     t5 = load_translator(str(tiny_t5_dir), source_prefix="translate English to Portuguese: ")
     for mode in ("hard", "soft", "posterior"):
-        model = make(speech, t5, "ste", "eced", prompt="translate English to Portuguese: ",
-                     ctc_head=TiedCTCHead(embed_dim=t5.embed_dim), compression=mode)
+        model = make(
+            speech,
+            t5,
+            "ste",
+            "eced",
+            prompt="translate English to Portuguese: ",
+            ctc_head=TiedCTCHead(embed_dim=t5.embed_dim),
+            compression=mode,
+        )
         states, mask, targets = batch_for(model)
         logits, bridged = model(states, mask, targets)
         n_prompt = model.prompt_embeddings.shape[0]
@@ -137,7 +146,7 @@ def test_ctc_transcribe_collapses_repeats_and_blanks(speech, marian):
     model = make(speech, marian, "mlp", "eced", ctc_head=TiedCTCHead(embed_dim=marian.embed_dim))
     states, mask, _ = batch_for(model)
     v = marian.source_vocab_size
-    cat, sat = (marian.tokenize_source(["cat sat"])[0][:2])
+    cat, sat = marian.tokenize_source(["cat sat"])[0][:2]
 
     class Scripted(TiedCTCHead):  # the tied head with its frame-by-frame argmax scripted
         def forward(self, out, emb):
@@ -234,7 +243,10 @@ def test_phone_head_reads_through_its_lexicon_into_the_mt_text_path(speech, mari
     torch.testing.assert_close(bridged.memory[0, :n], want, atol=1e-5, rtol=1e-5)
     real = make(speech, marian, "mlp", "eced", ctc_head=head, compression="hard")
     assert {n for n, p in real.named_parameters() if p.requires_grad} == {
-        *(f"connector.{k}" for k, _ in real.connector.named_parameters()), "ctc_head.proj.weight", "ctc_head.proj.bias"}
+        *(f"connector.{k}" for k, _ in real.connector.named_parameters()),
+        "ctc_head.proj.weight",
+        "ctc_head.proj.bias",
+    }
     assert not real.translator.training and not real.speech_encoder.training
 
 

@@ -28,25 +28,49 @@ def model(tiny_whisper_dir, sharp_marian_dir):
     return AlignedST(speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd")
 
 
-DEV = {"n": 100, "bleu": 31.25, "chrf": 58.5, "ctc_wer": 0.21, "bleu_signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.5.1",
-       "chrf_signature": "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.5.1"}
+DEV = {
+    "n": 100,
+    "bleu": 31.25,
+    "chrf": 58.5,
+    "ctc_wer": 0.21,
+    "bleu_signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.5.1",
+    "chrf_signature": "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.5.1",
+}
 
 
 def test_a_trained_checkpoint_carries_its_card(model, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    recipe = {"seed": 7, "out": str(run), "data": {"train": "corpus/train.jsonl", "dev": "corpus/dev.jsonl"},
-              "stages": [{"name": "ctc", "objectives": {"ctc": 1.0}, "steps": 5000, "lr": 0.001, "max_minutes": 16}]}
+    recipe = {
+        "seed": 7,
+        "out": str(run),
+        "data": {"train": "corpus/train.jsonl", "dev": "corpus/dev.jsonl"},
+        "stages": [{"name": "ctc", "objectives": {"ctc": 1.0}, "steps": 5000, "lr": 0.001, "max_minutes": 16}],
+    }
     (run / "config.yaml").write_text(yaml.safe_dump(recipe))  # what `sltalign train` writes beside OUT/best
-    ckpt = save_connector(model, run / "best", decoding={"beam": 4, "max_len": 150, "length_penalty": 1.0},
-                          extra={"step": 1200, "dev": DEV})
+    ckpt = save_connector(
+        model, run / "best", decoding={"beam": 4, "max_len": 150, "length_penalty": 1.0}, extra={"step": 1200, "dev": DEV}
+    )
     card = read_model_card(ckpt)
     assert card is not None and card.startswith("# best: English speech to")
     cfg = read_config(ckpt)
-    for must in (cfg["speech_encoder"]["fingerprint"], cfg["translator"]["fingerprint"], "seed: 7", "corpus/train.jsonl",
-                 "corpus/dev.jsonl", "stage 0 `ctc`: ctc 1.0; 5000 steps, at most 16 min", "saved at step 1200", "31.25", "58.50",
-                 DEV["bleu_signature"], DEV["chrf_signature"], "beam 4", f"torch {torch.__version__}", "## Intended use and limits",
-                 "synthetic (TTS) speech"):
+    for must in (
+        cfg["speech_encoder"]["fingerprint"],
+        cfg["translator"]["fingerprint"],
+        "seed: 7",
+        "corpus/train.jsonl",
+        "corpus/dev.jsonl",
+        "stage 0 `ctc`: ctc 1.0; 5000 steps, at most 16 min",
+        "saved at step 1200",
+        "31.25",
+        "58.50",
+        DEV["bleu_signature"],
+        DEV["chrf_signature"],
+        "beam 4",
+        f"torch {torch.__version__}",
+        "## Intended use and limits",
+        "synthetic (TTS) speech",
+    ):
         assert must in card, must
 
 

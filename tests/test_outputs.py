@@ -45,7 +45,9 @@ def test_srt_round_trips_through_the_srt_library():
     subs = list(srt.parse(render("srt", TR)))
     assert [s.index for s in subs] == [1, 2, 3]
     assert [s.content for s in subs] == [_flat(c.text) for c in CUES]
-    assert [(s.start, s.end) for s in subs] == [(timedelta(seconds=round(c.start, 3)), timedelta(seconds=round(c.end, 3))) for c in CUES]
+    assert [(s.start, s.end) for s in subs] == [
+        (timedelta(seconds=round(c.start, 3)), timedelta(seconds=round(c.end, 3))) for c in CUES
+    ]
     assert "01:02:05,999" in render("srt", TR)
 
 
@@ -60,15 +62,17 @@ def test_vtt_round_trips_through_webvtt_py():
         return int(h) * 3600 + int(m) * 60 + float(s)
 
     assert [(seconds(c.start), seconds(c.end)) for c in vtt.captions] == [
-        (pytest.approx(round(c.start, 3)), pytest.approx(round(c.end, 3))) for c in CUES]
+        (pytest.approx(round(c.start, 3)), pytest.approx(round(c.end, 3))) for c in CUES
+    ]
     assert vtt.captions[2].end == "01:02:05.999"
 
 
 def test_tsv_txt_and_json_round_trip():
     rows = list(csv.reader(io.StringIO(render("tsv", TR)), delimiter="\t"))
     assert rows[0] == ["start", "end", "text"]
-    assert [(int(a), int(b), t) for a, b, t in rows[1:]] == [(round(s.start * 1000), round(s.end * 1000), _flat(s.text))
-                                                              for s in SEGMENTS if s.text]
+    assert [(int(a), int(b), t) for a, b, t in rows[1:]] == [
+        (round(s.start * 1000), round(s.end * 1000), _flat(s.text)) for s in SEGMENTS if s.text
+    ]
     assert render("txt", TR).splitlines() == [_flat(s.text) for s in SEGMENTS if s.text]
     meta = {"model": {"checkpoint": "ckpt"}, "decoding": {"beam": 4}}
     d = json.loads(render("json", TR, meta))
@@ -77,12 +81,16 @@ def test_tsv_txt_and_json_round_trip():
     assert "source" not in d["segments"][1]  # no transcript for that segment: no key, not a null
     back = Translation.from_dict(d)
     assert back.text == TR.text and back.language == "pt" and back.duration == TR.duration
-    assert [(s.start, s.end, s.text, s.source) for s in back.segments] == [(round(s.start, 3), round(s.end, 3), s.text, s.source) for s in SEGMENTS]
+    assert [(s.start, s.end, s.text, s.source) for s in back.segments] == [
+        (round(s.start, 3), round(s.end, 3), s.text, s.source) for s in SEGMENTS
+    ]
     assert "ação" in render("json", TR)  # UTF-8, not \\u escapes
 
 
 def test_format_names_and_files(tmp_path):
-    assert parse_formats("all") == list(FORMATS) and parse_formats("vtt,srt") == ["srt", "vtt"] and parse_formats(["TXT"]) == ["txt"]
+    assert (
+        parse_formats("all") == list(FORMATS) and parse_formats("vtt,srt") == ["srt", "vtt"] and parse_formats(["TXT"]) == ["txt"]
+    )
     with pytest.raises(ValueError, match="expected txt, json, srt, vtt, tsv or all"):
         parse_formats("docx")
     with pytest.raises(ValueError, match="output format"):
@@ -103,8 +111,12 @@ def st(tiny_whisper_dir, sharp_marian_dir, tmp_path_factory) -> SpeechTranslator
     mt = load_translator(str(sharp_marian_dir))
     torch.manual_seed(0)
     conn = build_connector("mlp", in_dim=speech.dim, out_dim=mt.embed_dim, stack=4, hidden=32)
-    model = AlignedST(speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd", ctc_head=TiedCTCHead(embed_dim=mt.embed_dim))
-    ckpt = save_connector(model, tmp_path_factory.mktemp("outputs") / "ckpt", decoding={"beam": 1, "max_len": 5, "length_penalty": 1.0})
+    model = AlignedST(
+        speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd", ctc_head=TiedCTCHead(embed_dim=mt.embed_dim)
+    )
+    ckpt = save_connector(
+        model, tmp_path_factory.mktemp("outputs") / "ckpt", decoding={"beam": 1, "max_len": 5, "length_penalty": 1.0}
+    )
     return SpeechTranslator.from_pretrained(ckpt)
 
 
@@ -190,7 +202,9 @@ def test_translate_writes_every_format_per_input(st, clips, tmp_path, capsys, ca
         assert d["text"] == line and d["audio"].endswith(f"c{i}.wav") and d["decoding"]["beam"] == 1
         assert d["model"]["checkpoint"] == ckpt and d["segments"][0]["start"] == 0.0
     out2 = tmp_path / "glob"
-    assert main(["translate", "--model", ckpt, str(clips / "c[01].wav"), "--output_dir", str(out2), "--output_format", "srt"]) == 0
+    assert (
+        main(["translate", "--model", ckpt, str(clips / "c[01].wav"), "--output_dir", str(out2), "--output_format", "srt"]) == 0
+    )
     assert sorted(p.name for p in out2.iterdir()) == ["c0.srt", "c1.srt"]
     assert "wrote 2 file(s)" in capsys.readouterr().err
 

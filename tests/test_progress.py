@@ -55,6 +55,9 @@ def test_forced_bar_is_tqdm():
 
 
 def test_global_flags_anywhere():
-    assert _take_global_flags(["translate", "--model", "m", "a.wav", "-v"]) == (["translate", "--model", "m", "a.wav"], {"verbose"})
+    assert _take_global_flags(["translate", "--model", "m", "a.wav", "-v"]) == (
+        ["translate", "--model", "m", "a.wav"],
+        {"verbose"},
+    )
     assert _take_global_flags(["-q", "info", "--model", "m", "--progress"]) == (["info", "--model", "m"], {"quiet", "progress"})
     assert _take_global_flags(["translate", "--", "-v"]) == (["translate", "--", "-v"], set())  # after --: a file named -v

@@ -47,8 +47,12 @@ def ckpt(tiny_whisper_dir, sharp_marian_dir, tmp_path_factory) -> Path:
     mt = load_translator(str(sharp_marian_dir))
     torch.manual_seed(0)
     conn = build_connector("mlp", in_dim=speech.dim, out_dim=mt.embed_dim, stack=4, hidden=32)
-    model = AlignedST(speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd", ctc_head=TiedCTCHead(embed_dim=mt.embed_dim))
-    return save_connector(model, tmp_path_factory.mktemp("serve") / "ckpt", decoding={"beam": 1, "max_len": 5, "length_penalty": 1.0})
+    model = AlignedST(
+        speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd", ctc_head=TiedCTCHead(embed_dim=mt.embed_dim)
+    )
+    return save_connector(
+        model, tmp_path_factory.mktemp("serve") / "ckpt", decoding={"beam": 1, "max_len": 5, "length_penalty": 1.0}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,8 @@ def test_every_response_format_through_the_openai_client(client, st):
     assert client.audio.translations.create(model="sltalign", file=audio, response_format="text").strip() == expected.text
     subs = list(srt.parse(client.audio.translations.create(model="sltalign", file=audio, response_format="srt")))
     assert [(s.content, s.start.total_seconds(), s.end.total_seconds()) for s in subs] == [
-        (" ".join(s.text.split()), s.start, s.end) for s in expected.segments if s.text.strip()]
+        (" ".join(s.text.split()), s.start, s.end) for s in expected.segments if s.text.strip()
+    ]
     vtt = webvtt.from_string(client.audio.translations.create(model="sltalign", file=audio, response_format="vtt"))
     assert [c.text for c in vtt.captions] == [" ".join(s.text.split()) for s in expected.segments if s.text.strip()]
     verbose = client.audio.translations.create(model="sltalign", file=audio, response_format="verbose_json")
@@ -87,7 +92,11 @@ def test_every_response_format_through_the_openai_client(client, st):
     seg = verbose.segments[0]
     assert (seg.start, seg.end, seg.text) == (0.0, 1.5, expected.segments[0].text)
     extra = verbose.model_dump()
-    assert extra["task"] == "translate" and extra["decoding"]["beam"] == 1 and extra["segments"][0]["source"] == expected.segments[0].source
+    assert (
+        extra["task"] == "translate"
+        and extra["decoding"]["beam"] == 1
+        and extra["segments"][0]["source"] == expected.segments[0].source
+    )
 
 
 def test_target_language_must_match_the_model(client):
@@ -130,7 +139,9 @@ def test_bad_uploads_get_a_4xx_json_error(client, server, name, data, fmt, statu
 def test_missing_file_field_and_raw_posts(server):
     r = requests.post(server + "/v1/audio/translations", data={"model": "x"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file" and "required" in r.json()["error"]["message"]
-    r = requests.post(server + "/v1/audio/translations", data=b"not multipart", headers={"content-type": "text/plain"}, timeout=30)
+    r = requests.post(
+        server + "/v1/audio/translations", data=b"not multipart", headers={"content-type": "text/plain"}, timeout=30
+    )
     assert r.status_code == 400 and "error" in r.json()
     assert requests.get(server + "/nope", timeout=30).json()["error"]["message"]
 
@@ -220,8 +231,13 @@ def test_the_serve_command(ckpt, tmp_path):
     """`sltalign serve` loads the model once and answers on 127.0.0.1; it stops on SIGTERM."""
     port = _free_port()
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sltalign", "serve", "--model", str(ckpt), "--port", str(port), "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sltalign", "serve", "--model", str(ckpt), "--port", str(port), "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -233,8 +249,12 @@ def test_the_serve_command(ckpt, tmp_path):
                 assert time.monotonic() < deadline, "the server did not come up in 120 s"
                 time.sleep(0.5)
         assert h["model"] == "ckpt"
-        r = requests.post(f"http://127.0.0.1:{port}/v1/audio/translations", files={"file": ("c.wav", wav_bytes(0.8))},
-                       data={"response_format": "verbose_json"}, timeout=60)
+        r = requests.post(
+            f"http://127.0.0.1:{port}/v1/audio/translations",
+            files={"file": ("c.wav", wav_bytes(0.8))},
+            data={"response_format": "verbose_json"},
+            timeout=60,
+        )
         assert r.status_code == 200 and json.loads(r.text)["segments"]
     finally:
         proc.terminate()

@@ -19,8 +19,10 @@ selenium = pytest.importorskip("selenium")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
-                                reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(DRIVER).exists()),
+    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)",
+)
 
 from sltalign import SpeechTranslator  # noqa: E402
 from sltalign.checkpoint import save_connector  # noqa: E402
@@ -37,10 +39,15 @@ def st(tiny_whisper_dir, sharp_marian_dir, tmp_path_factory) -> SpeechTranslator
     mt = load_translator(str(sharp_marian_dir))
     torch.manual_seed(0)
     conn = build_connector("mlp", in_dim=speech.dim, out_dim=mt.embed_dim, stack=4, hidden=32)
-    model = AlignedST(speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd", ctc_head=TiedCTCHead(embed_dim=mt.embed_dim))
+    model = AlignedST(
+        speech_encoder=speech, connector=conn, translator=mt, arrangement="ecd", ctc_head=TiedCTCHead(embed_dim=mt.embed_dim)
+    )
     # 3-s pieces, so that the 8-s upload shows several segments with their times
-    ckpt = save_connector(model, tmp_path_factory.mktemp("page") / "tiny-random-model",
-                          decoding={"beam": 1, "max_len": 8, "length_penalty": 1.0, "max_piece_seconds": 3.0})
+    ckpt = save_connector(
+        model,
+        tmp_path_factory.mktemp("page") / "tiny-random-model",
+        decoding={"beam": 1, "max_len": 8, "length_penalty": 1.0, "max_piece_seconds": 3.0},
+    )
     return SpeechTranslator.from_pretrained(ckpt)
 
 
@@ -51,11 +58,22 @@ def browser(tmp_path_factory):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1100,900",
-                 # a fake microphone (a beeping tone) that needs no permission prompt: the recording path runs headless
-                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,900",
+        # a fake microphone (a beeping tone) that needs no permission prompt: the recording path runs headless
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)  # no driver download: Debian's
     driver.set_page_load_timeout(60)
@@ -110,7 +128,8 @@ def test_upload_shows_translation_segments_and_downloads(st, browser, tmp_path, 
             assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download") == f"talk.{fmt}"
         # the downloads hold the server's own renderings
         vtt = browser.execute_async_script(
-            "const done = arguments[0]; fetch(document.getElementById('download-vtt').href).then(r => r.text()).then(done);")
+            "const done = arguments[0]; fetch(document.getElementById('download-vtt').href).then(r => r.text()).then(done);"
+        )
         assert vtt.startswith("WEBVTT")
         shot = tmp_path / "serve_page.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
@@ -139,6 +158,7 @@ def test_recording_from_the_microphone_is_translated(st, browser):
         wait.until(lambda d: "tiny-random-model" in d.find_element(By.ID, "model").text)
         browser.find_element(By.ID, "record").click()
         wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("recording"))
+
         def seconds_recorded(d) -> int:  # the page shows "recording N s"
             words = d.find_element(By.ID, "rec-time").text.split()
             return int(words[1]) if len(words) == 3 else 0

@@ -121,10 +121,25 @@ def test_tied_ctc_variant_reads_the_decoder_states(source, marian, clips):
     _, states, mask = clips
     for compression in ("hard", "posterior"):
         torch.manual_seed(0)
-        conn = build_connector("window_qformer", in_dim=source.dim, out_dim=marian.embed_dim, window=1,
-                               queries_per_window=3, d=32, layers=1, heads=2, ffn=64)
-        model = AlignedST(speech_encoder=source, connector=conn, translator=marian, arrangement="eced",
-                          ctc_head=TiedCTCHead(embed_dim=marian.embed_dim), compression=compression).eval()
+        conn = build_connector(
+            "window_qformer",
+            in_dim=source.dim,
+            out_dim=marian.embed_dim,
+            window=1,
+            queries_per_window=3,
+            d=32,
+            layers=1,
+            heads=2,
+            ffn=64,
+        )
+        model = AlignedST(
+            speech_encoder=source,
+            connector=conn,
+            translator=marian,
+            arrangement="eced",
+            ctc_head=TiedCTCHead(embed_dim=marian.embed_dim),
+            compression=compression,
+        ).eval()
         with torch.no_grad():
             bridged = model.bridge(states, mask)
         assert bridged.connector_out.shape[1] == 3 * states.shape[1]

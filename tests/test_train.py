@@ -37,8 +37,11 @@ def make_corpus(root: Path, n: int = 8) -> tuple[Path, Path]:
         path = root / f"u{i}.wav"
         sf.write(path, wav, 16000)
         en, pt = TEXTS[i % len(TEXTS)]
-        utts.append(Utterance(id=f"u{i}", audio=str(path), duration=len(wav) / 16000, transcript=en, translation=pt,
-                              translation_source="human"))
+        utts.append(
+            Utterance(
+                id=f"u{i}", audio=str(path), duration=len(wav) / 16000, transcript=en, translation=pt, translation_source="human"
+            )
+        )
     return write_manifest(root / "train.jsonl", utts), write_manifest(root / "dev.jsonl", utts[:3])
 
 
@@ -141,8 +144,15 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp
     src, _ = load_connector(Path(a.out) / "last")
     # Through train(): one step at a negligible learning rate leaves the initial weights in place, so OUT/last
     # equals the checkpoint it started from (a random start would differ everywhere).
-    b = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run", init_from=str(Path(a.out) / "last"), max_piece_seconds="12",
-               stages="[{name: ctc, steps: 1, lr: 1.0e-12, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]")
+    b = config(
+        tmp_path / "b",
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run",
+        init_from=str(Path(a.out) / "last"),
+        max_piece_seconds="12",
+        stages="[{name: ctc, steps: 1, lr: 1.0e-12, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]",
+    )
     train(b, progress=False)
     got, got_cfg = load_connector(Path(b.out) / "last")
     assert got_cfg["decoding"]["max_piece_seconds"] == 12.0  # set in the config, not derived from the clips
@@ -150,8 +160,11 @@ def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp
         assert torch.allclose(x, y, atol=1e-8), k
     # Another connector size is refused, naming the checkpoint, not half-copied.
     m = model_config_of(read_config(Path(a.out) / "last"))
-    other = build_model(dataclasses.replace(m, connector_args={**m.connector_args, "ffn": 128}), speech_encoder=src.speech_encoder,
-                        translator=src.translator)
+    other = build_model(
+        dataclasses.replace(m, connector_args={**m.connector_args, "ffn": 128}),
+        speech_encoder=src.speech_encoder,
+        translator=src.translator,
+    )
     with pytest.raises(ValueError, match=r"init_from .*last.*differs"):
         init_from_checkpoint(other, Path(a.out) / "last")
 
@@ -163,8 +176,15 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, cfg) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), ACCELERATE_USE_CPU="true")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        ACCELERATE_USE_CPU="true",
+    )
     torch.set_num_threads(1)
     train(cfg, progress=False)
 
@@ -176,7 +196,10 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, tiny_whisper
     one = config(tmp_path / "one", tiny_whisper_dir, sharp_marian_dir, "run", grad_accum="2", **common)
     two = config(tmp_path / "two", tiny_whisper_dir, sharp_marian_dir, "run", grad_accum="1", **common)
     # Both runs read one cache, built here, so neither process has to encode.
-    train(config(tmp_path / "one", tiny_whisper_dir, sharp_marian_dir, "warm", **{**common, "stages": "[{steps: 0}]"}), progress=False)
+    train(
+        config(tmp_path / "one", tiny_whisper_dir, sharp_marian_dir, "warm", **{**common, "stages": "[{steps: 0}]"}),
+        progress=False,
+    )
     two.data.cache_dir = one.data.cache_dir
     train(one, progress=False)
     ctx = mp.get_context("spawn")
@@ -246,15 +269,20 @@ def test_ctc_only_recipe_trains_without_translations(tmp_path, tiny_whisper_dir,
     asr_only = [dataclasses.replace(u, translation=None, translation_source=None) for u in read_manifest(cfg.data.train)]
     cfg.data.train = str(write_manifest(tmp_path / "asr.jsonl", asr_only))
     assert train(cfg, progress=False)["steps"] == 2
-    ce = config(tmp_path / "ce", tiny_whisper_dir, sharp_marian_dir, "run",
-                stages="[{name: t, steps: 2, lr: 0.003, warmup: 0, objectives: {ce: 1.0}}]")
+    ce = config(
+        tmp_path / "ce",
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run",
+        stages="[{name: t, steps: 2, lr: 0.003, warmup: 0, objectives: {ce: 1.0}}]",
+    )
     ce.data.train = cfg.data.train
     with pytest.raises(ValueError, match="translation"):
         train(ce, progress=False)
 
 
 def test_encoder_precision_auto_resolves_per_device_and_is_recorded(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
-    """"auto" picks bf16 only where the CPU has AMX tiles (elsewhere bf16 is emulated and slow); the checkpoint
+    """ "auto" picks bf16 only where the CPU has AMX tiles (elsewhere bf16 is emulated and slow); the checkpoint
     records the precision actually used, so translation encodes the way training did."""
     from sltalign.config import ConfigError
     from sltalign.foundation.base import resolve_precision
@@ -295,13 +323,18 @@ def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path
     assert pieces == PieceCTCHead.read_data(out / "last")
     model, ckpt_cfg = load_connector(out / "best")
     assert isinstance(model.ctc_head, PieceCTCHead) and model.ctc_head.model_proto == pieces
-    assert ckpt_cfg["ctc_head"] == {"kind": "pieces", "embed_dim": model.translator.embed_dim, "vocab_size": model.ctc_head.vocab_size}
+    assert ckpt_cfg["ctc_head"] == {
+        "kind": "pieces",
+        "embed_dim": model.translator.embed_dim,
+        "vocab_size": model.ctc_head.vocab_size,
+    }
     # the pieces spell the training transcripts exactly
     assert model.ctc_head.decode(model.ctc_head.encode(["the cat sat on the mat"])) == ["the cat sat on the mat"]
 
     # init_from: the new run starts from the same pieces, not ones learned again
-    again = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"),
-                   **PIECES)
+    again = config(
+        tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"), **PIECES
+    )
     train(again, progress=False)
     assert PieceCTCHead.read_data(Path(again.out) / "best") == pieces
     tied = config(tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"))
@@ -309,8 +342,15 @@ def test_ctc_over_pieces_trains_saves_its_pieces_and_restarts_from_them(tmp_path
         train(tied, progress=False)
     tied.init_from = None
     train(tied, progress=False)  # and the other way round: a tied head cannot start a run over pieces
-    from_tied = config(tmp_path / "d", tiny_whisper_dir, sharp_marian_dir, "run4", stages=stages,
-                       init_from=str(Path(tied.out) / "best"), **PIECES)
+    from_tied = config(
+        tmp_path / "d",
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run4",
+        stages=stages,
+        init_from=str(Path(tied.out) / "best"),
+        **PIECES,
+    )
     with pytest.raises(ValueError, match="CTC head is 'tied', the configured one is 'pieces'"):
         train(from_tied, progress=False)
 
@@ -334,9 +374,13 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     text = tmp_path / "lexicon.txt"
     text.write_text("My brother bought a red bicycle.\nThe cat sat on the mat\nWhere is the railway station?\n")
     stages = "[{name: ctc, steps: 3, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
-    phones = {"model.ctc_head": "phones", "model.compression": "hard", "model.lexicon_text": f"[{text}]",
-              # one conv stage: 25 outputs/s, what a phone head needs (two stages are refused, below)
-              "model.connector_args": "{d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, dropout: 0.0, conv_stages: 1}"}
+    phones = {
+        "model.ctc_head": "phones",
+        "model.compression": "hard",
+        "model.lexicon_text": f"[{text}]",
+        # one conv stage: 25 outputs/s, what a phone head needs (two stages are refused, below)
+        "model.connector_args": "{d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, dropout: 0.0, conv_stages: 1}",
+    }
     cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", stages=stages, **phones)
     summary = train(cfg, progress=False)
     assert summary["steps"] == 3
@@ -361,12 +405,20 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     out_texts = st.translate([speechlike(0.9, seed=5), speechlike(1.3, seed=6)])
     assert len(out_texts) == 2 and all(isinstance(t, str) for t in out_texts)
 
-    again = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run2", stages=stages, init_from=str(out / "best"),
-                   **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"})  # init_from: never built again
+    again = config(
+        tmp_path / "b",
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run2",
+        stages=stages,
+        init_from=str(out / "best"),
+        **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"},
+    )  # init_from: never built again
     train(again, progress=False)
     assert PhoneCTCHead.read_data(Path(again.out) / "best") == state
-    pieces = config(tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"),
-                    **PIECES)
+    pieces = config(
+        tmp_path / "c", tiny_whisper_dir, sharp_marian_dir, "run3", stages=stages, init_from=str(out / "best"), **PIECES
+    )
     with pytest.raises(ValueError, match="CTC head is 'phones', the configured one is 'pieces'"):
         train(pieces, progress=False)
 
@@ -375,32 +427,53 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     (broken / PHONES_FILE).unlink()
     with pytest.raises(CheckpointError, match=PHONES_FILE):
         load_connector(broken)
-    bad = config(tmp_path / "d", tiny_whisper_dir, sharp_marian_dir, "run4", stages=stages,
-                 **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"})
+    bad = config(
+        tmp_path / "d",
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run4",
+        stages=stages,
+        **{**phones, "model.lexicon_text": "[trans-de-en:nothing]"},
+    )
     with pytest.raises(ValueError, match="unknown source 'trans-de-en:nothing'"):
         train(bad, progress=False)
-    coarse = config(tmp_path / "e", tiny_whisper_dir, sharp_marian_dir, "run5", stages=stages,
-                    **{**phones, "model.connector_args": "{d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, conv_stages: 2}"})
+    coarse = config(
+        tmp_path / "e",
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run5",
+        stages=stages,
+        **{**phones, "model.connector_args": "{d: 32, layers: 1, heads: 2, ffn: 64, conv_channels: 32, conv_stages: 2}"},
+    )
     with pytest.raises(ValueError, match=r"needs >= 15 connector outputs per second; 'ste' as configured gives 12.5/s"):
         train(coarse, progress=False)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"model.ctc_head": "pieces", "model.ctc_vocab_size": "4"}, "ctc_vocab_size: a CTC head over pieces needs a number of pieces >= 8"),
-    ({"model.ctc_head": "pieces"}, "ctc_vocab_size: a CTC head over pieces needs"),
-    ({"model.ctc_head": "phones", "model.ctc_vocab_size": "64"}, "ctc_vocab_size: applies to model.ctc_head=pieces only"),
-    ({"model.ctc_head": "tokens"}, "ctc_head: expected one of none, tied, pieces, phones, got 'tokens'"),
-    ({"model.ctc_head": "none", "model.compression": "soft"}, "compression needs a CTC head"),
-    ({"model.ctc_head": "pieces", "model.ctc_vocab_size": "64", "model.compression": "posterior"}, "pieces reaches the MT as text, so 'hard' or null"),
-    ({"model.ctc_head": "phones", "model.compression": "soft"}, "phones reaches the MT as text, so 'hard' or null"),
-    # the older flags: read into ctc_head, their contradictions named
-    ({"model.ctc": "true", "model.ctc_pieces": "4"}, "ctc_vocab_size: a CTC head over pieces needs"),
-    ({"model.ctc_pieces": "64", "model.ctc": "false"}, "ctc_pieces needs model.ctc: true"),
-    ({"model.ctc_phones": "true", "model.ctc": "false"}, "ctc_phones needs model.ctc: true"),
-    ({"model.ctc_phones": "true", "model.ctc_pieces": "64"}, "exclude each other"),
-    ({"model.ctc": "yes please"}, "model.ctc: expected true or false"),
-    ({"model.lexicon_text": "text.txt"}, "model.lexicon_text: expected list, got text.txt"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"model.ctc_head": "pieces", "model.ctc_vocab_size": "4"},
+            "ctc_vocab_size: a CTC head over pieces needs a number of pieces >= 8",
+        ),
+        ({"model.ctc_head": "pieces"}, "ctc_vocab_size: a CTC head over pieces needs"),
+        ({"model.ctc_head": "phones", "model.ctc_vocab_size": "64"}, "ctc_vocab_size: applies to model.ctc_head=pieces only"),
+        ({"model.ctc_head": "tokens"}, "ctc_head: expected one of none, tied, pieces, phones, got 'tokens'"),
+        ({"model.ctc_head": "none", "model.compression": "soft"}, "compression needs a CTC head"),
+        (
+            {"model.ctc_head": "pieces", "model.ctc_vocab_size": "64", "model.compression": "posterior"},
+            "pieces reaches the MT as text, so 'hard' or null",
+        ),
+        ({"model.ctc_head": "phones", "model.compression": "soft"}, "phones reaches the MT as text, so 'hard' or null"),
+        # the older flags: read into ctc_head, their contradictions named
+        ({"model.ctc": "true", "model.ctc_pieces": "4"}, "ctc_vocab_size: a CTC head over pieces needs"),
+        ({"model.ctc_pieces": "64", "model.ctc": "false"}, "ctc_pieces needs model.ctc: true"),
+        ({"model.ctc_phones": "true", "model.ctc": "false"}, "ctc_phones needs model.ctc: true"),
+        ({"model.ctc_phones": "true", "model.ctc_pieces": "64"}, "exclude each other"),
+        ({"model.ctc": "yes please"}, "model.ctc: expected true or false"),
+        ({"model.lexicon_text": "text.txt"}, "model.lexicon_text: expected list, got text.txt"),
+    ],
+)
 def test_ctc_head_is_validated(overrides, message):
     from sltalign.config import ConfigError
 
@@ -408,14 +481,17 @@ def test_ctc_head_is_validated(overrides, message):
         load_config(None, [f"{k}={v}" for k, v in overrides.items()])
 
 
-@pytest.mark.parametrize("flags, kind, size", [
-    ({"ctc": True}, "tied", 0),
-    ({"ctc": False}, "none", 0),
-    ({"ctc": True, "ctc_phones": True}, "phones", 0),
-    ({"ctc": True, "ctc_pieces": 64}, "pieces", 64),
-    ({"ctc_phones": True}, "phones", 0),
-    ({"ctc": True, "ctc_phones": False, "ctc_pieces": 0}, "tied", 0),
-])
+@pytest.mark.parametrize(
+    "flags, kind, size",
+    [
+        ({"ctc": True}, "tied", 0),
+        ({"ctc": False}, "none", 0),
+        ({"ctc": True, "ctc_phones": True}, "phones", 0),
+        ({"ctc": True, "ctc_pieces": 64}, "pieces", 64),
+        ({"ctc_phones": True}, "phones", 0),
+        ({"ctc": True, "ctc_phones": False, "ctc_pieces": 0}, "tied", 0),
+    ],
+)
 def test_older_ctc_flags_are_read_into_ctc_head(tmp_path, flags, kind, size):
     """Configs written before ``ctc_head`` (``ctc``, ``ctc_phones``, ``ctc_pieces``) train the same head; a
     command-line ``model.ctc=true`` on a preset that names a phone head keeps that head."""
@@ -426,8 +502,12 @@ def test_older_ctc_flags_are_read_into_ctc_head(tmp_path, flags, kind, size):
     cfg = load_config(path)
     assert (cfg.model.ctc_head, cfg.model.ctc_vocab_size) == (kind, size)
     assert load_config("src/sltalign/configs/phones.yaml", ["model.ctc=true"]).model.ctc_head == "phones"
-    assert load_config("src/sltalign/configs/phones.yaml", ["model.ctc=false", "model.compression=null",
-                                                            "stages.0.objectives={ce: 1.0}"]).model.ctc_head == "none"
+    assert (
+        load_config(
+            "src/sltalign/configs/phones.yaml", ["model.ctc=false", "model.compression=null", "stages.0.objectives={ce: 1.0}"]
+        ).model.ctc_head
+        == "none"
+    )
 
 
 def test_resume_with_pieces_reads_them_from_the_checkpoint(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
@@ -453,7 +533,9 @@ def _metric_keys(out: Path) -> list[tuple[str, str, str]]:
     return [(r["step"], r["split"], r["name"]) for r in csv.DictReader((out / "metrics.csv").open())]
 
 
-def test_resume_from_a_write_killed_between_its_renames_logs_each_step_once(tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch):
+def test_resume_from_a_write_killed_between_its_renames_logs_each_step_once(
+    tmp_path, tiny_whisper_dir, sharp_marian_dir, monkeypatch
+):
     """Cases 16, 17, 18: a kill between the two renames of OUT/last left only .last.old and the rerun restarted
     from step 1 (then deleted .last.old); steps between the last save and the kill were logged twice; killed
     writes' temporaries stayed forever. Now the rerun resumes from .last.old, cuts metrics.csv back to the

@@ -9,7 +9,6 @@ Public API:
 __version__ = "0.1.0"
 
 
-
 def __getattr__(name: str):
     # Everything loads on first use: `import sltalign` (e.g. in spawned TTS workers) must not import torch.
     if name in ("load_speech_encoder", "load_translator"):

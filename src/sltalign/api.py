@@ -51,7 +51,7 @@ DECODING_KEYS = ("beam", "max_len", "length_penalty", "tokens_per_second", "max_
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """"cpu" (also None), "cuda", "cuda:N", "mps" or "auto" (a GPU where there is one) -> torch.device;
+    """ "cpu" (also None), "cuda", "cuda:N", "mps" or "auto" (a GPU where there is one) -> torch.device;
     a device this machine does not have is a clear ValueError, not a failure deep inside the first forward pass."""
     if device is None:
         return torch.device("cpu")
@@ -62,7 +62,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}") from e
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA device(s)")
+        raise ValueError(
+            f"device {device!r}: this machine has {torch.cuda.device_count() if torch.cuda.is_available() else 'no'} CUDA device(s)"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r}: MPS is not available here")
     if dev.type not in ("cpu", "cuda", "mps"):
@@ -157,8 +159,9 @@ class SpeechTranslator:
         self.checkpoint_config: dict = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, speech_encoder=None, translator=None, device: str | torch.device | None = None,
-                        **decoding) -> "SpeechTranslator":
+    def from_pretrained(
+        cls, path: str | Path, *, speech_encoder=None, translator=None, device: str | torch.device | None = None, **decoding
+    ) -> "SpeechTranslator":
         """Load a connector checkpoint directory and the foundations it names (checked by fingerprint).
 
         Decoding defaults (``DECODING_KEYS``: beam, max_len, length_penalty, tokens_per_second,
@@ -175,8 +178,14 @@ class SpeechTranslator:
         opts.update(decoding)
         st = cls(model, **opts)
         st.language, st.checkpoint, st.checkpoint_config = target_language(cfg), Path(path), cfg
-        log.info("loaded %s (%s -> %s) on %s in %.1f s", path, (cfg.get("speech_encoder") or {}).get("spec"),
-                 cfg["translator"].get("spec"), dev, time.perf_counter() - t0)
+        log.info(
+            "loaded %s (%s -> %s) on %s in %.1f s",
+            path,
+            (cfg.get("speech_encoder") or {}).get("spec"),
+            cfg["translator"].get("spec"),
+            dev,
+            time.perf_counter() - t0,
+        )
         return st
 
     def describe(self) -> dict:
@@ -185,14 +194,20 @@ class SpeechTranslator:
         return {
             "model": {
                 "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-                "speech_encoder": (cfg.get("speech_encoder") or {}).get("spec") or getattr(self.model.speech_encoder, "spec", None),
+                "speech_encoder": (cfg.get("speech_encoder") or {}).get("spec")
+                or getattr(self.model.speech_encoder, "spec", None),
                 "translator": (cfg.get("translator") or {}).get("spec") or getattr(self.model.translator, "spec", None),
                 "connector": (cfg.get("connector") or {}).get("name"),
                 "sltalign_version": cfg.get("sltalign_version"),
             },
-            "decoding": {"beam": self.beam, "max_len": self.max_len, "length_penalty": self.length_penalty,
-                         "tokens_per_second": self.tokens_per_second, "max_piece_seconds": self.max_piece_seconds,
-                         "sentence_pause_seconds": self.sentence_pause_seconds},
+            "decoding": {
+                "beam": self.beam,
+                "max_len": self.max_len,
+                "length_penalty": self.length_penalty,
+                "tokens_per_second": self.tokens_per_second,
+                "max_piece_seconds": self.max_piece_seconds,
+                "sentence_pause_seconds": self.sentence_pause_seconds,
+            },
         }
 
     # ------------------------------------------------------------------------------------------
@@ -232,8 +247,13 @@ class SpeechTranslator:
         from .segment import split_long_audio
 
         pause = self.sentence_pause_seconds
-        spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=target,
-                                 packing="greedy" if pause is None else "pauses", sentence_pause_seconds=pause)
+        spans = split_long_audio(
+            wav,
+            sample_rate=SAMPLE_RATE,
+            max_seconds=target,
+            packing="greedy" if pause is None else "pauses",
+            sentence_pause_seconds=pause,
+        )
         return [(a, b) for a, b in spans if b - a >= MIN_SAMPLES]
 
     def max_len_for(self, num_samples: int) -> int:
@@ -261,11 +281,19 @@ class SpeechTranslator:
         ``errors``: "raise" (an unreadable or missing input raises, nothing is translated) or "skip" (every good
         input is translated; each bad one gives None, a warning naming it, and an entry in ``last_errors``)."""
         if return_segments:
-            return self.translate_segments(inputs, beam=beam, batch_size=batch_size, progress=progress, sampling_rate=sampling_rate,
-                                           errors=errors)
+            return self.translate_segments(
+                inputs, beam=beam, batch_size=batch_size, progress=progress, sampling_rate=sampling_rate, errors=errors
+            )
         single = isinstance(inputs, (str, Path, np.ndarray, torch.Tensor))
-        out = self._run([inputs] if single else list(inputs), beam=beam, batch_size=batch_size, progress=progress,
-                        sampling_rate=sampling_rate, sources=False, errors=errors)
+        out = self._run(
+            [inputs] if single else list(inputs),
+            beam=beam,
+            batch_size=batch_size,
+            progress=progress,
+            sampling_rate=sampling_rate,
+            sources=False,
+            errors=errors,
+        )
         joined = [None if t is None else t.text for t in out]
         return joined[0] if single else joined
 
@@ -292,12 +320,28 @@ class SpeechTranslator:
             sources = self.model.ctc_head is not None
         elif sources and self.model.ctc_head is None:
             raise ValueError("sources=True needs a model with a CTC head (this connector has none)")
-        out = self._run([inputs] if single else list(inputs), beam=beam, batch_size=batch_size, progress=progress,
-                        sampling_rate=sampling_rate, sources=sources, errors=errors)
+        out = self._run(
+            [inputs] if single else list(inputs),
+            beam=beam,
+            batch_size=batch_size,
+            progress=progress,
+            sampling_rate=sampling_rate,
+            sources=sources,
+            errors=errors,
+        )
         return out[0] if single else out
 
-    def _run(self, items: list[AudioInput], *, beam: int | None, batch_size: int | None, progress: bool,
-             sampling_rate: int | None, sources: bool, errors: str = "raise") -> list[Translation | None]:
+    def _run(
+        self,
+        items: list[AudioInput],
+        *,
+        beam: int | None,
+        batch_size: int | None,
+        progress: bool,
+        sampling_rate: int | None,
+        sources: bool,
+        errors: str = "raise",
+    ) -> list[Translation | None]:
         """Load, cut into pieces, translate in length-sorted batches, and put each input's pieces back in order.
         With ``errors="skip"`` an input that cannot be read is None in the result (see ``translate``)."""
         if errors not in ERRORS:
@@ -321,7 +365,9 @@ class SpeechTranslator:
             if wav.size and float(np.max(np.abs(wav))) < SILENT_PEAK:
                 peak = float(np.max(np.abs(wav)))
                 level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "all zeros"
-                warnings.warn(f"{_input_name(i, x)} has no audio to translate: it is silent (peak {level}); returning ''", stacklevel=3)
+                warnings.warn(
+                    f"{_input_name(i, x)} has no audio to translate: it is silent (peak {level}); returning ''", stacklevel=3
+                )
                 continue
             parts = self._piece_spans(wav)
             if not parts:
@@ -363,6 +409,12 @@ class SpeechTranslator:
         t_end = time.perf_counter()
         audio_seconds = float(sum(durations))
         self.last_timings = {"load_seconds": t_load - t0, "model_seconds": t_end - t_load, "audio_seconds": audio_seconds}
-        log.info("translated %d input(s), %.1f s of audio in %d piece(s): load %.2f s, model %.2f s", len(items), audio_seconds,
-                 len(pieces), t_load - t0, t_end - t_load)
+        log.info(
+            "translated %d input(s), %.1f s of audio in %d piece(s): load %.2f s, model %.2f s",
+            len(items),
+            audio_seconds,
+            len(pieces),
+            t_load - t0,
+            t_end - t_load,
+        )
         return [None if i in self.last_errors else r for i, r in enumerate(results)]

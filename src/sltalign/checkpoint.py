@@ -56,8 +56,14 @@ def model_config(model: AlignedST, *, translator_kwargs: dict | None = None, dec
         "sltalign_version": __version__,
         "speech_encoder": None
         if se is None
-        else {"spec": se.spec, "mode": getattr(se, "mode", None), "precision": se.precision, "engine": getattr(se, "engine", "torch"),
-              "dim": se.dim, "fingerprint": se.fingerprint()},
+        else {
+            "spec": se.spec,
+            "mode": getattr(se, "mode", None),
+            "precision": se.precision,
+            "engine": getattr(se, "engine", "torch"),
+            "dim": se.dim,
+            "fingerprint": se.fingerprint(),
+        },
         "translator": {
             "spec": model.translator.spec,
             "kwargs": translator_kwargs or {},
@@ -292,7 +298,7 @@ def check_config_types(cfg: dict[str, Any], where: str | Path) -> None:
 
 
 def ctc_head_kind(cfg: dict[str, Any]) -> str:
-    """"none", "tied", "pieces" or "phones" from a checkpoint's config.json. Checkpoints from before the head
+    """ "none", "tied", "pieces" or "phones" from a checkpoint's config.json. Checkpoints from before the head
     had a kind wrote only ``"ctc": true`` (the tied head); ``ctc_head`` wins where both are present."""
     head = cfg.get("ctc_head")
     if head:
@@ -323,12 +329,21 @@ def model_config_of(cfg: dict[str, Any]) -> ModelConfig:
     conn = cfg["connector"]
     kind = ctc_head_kind(cfg)
     return ModelConfig(
-        speech_encoder=se.get("spec") or "", encoder_mode=se.get("mode") or "trim", encoder_precision=se.get("precision") or "fp32",
-        encoder_engine=se.get("engine") or "torch", translator=cfg["translator"]["spec"],
-        translator_kwargs=dict(cfg["translator"].get("kwargs") or {}), connector=conn["name"], connector_preset=None,
-        connector_args={k: v for k, v in conn.items() if k not in ("name", "in_dim", "out_dim")}, arrangement=cfg["arrangement"],
-        prompt=cfg.get("prompt"), ctc_head=kind, ctc_vocab_size=(cfg.get("ctc_head") or {}).get("vocab_size", 0) if kind == "pieces" else 0,
-        compression=cfg.get("compression"), compression_temperature=cfg.get("compression_temperature", 1.0),
+        speech_encoder=se.get("spec") or "",
+        encoder_mode=se.get("mode") or "trim",
+        encoder_precision=se.get("precision") or "fp32",
+        encoder_engine=se.get("engine") or "torch",
+        translator=cfg["translator"]["spec"],
+        translator_kwargs=dict(cfg["translator"].get("kwargs") or {}),
+        connector=conn["name"],
+        connector_preset=None,
+        connector_args={k: v for k, v in conn.items() if k not in ("name", "in_dim", "out_dim")},
+        arrangement=cfg["arrangement"],
+        prompt=cfg.get("prompt"),
+        ctc_head=kind,
+        ctc_vocab_size=(cfg.get("ctc_head") or {}).get("vocab_size", 0) if kind == "pieces" else 0,
+        compression=cfg.get("compression"),
+        compression_temperature=cfg.get("compression_temperature", 1.0),
     )
 
 
@@ -353,8 +368,9 @@ def build_model(
     if translator is None:
         translator = load_translator(model.translator, **model.translator_kwargs)
     if speech_spec:  # the recorded engine is used again (ctranslate2 unavailable here: a warning, and torch fp32)
-        speech_encoder = load_speech_encoder(speech_spec, mode=model.encoder_mode, precision=model.encoder_precision,
-                                             engine=model.encoder_engine)
+        speech_encoder = load_speech_encoder(
+            speech_spec, mode=model.encoder_mode, precision=model.encoder_precision, engine=model.encoder_engine
+        )
     if speech_encoder is not None and in_dim is not None and getattr(speech_encoder, "dim", in_dim) != in_dim:
         raise CheckpointError(
             f"its connector takes {in_dim}-dim speech states, but the speech encoder {getattr(speech_encoder, 'spec', '?')!r} "
@@ -363,8 +379,9 @@ def build_model(
     width = speech_encoder.dim if speech_encoder is not None else in_dim
     if width is None:
         raise CheckpointError("build_model: without a speech encoder the connector's input width (in_dim) is needed")
-    connector = build_connector(model.connector, in_dim=width, out_dim=translator.embed_dim, preset=model.connector_preset,
-                                **model.connector_args)
+    connector = build_connector(
+        model.connector, in_dim=width, out_dim=translator.embed_dim, preset=model.connector_preset, **model.connector_args
+    )
     try:
         ctc_head = build_ctc_head(model.ctc_head, embed_dim=translator.embed_dim, data=head_data)
     except ValueError as e:
@@ -393,7 +410,9 @@ def check_head_size(cfg: dict[str, Any], model: AlignedST) -> None:
     want = (cfg.get("ctc_head") or {}).get("vocab_size")
     head = model.ctc_head
     if head is not None and want is not None and getattr(head, "vocab_size", want) != want:
-        raise CheckpointError(f"{head.FILE or 'its head data'} gives {head.vocab_size} classes for its CTC head, the config says {want}")
+        raise CheckpointError(
+            f"{head.FILE or 'its head data'} gives {head.vocab_size} classes for its CTC head, the config says {want}"
+        )
 
 
 def check_fingerprints(cfg: dict[str, Any], model: AlignedST, where: Path) -> None:
@@ -425,8 +444,14 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
             f"use the speech encoder the checkpoint names"
         )
     try:
-        model = build_model(model_config_of(cfg), speech_encoder=speech_encoder, translator=translator, load_speech=load_speech,
-                            head_data=read_head_data(path, cfg), in_dim=want)
+        model = build_model(
+            model_config_of(cfg),
+            speech_encoder=speech_encoder,
+            translator=translator,
+            load_speech=load_speech,
+            head_data=read_head_data(path, cfg),
+            in_dim=want,
+        )
         check_head_size(cfg, model)
     except CheckpointError as e:
         raise CheckpointError(f"checkpoint {path}: {e}") from e

@@ -15,7 +15,9 @@ def demo(args: Any) -> int:
 
     results = run_demo(Path(args.out), quick=args.quick, minutes=args.minutes, workers=args.workers, recipe=args.recipe)
     aligned, cascade = results["aligned"], results["cascade"]
-    print(f"aligned  BLEU {aligned['bleu']:.1f} chrF {aligned['chrf']:.1f}   cascade BLEU {cascade['bleu']:.1f} chrF {cascade['chrf']:.1f}")
+    print(
+        f"aligned  BLEU {aligned['bleu']:.1f} chrF {aligned['chrf']:.1f}   cascade BLEU {cascade['bleu']:.1f} chrF {cascade['chrf']:.1f}"
+    )
     print(f"report: {Path(args.out) / 'report.md'}   connector: {Path(args.out) / 'connector'}")
     return 0
 
@@ -36,8 +38,10 @@ def data(source: str, args: Any) -> int:
         from .data.synth.config import cli_fields
 
         # the command's options are SynthConfig's fields (cli._synth_parser builds them from the class)
-        cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in cli_fields()},
-                          translation_source=None if args.translations else f"mt:{args.mt}")
+        cfg = SynthConfig(
+            **{f.name: getattr(args, f.name) for f in cli_fields()},
+            translation_source=None if args.translations else f"mt:{args.mt}",
+        )
         paths = synthesize_corpus(cfg, out, translate_fn=translate_fn)
         for split, p in paths.items():
             print(f"{split}: {p}")
@@ -109,7 +113,10 @@ def evaluate(args: Any) -> int:
         raise ValueError("evaluate: give exactly one of --model CKPT, --cascade or --mt-on-gold")
     utts = read_manifest(args.manifest, require=("translation",))
     refs = [u.translation for u in utts]
-    extra: dict[str, Any] = {"manifest": str(args.manifest), "reference_source": sorted({u.translation_source or "unknown" for u in utts})}
+    extra: dict[str, Any] = {
+        "manifest": str(args.manifest),
+        "reference_source": sorted({u.translation_source or "unknown" for u in utts}),
+    }
     _apply_threads(args)
     if args.model:
         from .api import SpeechTranslator
@@ -124,8 +131,9 @@ def evaluate(args: Any) -> int:
         from .api import resolve_device
 
         dev = resolve_device(args.device)  # faster-whisper runs on "cpu" or "cuda"; the MT stays on the CPU
-        cascade = Cascade(args.asr, load_translator(args.mt), device=dev.type,
-                          **({"cpu_threads": args.threads} if args.threads else {}))
+        cascade = Cascade(
+            args.asr, load_translator(args.mt), device=dev.type, **({"cpu_threads": args.threads} if args.threads else {})
+        )
         if args.beam:
             cascade.beam = args.beam
         hyps, timings, _ = run_cascade(cascade, utts)
@@ -136,7 +144,9 @@ def evaluate(args: Any) -> int:
         hyps, timings = run_mt_on_gold(load_translator(args.mt), utts, beam=args.beam or 4)
         extra.update(system="mt_on_gold", mt=args.mt)
     extra["timings"] = timings
-    metrics = write_results(Path(args.out), extra["system"], [u.id for u in utts], hyps, refs, [u.duration for u in utts], extra=extra)
+    metrics = write_results(
+        Path(args.out), extra["system"], [u.id for u in utts], hyps, refs, [u.duration for u in utts], extra=extra
+    )
     print(f"BLEU {metrics['bleu']:.2f}  chrF {metrics['chrf']:.2f}  n={metrics['n']}  -> {Path(args.out) / 'metrics.json'}")
     return 0
 
@@ -153,8 +163,26 @@ def _apply_threads(args: Any) -> None:
 
 
 #: what a directory argument's audio files end with (what soundfile and PyAV decode); other files are skipped
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".mp4", ".mka", ".aif", ".aiff",
-                  ".au", ".sph", ".wma", ".raw", ".pcm")
+AUDIO_SUFFIXES = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".webm",
+    ".mp4",
+    ".mka",
+    ".aif",
+    ".aiff",
+    ".au",
+    ".sph",
+    ".wma",
+    ".raw",
+    ".pcm",
+)
 
 
 def expand_audio_args(items: list[str]) -> list[Path]:
@@ -208,7 +236,9 @@ def translate(args: Any) -> int:
     if args.out and not args.manifest:
         raise ValueError("translate: --out is for --manifest (hyps.jsonl); for audio files use -o/--output_dir DIR")
     if args.output_format and not args.output_dir:
-        raise ValueError("translate: --output_format needs --output_dir DIR (without it, one translation per line goes to stdout)")
+        raise ValueError(
+            "translate: --output_format needs --output_dir DIR (without it, one translation per line goes to stdout)"
+        )
     if args.output_dir and args.manifest:
         raise ValueError("translate: -o/--output_dir is for audio files; with --manifest use --out hyps.jsonl")
     formats = parse_formats(args.output_format or "all") if args.output_dir else []
@@ -225,8 +255,9 @@ def translate(args: Any) -> int:
         return _report_skipped(paths, st.last_errors)
     if paths:
         with _skipped_reported_below():
-            results = st.translate_segments([str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True,
-                                            errors="skip")
+            results = st.translate_segments(
+                [str(p) for p in paths], beam=args.beam, batch_size=args.batch_size, progress=True, errors="skip"
+            )
         described = st.describe()
         written = []
         for p, stem, tr in zip(paths, stems, results):
@@ -264,7 +295,9 @@ def _report_skipped(paths: list, errors: dict[int, str]) -> int:
     for i in sorted(errors):
         print(f"sltalign translate: error: {errors[i]}", file=sys.stderr)
     if errors:
-        print(f"sltalign translate: {len(errors)} of {len(paths)} input(s) could not be translated (named above)", file=sys.stderr)
+        print(
+            f"sltalign translate: {len(errors)} of {len(paths)} input(s) could not be translated (named above)", file=sys.stderr
+        )
     return 1 if errors else 0
 
 
@@ -273,15 +306,30 @@ def info(args: Any) -> int:
     from .model_card import read_model_card, render_card
 
     cfg = read_config(args.model)
-    keys = ("sltalign_version", "speech_encoder", "translator", "connector", "arrangement", "prompt", "ctc", "ctc_head", "compression",
-            "decoding", "parameters", "training")
+    keys = (
+        "sltalign_version",
+        "speech_encoder",
+        "translator",
+        "connector",
+        "arrangement",
+        "prompt",
+        "ctc",
+        "ctc_head",
+        "compression",
+        "decoding",
+        "parameters",
+        "training",
+    )
     summary = {k: cfg.get(k) for k in keys}
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
         return 0
     card = read_model_card(args.model)
     if card is None:  # written before checkpoints carried cards: the same card from config.json alone
-        card = render_card(cfg, name=Path(args.model).name) + "\n(no README.md in the checkpoint: this card is made from its config.json)\n"
+        card = (
+            render_card(cfg, name=Path(args.model).name)
+            + "\n(no README.md in the checkpoint: this card is made from its config.json)\n"
+        )
     print(card.rstrip("\n"))
     print("\n## config.json (summary)\n```json\n" + json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n```")
     return 0
@@ -302,6 +350,15 @@ def serve(args: Any) -> int:
     decoding = _decoding_overrides(args)
     if args.beam is not None:
         decoding["beam"] = args.beam
-    run(args.model, host=args.host, port=args.port, device=args.device, language=args.language, max_upload_mb=args.max_upload_mb,
-        max_seconds=args.max_seconds, max_queue=args.max_queue, **decoding)
+    run(
+        args.model,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        language=args.language,
+        max_upload_mb=args.max_upload_mb,
+        max_seconds=args.max_seconds,
+        max_queue=args.max_queue,
+        **decoding,
+    )
     return 0

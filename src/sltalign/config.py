@@ -245,9 +245,7 @@ def _list_index(node: list, part: str, key: str, upto: str) -> int:
     idx = int(part)
     if idx >= len(node):
         have = f"indexes 0..{len(node) - 1}" if node else "no items"
-        raise ConfigError(
-            f"override {key}: {upto} has {have}; to add items give the whole list (e.g. stages=[{{...}}, {{...}}])"
-        )
+        raise ConfigError(f"override {key}: {upto} has {have}; to add items give the whole list (e.g. stages=[{{...}}, {{...}}])")
     return idx
 
 
@@ -332,13 +330,17 @@ def _read_legacy_ctc_keys(model: dict) -> None:
             raise ConfigError(f"model.{key}: expected true or false, got {legacy[key]!r} (better: model.ctc_head)")
     pieces = legacy.get("ctc_pieces", 0)
     if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 0:
-        raise ConfigError(f"model.ctc_pieces: expected a number of pieces >= 0, got {pieces!r} (better: model.ctc_head=pieces "
-                          "with model.ctc_vocab_size)")
+        raise ConfigError(
+            f"model.ctc_pieces: expected a number of pieces >= 0, got {pieces!r} (better: model.ctc_head=pieces "
+            "with model.ctc_vocab_size)"
+        )
     if legacy.get("ctc_phones") and pieces:
         raise ConfigError("model.ctc_phones and model.ctc_pieces exclude each other (one CTC head vocabulary)")
     if legacy.get("ctc") is False and (legacy.get("ctc_phones") or pieces):
-        raise ConfigError(f"model.{'ctc_phones' if legacy.get('ctc_phones') else 'ctc_pieces'} needs model.ctc: true "
-                          "(better: model.ctc_head=phones or pieces)")
+        raise ConfigError(
+            f"model.{'ctc_phones' if legacy.get('ctc_phones') else 'ctc_pieces'} needs model.ctc: true "
+            "(better: model.ctc_head=phones or pieces)"
+        )
     current = model.get("ctc_head", "none")
     if not legacy.get("ctc", current != "none" or legacy.get("ctc_phones") or pieces):
         kind = "none"
@@ -353,8 +355,9 @@ def _read_legacy_ctc_keys(model: dict) -> None:
     model["ctc_head"] = kind
     if kind != "pieces" and "ctc_pieces" in legacy:
         model["ctc_vocab_size"] = 0
-    log.warning("model.%s: read as model.ctc_head=%s (the old flags still work; ctc_head replaces them)",
-                "/".join(sorted(legacy)), kind)
+    log.warning(
+        "model.%s: read as model.ctc_head=%s (the old flags still work; ctc_head replaces them)", "/".join(sorted(legacy)), kind
+    )
 
 
 def _merge(base: dict, new: dict, cls: type) -> dict:
@@ -430,11 +433,14 @@ def _validate_ctc_head(m: ModelConfig) -> None:
     if m.ctc_head == "pieces" and m.ctc_vocab_size < 8:
         raise ConfigError(f"model.ctc_vocab_size: a CTC head over pieces needs a number of pieces >= 8, got {m.ctc_vocab_size}")
     if m.ctc_head != "pieces" and m.ctc_vocab_size:
-        raise ConfigError(f"model.ctc_vocab_size: applies to model.ctc_head=pieces only (the {m.ctc_head!r} head's size follows "
-                          f"from the MT or the data); leave it 0, got {m.ctc_vocab_size}")
+        raise ConfigError(
+            f"model.ctc_vocab_size: applies to model.ctc_head=pieces only (the {m.ctc_head!r} head's size follows "
+            f"from the MT or the data); leave it 0, got {m.ctc_vocab_size}"
+        )
     if m.ctc_head in ("pieces", "phones") and m.compression not in (None, "hard"):
-        raise ConfigError(f"model.compression: a CTC head over {m.ctc_head} reaches the MT as text, so 'hard' or null; "
-                          f"got {m.compression!r}")
+        raise ConfigError(
+            f"model.compression: a CTC head over {m.ctc_head} reaches the MT as text, so 'hard' or null; got {m.compression!r}"
+        )
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -451,25 +457,35 @@ def validate(cfg: TrainConfig) -> None:
     if not cfg.label_smoothing < 1:
         raise ConfigError(f"label_smoothing: expected a number in [0, 1), got {cfg.label_smoothing}")
     if cfg.data.min_duration >= cfg.data.max_duration:
-        raise ConfigError(f"data.min_duration: expected less than data.max_duration ({cfg.data.max_duration}), got {cfg.data.min_duration}")
+        raise ConfigError(
+            f"data.min_duration: expected less than data.max_duration ({cfg.data.max_duration}), got {cfg.data.min_duration}"
+        )
     m = cfg.model
     if m.encoder_mode not in ("trim", "pad30", "decoder"):
         raise ConfigError(f"model.encoder_mode: expected 'trim', 'pad30' or 'decoder', got {m.encoder_mode!r}")
     if m.encoder_mode == "decoder" and m.encoder_precision == "bf16":
         raise ConfigError("model.encoder_precision: the decoder source computes in int8 (CTranslate2) or fp32; use fp32 or auto")
     if m.encoder_mode == "decoder" and cfg.augment.active:
-        raise ConfigError("augment: masking would zero the hypothesis tokens the decoder source carries; turn it off with model.encoder_mode=decoder")
+        raise ConfigError(
+            "augment: masking would zero the hypothesis tokens the decoder source carries; turn it off with model.encoder_mode=decoder"
+        )
     if m.encoder_engine not in ("torch", "ctranslate2", "auto"):
         raise ConfigError(f"model.encoder_engine: expected 'torch', 'ctranslate2' or 'auto', got {m.encoder_engine!r}")
     if m.encoder_engine != "torch" and m.encoder_mode == "decoder":
         raise ConfigError("model.encoder_engine: the decoder source runs on its own engine (CTranslate2 int8); leave it 'torch'")
     if m.encoder_engine == "ctranslate2" and m.encoder_mode != "trim":
-        raise ConfigError(f"model.encoder_engine: ctranslate2 encodes trimmed input only; set model.encoder_mode=trim (got {m.encoder_mode!r})")
+        raise ConfigError(
+            f"model.encoder_engine: ctranslate2 encodes trimmed input only; set model.encoder_mode=trim (got {m.encoder_mode!r})"
+        )
     if m.encoder_engine == "ctranslate2":
         if m.encoder_precision not in ("int8", "fp32", "auto"):
-            raise ConfigError(f"model.encoder_precision: the ctranslate2 engine computes in 'int8', 'fp32' or 'auto' (int8), got {m.encoder_precision!r}")
+            raise ConfigError(
+                f"model.encoder_precision: the ctranslate2 engine computes in 'int8', 'fp32' or 'auto' (int8), got {m.encoder_precision!r}"
+            )
     elif m.encoder_precision not in (*ENCODER_PRECISIONS, "auto"):
-        raise ConfigError(f"model.encoder_precision: expected one of {(*ENCODER_PRECISIONS, 'auto')}, got {m.encoder_precision!r}")
+        raise ConfigError(
+            f"model.encoder_precision: expected one of {(*ENCODER_PRECISIONS, 'auto')}, got {m.encoder_precision!r}"
+        )
     if m.arrangement not in ("ecd", "eced"):
         raise ConfigError(f"model.arrangement: expected 'ecd' or 'eced', got {m.arrangement!r}")
     if m.compression not in (None, "hard", "soft", "posterior"):
@@ -507,6 +523,8 @@ def validate(cfg: TrainConfig) -> None:
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             raise ConfigError(f"model.{key}: expected a list of non-empty strings, got {v!r}")
     if cfg.max_piece_seconds is not None and not (cfg.max_piece_seconds == 0 or cfg.max_piece_seconds >= 2.0):
-        raise ConfigError(f"max_piece_seconds: expected null (auto), 0 (encoder window only) or at least 2 s, got {cfg.max_piece_seconds}")
+        raise ConfigError(
+            f"max_piece_seconds: expected null (auto), 0 (encoder window only) or at least 2 s, got {cfg.max_piece_seconds}"
+        )
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision: expected no, bf16 or fp16, got {cfg.mixed_precision!r}")

@@ -43,12 +43,26 @@ log = logging.getLogger(__name__)
 # connector learns more from more clips than from more epochs (docs/RESULTS.md, "Quality against
 # training-data size"); dropping the MT pass over the training split and encoding in bf16 where the CPU has
 # AMX pay for the extra synthesis and encoding.
-FULL = {"asr": "packaged:whisper-base", "n_train": 12000, "n_dev": 100, "n_test": 100, "minutes": 16.0,
-        "lexicon_text": ["trans-de-en:sentences", "trans-de-en:phrases"], "warmup": 300}
+FULL = {
+    "asr": "packaged:whisper-base",
+    "n_train": 12000,
+    "n_dev": 100,
+    "n_test": 100,
+    "minutes": 16.0,
+    "lexicon_text": ["trans-de-en:sentences", "trans-de-en:phrases"],
+    "warmup": 300,
+}
 # quick: the lexicon reads the dictionary's sentences only (phonemising its 60k phrase lines takes ~25 s), and
 # the warmup fits its ~100 steps (the preset's 300 would keep the learning rate low throughout)
-QUICK = {"asr": "packaged:whisper-tiny.en", "n_train": 300, "n_dev": 30, "n_test": 30, "minutes": 1.5,
-         "lexicon_text": ["trans-de-en:sentences"], "warmup": 20}
+QUICK = {
+    "asr": "packaged:whisper-tiny.en",
+    "n_train": 300,
+    "n_dev": 30,
+    "n_test": 30,
+    "minutes": 1.5,
+    "lexicon_text": ["trans-de-en:sentences"],
+    "warmup": 20,
+}
 #: the recipe (src/sltalign/configs/); configs/tokens.yaml was the demo's until the phone head beat it
 PRESET = "phones.yaml"
 # The soft cascade: every clip costs a 30-s recognition window (~1 s of CPU), so few training clips, a short
@@ -57,9 +71,18 @@ SOFT_FULL = {"asr": "packaged:whisper-base", "n_train": 300, "n_dev": 100, "n_te
 SOFT_QUICK = {"asr": "packaged:whisper-tiny.en", "n_train": 40, "n_dev": 12, "n_test": 12, "minutes": 0.5}
 #: recipe name -> (preset file, full settings, quick settings, what a line of --help says)
 RECIPES = {
-    "phones": (PRESET, FULL, QUICK, "connector on the Whisper encoder, phone CTC read through a lexicon (the paper's arrangement)"),
-    "soft_cascade": ("soft_cascade.yaml", SOFT_FULL, SOFT_QUICK,
-                     "connector on the Whisper decoder's states along its hypothesis: the cascade plus learned corrections"),
+    "phones": (
+        PRESET,
+        FULL,
+        QUICK,
+        "connector on the Whisper encoder, phone CTC read through a lexicon (the paper's arrangement)",
+    ),
+    "soft_cascade": (
+        "soft_cascade.yaml",
+        SOFT_FULL,
+        SOFT_QUICK,
+        "connector on the Whisper decoder's states along its hypothesis: the cascade plus learned corrections",
+    ),
 }
 #: training clips' synthesisers (SynthConfig.train_backends), each where installed (eSpeak NG always): a fifth
 #: of the clips in hibari's neural voice (a recogniser trained on robotic voices hears people poorly; one neural
@@ -138,7 +161,9 @@ def run_demo(
     timings["evaluate_seconds"] = time.perf_counter() - t
     _stage("5/5 report")
     timings["total_seconds"] = time.perf_counter() - t_all
-    return write_outputs(out, results, connector=connector, asr=p["asr"], summary=summary, timings=timings, quick=quick, recipe=recipe)
+    return write_outputs(
+        out, results, connector=connector, asr=p["asr"], summary=summary, timings=timings, quick=quick, recipe=recipe
+    )
 
 
 def synthesize(out: Path, p: dict[str, Any], mt: Any, *, soft: bool, workers: int) -> dict[str, Path]:
@@ -151,16 +176,30 @@ def synthesize(out: Path, p: dict[str, Any], mt: Any, *, soft: bool, workers: in
     # the phone recipe trains by CTC on the transcripts alone, so only dev and test need MT targets; the soft
     # cascade distils the MT along its translations of the training transcripts
     synth_cfg = SynthConfig(
-        n_train=p["n_train"], n_dev=p["n_dev"], n_test=p["n_test"], train_long_fraction=0.0, seed=0, workers=workers,
-        mt_splits=("train", "dev", "test") if soft else ("dev", "test"), train_backends=backends,
+        n_train=p["n_train"],
+        n_dev=p["n_dev"],
+        n_test=p["n_test"],
+        train_long_fraction=0.0,
+        seed=0,
+        workers=workers,
+        mt_splits=("train", "dev", "test") if soft else ("dev", "test"),
+        train_backends=backends,
     )
     return synthesize_corpus(
         synth_cfg, out / "corpus", translate_fn=lambda texts: mt.translate_text(texts, beam=1, batch_size=64), mt_spec=MT
     )
 
 
-def demo_config(preset: str, p: dict[str, Any], *, soft: bool, out: Path, manifests: dict[str, Path], real_manifest: Path,
-                budget: float | None = None) -> TrainConfig:
+def demo_config(
+    preset: str,
+    p: dict[str, Any],
+    *,
+    soft: bool,
+    out: Path,
+    manifests: dict[str, Path],
+    real_manifest: Path,
+    budget: float | None = None,
+) -> TrainConfig:
     """The recipe's preset with the demo's data, encoder and paths (``dataclasses.replace``, then validated);
     with ``budget``, one stage that the clock ends after that many minutes."""
     cfg = load_config(preset_path(preset))
@@ -173,10 +212,15 @@ def demo_config(preset: str, p: dict[str, Any], *, soft: bool, out: Path, manife
     if budget is not None:  # one stage: the whole budget (see configs/phones.yaml)
         stage = replace(stage, max_minutes=budget)
     cfg = replace(
-        cfg, model=model, stages=[stage, *cfg.stages[1:]], out=str(out / "train"),
+        cfg,
+        model=model,
+        stages=[stage, *cfg.stages[1:]],
+        out=str(out / "train"),
         time_budget_minutes=cfg.time_budget_minutes if budget is None else budget,
         # the paper's training range (0.2-20 s); longer dev clips are skipped in selection
-        data=replace(cfg.data, train=str(manifests["train"]), dev=str(manifests["dev"]), cache_dir=str(out / "cache"), max_duration=20.0),
+        data=replace(
+            cfg.data, train=str(manifests["train"]), dev=str(manifests["dev"]), cache_dir=str(out / "cache"), max_duration=20.0
+        ),
     )
     validate(cfg)
     return cfg
@@ -201,8 +245,15 @@ def evaluate_systems(out: Path, connector: Path, mt: Any, asr: str, sets: dict[s
         systems["mt_on_gold"] = run_mt_on_gold(mt, utts)
         results[set_name] = {}
         for name, (hyps, tim) in systems.items():
-            res = write_results(out / "eval" / set_name / name, name, [u.id for u in utts], hyps, [u.translation for u in utts],
-                                [u.duration for u in utts], extra={"timings": tim})
+            res = write_results(
+                out / "eval" / set_name / name,
+                name,
+                [u.id for u in utts],
+                hyps,
+                [u.translation for u in utts],
+                [u.duration for u in utts],
+                extra={"timings": tim},
+            )
             results[set_name][name] = {
                 "bleu": res["bleu"],
                 "chrf": res["chrf"],
@@ -214,8 +265,17 @@ def evaluate_systems(out: Path, connector: Path, mt: Any, asr: str, sets: dict[s
     return results
 
 
-def write_outputs(out: Path, results: dict[str, Any], *, connector: Path, asr: str, summary: dict[str, Any],
-                  timings: dict[str, float], quick: bool, recipe: str) -> dict[str, Any]:
+def write_outputs(
+    out: Path,
+    results: dict[str, Any],
+    *,
+    connector: Path,
+    asr: str,
+    summary: dict[str, Any],
+    timings: dict[str, float],
+    quick: bool,
+    recipe: str,
+) -> dict[str, Any]:
     """Step 5: results.json, the reports, the plots and the training curve."""
     ckpt_cfg = json.loads((connector / "config.json").read_text())
     params = ckpt_cfg["parameters"]
@@ -241,9 +301,17 @@ def write_outputs(out: Path, results: dict[str, Any], *, connector: Path, asr: s
         f"{summary['minutes']:.1f} min (best dev BLEU {summary['best_dev_bleu']:.1f} at step {summary['best_step']}).",
         f"Total demo time {timings['total_seconds'] / 60:.1f} min.",
     ]
-    write_report(out, results["synthetic"], title="sltalign demo: synthetic test (MT references)", notes=notes, reference_kind="mt")
+    write_report(
+        out, results["synthetic"], title="sltalign demo: synthetic test (MT references)", notes=notes, reference_kind="mt"
+    )
     shutil.move(str(out / "report.md"), str(out / "report_synthetic.md"))
-    write_report(out / "real_speech", results["real"], title="sltalign demo: real speech (human references)", notes=notes, reference_kind="human")
+    write_report(
+        out / "real_speech",
+        results["real"],
+        title="sltalign demo: real speech (human references)",
+        notes=notes,
+        reference_kind="human",
+    )
     _combined_report(out, doc)
     plot_scores(results["synthetic"], out / "scores_synthetic.png")
     plot_scores(results["real"], out / "scores_real_speech.png")
@@ -296,7 +364,10 @@ def encode_clips(cfg: TrainConfig) -> None:
 
 def _combined_report(out: Path, doc: dict[str, Any]) -> None:
     lines = ["# sltalign demo", ""]
-    for key, title in (("synthetic", "Synthetic test (references: MT output)"), ("real_speech", "Real speech (references: human)")):
+    for key, title in (
+        ("synthetic", "Synthetic test (references: MT output)"),
+        ("real_speech", "Real speech (references: human)"),
+    ):
         res = doc if key == "synthetic" else doc["real_speech"]
         lines += [f"## {title}", "", "| system | BLEU | chrF | n |", "|---|---|---|---|"]
         for name in ("aligned", "cascade", "mt_on_gold"):

@@ -56,7 +56,7 @@ def _check_texts(hyps: Sequence[str], refs: Sequence[str]) -> None:
         raise ValueError(f"hyps and refs differ in length: {len(hyps)} hypotheses vs {len(refs)} references")
     for i, (h, r) in enumerate(zip(hyps, refs)):
         if not isinstance(h, str):
-            raise ValueError(f"hyps[{i}]: expected a string (\"\" for no output), got {type(h).__name__}")
+            raise ValueError(f'hyps[{i}]: expected a string ("" for no output), got {type(h).__name__}')
         if not isinstance(r, str):
             raise ValueError(f"refs[{i}]: expected a string, got {type(r).__name__}")
         if not r.strip():

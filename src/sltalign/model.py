@@ -93,7 +93,9 @@ class AlignedST(nn.Module):
                     "as the speech source (model.encoder_mode: decoder)"
                 )
             if arrangement != "eced" or compression is not None:
-                raise ValueError(f"the {connector.name!r} connector feeds the MT encoder: use arrangement 'eced' and no compression")
+                raise ValueError(
+                    f"the {connector.name!r} connector feeds the MT encoder: use arrangement 'eced' and no compression"
+                )
         if prompt and arrangement != "eced":
             raise ValueError("a text prompt only applies to the ECED arrangement (it is embedded and fed to the MT encoder)")
         if speech_encoder is not None and getattr(connector, "in_dim", speech_encoder.dim) != speech_encoder.dim:
@@ -115,7 +117,9 @@ class AlignedST(nn.Module):
                 frozen.freeze()
         # The prompt is embedded once with the MT's own frozen table: a buffer, not a parameter. It is embedded
         # even when empty: multilingual MTs (mBART, NLLB, M2M100) prepend their source-language token there.
-        prompt_emb = translator.embed_prompt(self.prompt or "").detach() if arrangement == "eced" else torch.zeros(0, translator.embed_dim)
+        prompt_emb = (
+            translator.embed_prompt(self.prompt or "").detach() if arrangement == "eced" else torch.zeros(0, translator.embed_dim)
+        )
         self.register_buffer("prompt_embeddings", prompt_emb, persistent=False)  # (L_p, D_m)
 
     # ------------------------------------------------------------------------------------------
@@ -150,7 +154,9 @@ class AlignedST(nn.Module):
     def bridge(self, states: torch.Tensor, mask: torch.Tensor) -> BridgeOutput:
         """states (B, T_s, D_s), mask (B, T_s) -> decoder memory (B, S', D_m) and its mask."""
         if states.dim() != 3 or mask.shape != states.shape[:2]:
-            raise ValueError(f"expected states (B, T_s, D_s) and mask (B, T_s), got {tuple(states.shape)} and {tuple(mask.shape)}")
+            raise ValueError(
+                f"expected states (B, T_s, D_s) and mask (B, T_s), got {tuple(states.shape)} and {tuple(mask.shape)}"
+            )
         hyp_texts = self.hypothesis.texts(states, mask) if hasattr(self.connector, "fuse") else None
         states = self._speech_states(states)
         out, out_mask = self.connector(states, mask)  # (B, S, D_m), (B, S)
@@ -191,13 +197,17 @@ class AlignedST(nn.Module):
         logits = self.translator.decoder_logits(bridged.memory, bridged.memory_mask, dec_targets)
         return logits, bridged
 
-    def loss(self, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0) -> torch.Tensor:
+    def loss(
+        self, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, *, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
         """The paper's objective: token cross-entropy of the frozen MT decoder on the target translation."""
         logits, _ = self(states, mask, targets)
         return target_cross_entropy(logits, targets, label_smoothing=label_smoothing)
 
     @torch.no_grad()
-    def generate(self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150, length_penalty: float = 1.0) -> list[list[int]]:
+    def generate(
+        self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150, length_penalty: float = 1.0
+    ) -> list[list[int]]:
         """Batched beam search (beam 1: greedy) -> target token ids per utterance."""
         return self._search(self.bridge(states, mask), beam=beam, max_len=max_len, length_penalty=length_penalty)
 
@@ -221,7 +231,9 @@ class AlignedST(nn.Module):
         return self._read_ctc(self.ctc_head(out, self.translator.source_embedding_matrix()), out_mask)
 
     @torch.no_grad()
-    def translate_and_transcribe(self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150) -> tuple[list[str], list[str]]:
+    def translate_and_transcribe(
+        self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150
+    ) -> tuple[list[str], list[str]]:
         """``translate_states`` and ``ctc_transcribe`` from one connector pass (what dev evaluation needs)."""
         if self.ctc_head is None:
             raise ValueError("translate_and_transcribe needs a CTC head: build the model with a ctc_head")
@@ -231,7 +243,9 @@ class AlignedST(nn.Module):
 
     def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:
         seg = ctc_segments(ctc_logits, out_mask)  # (B, S, V+1) -> segments of the argmax path
-        rows = [[] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out_mask.shape[0])]
+        rows = [
+            [] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out_mask.shape[0])
+        ]
         return self.ctc_head.read(rows, self.translator)
 
     @torch.no_grad()

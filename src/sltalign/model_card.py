@@ -55,8 +55,9 @@ def _fmt(x: Any) -> str:
     return "" if x is None else str(x)
 
 
-def render_card(cfg: dict[str, Any], *, name: str = "connector", recipe: dict[str, Any] | None = None,
-                versions: dict[str, str] | None = None) -> str:
+def render_card(
+    cfg: dict[str, Any], *, name: str = "connector", recipe: dict[str, Any] | None = None, versions: dict[str, str] | None = None
+) -> str:
     """The card's Markdown for a checkpoint config (``checkpoint.model_config`` plus ``training``)."""
     from .api import target_language
 
@@ -72,15 +73,15 @@ def render_card(cfg: dict[str, Any], *, name: str = "connector", recipe: dict[st
         "",
         f"A {conn.get('name', '?')} connector (the only trained part, {params.get('trainable', '?'):,} parameters) between a frozen "
         f"speech encoder, `{se.get('spec')}`, and a frozen translation model, `{tr.get('spec')}`, in the "
-        f"{str(cfg.get('arrangement', '?')).upper()} arrangement of \"Aligning Pre-trained Models for Spoken Language "
+        f'{str(cfg.get("arrangement", "?")).upper()} arrangement of "Aligning Pre-trained Models for Spoken Language '
         f"Translation\" (arXiv 2411.18294). This directory holds the connector's weights and the names and fingerprints "
         f"of the foundations; they load from their own packages or directories.",
         "",
         "```python",
         "from sltalign import SpeechTranslator",
-        f"st = SpeechTranslator.from_pretrained(\"{name}\")",
-        "st.translate(\"talk.wav\")                # the translation",
-        "st.translate_segments(\"talk.wav\")       # with segment times",
+        f'st = SpeechTranslator.from_pretrained("{name}")',
+        'st.translate("talk.wav")                # the translation',
+        'st.translate_segments("talk.wav")       # with segment times',
         "```",
         f"Command line: `sltalign translate --model {name} talk.wav -o out -f srt`, `sltalign serve --model {name}`.",
         "",
@@ -90,7 +91,8 @@ def render_card(cfg: dict[str, Any], *, name: str = "connector", recipe: dict[st
         f"| speech encoder | `{se.get('spec')}` | `{se.get('fingerprint')}` | mode {se.get('mode')}, precision {se.get('precision')}, engine {se.get('engine') or 'torch'}, "
         f"width {se.get('dim')} |",
         f"| translator | `{tr.get('spec')}` | `{tr.get('fingerprint')}` | embedding width {tr.get('embed_dim')}"
-        + (f", options {json.dumps(tr.get('kwargs'))}" if tr.get("kwargs") else "") + " |",
+        + (f", options {json.dumps(tr.get('kwargs'))}" if tr.get("kwargs") else "")
+        + " |",
         "",
         "Loading refuses foundations whose weights do not match these fingerprints.",
         "",
@@ -104,8 +106,11 @@ def render_card(cfg: dict[str, Any], *, name: str = "connector", recipe: dict[st
     ]
     if recipe:
         data = recipe.get("data") or {}
-        L += [f"- seed: {recipe.get('seed')}; out: `{recipe.get('out')}`" + (f"; started from `{recipe['init_from']}`" if recipe.get("init_from") else ""),
-              f"- training data: `{data.get('train')}`; dev data: `{data.get('dev')}`"]
+        L += [
+            f"- seed: {recipe.get('seed')}; out: `{recipe.get('out')}`"
+            + (f"; started from `{recipe['init_from']}`" if recipe.get("init_from") else ""),
+            f"- training data: `{data.get('train')}`; dev data: `{data.get('dev')}`",
+        ]
         for i, st in enumerate(recipe.get("stages") or []):
             objectives = ", ".join(f"{k} {v}" for k, v in (st.get("objectives") or {}).items())
             limit = f", at most {st['max_minutes']} min" if st.get("max_minutes") else ""
@@ -116,13 +121,19 @@ def render_card(cfg: dict[str, Any], *, name: str = "connector", recipe: dict[st
         L.append(f"- saved at step {training['step']}")
     loop = training.get("loop") or {}
     if loop:
-        L.append(f"- training state: stage {loop.get('stage')}, step {loop.get('global_step')}, {_fmt(loop.get('minutes'))} min"
-                 + (f", best dev BLEU {_fmt(loop.get('best_bleu'))} at step {loop.get('best_step')}" if loop.get("best_step") else ""))
+        L.append(
+            f"- training state: stage {loop.get('stage')}, step {loop.get('global_step')}, {_fmt(loop.get('minutes'))} min"
+            + (f", best dev BLEU {_fmt(loop.get('best_bleu'))} at step {loop.get('best_step')}" if loop.get("best_step") else "")
+        )
     dev = training.get("dev") or {}
     L += ["", "## Scores"]
     if dev:
-        L += ["| set | n | BLEU | chrF | CTC WER |", "| --- | --- | --- | --- | --- |",
-              f"| dev | {dev.get('n', '')} | {_fmt(dev.get('bleu'))} | {_fmt(dev.get('chrf'))} | {_fmt(dev.get('ctc_wer'))} |", ""]
+        L += [
+            "| set | n | BLEU | chrF | CTC WER |",
+            "| --- | --- | --- | --- | --- |",
+            f"| dev | {dev.get('n', '')} | {_fmt(dev.get('bleu'))} | {_fmt(dev.get('chrf'))} | {_fmt(dev.get('ctc_wer'))} |",
+            "",
+        ]
         for k in ("bleu_signature", "chrf_signature"):
             if dev.get(k):
                 L.append(f"- {k.replace('_', ' ')}: `{dev[k]}`")
@@ -131,27 +142,35 @@ def render_card(cfg: dict[str, Any], *, name: str = "connector", recipe: dict[st
     else:
         L.append("No scores recorded with this checkpoint; measure it with `sltalign evaluate --model DIR --manifest M.jsonl`.")
     dec = cfg.get("decoding") or {}
-    L += ["", "## Decoding defaults", ", ".join(f"{k} {v}" for k, v in dec.items()) or "library defaults", "",
-          "## Software",
-          ", ".join(f"{k} {v}" for k, v in (versions or _versions()).items()) + f"; written by sltalign {cfg.get('sltalign_version')}",
-          "",
-          "## Intended use and limits",
-          f"- For: translating English speech into {lang} text, where a small trained part on top of models you already "
-          "have is worth more than the best possible quality; research on aligning frozen models.",
-          "- The connector knows only the voices, accents, recording conditions and topics of its training data. Trained on "
-          "synthetic (TTS) speech, it does much worse on people's recordings than on synthetic test sets; measure it on your "
-          "own audio before relying on it.",
-          "- The translation is only as good as the frozen translator, and errors in what the connector hears become fluent, "
-          "wrong translations: nothing in the output marks them. Do not use it unreviewed where a wrong translation could harm "
-          "someone (medical, legal, safety-critical settings).",
-          "- Long audio is cut at pauses (Silero VAD) and the pieces are translated one at a time, without context from each "
-          "other; overlapping speakers, music and noise are not handled.",
-          "- The licences of the foundation models apply to their use through this connector.",
-          ""]
+    L += [
+        "",
+        "## Decoding defaults",
+        ", ".join(f"{k} {v}" for k, v in dec.items()) or "library defaults",
+        "",
+        "## Software",
+        ", ".join(f"{k} {v}" for k, v in (versions or _versions()).items())
+        + f"; written by sltalign {cfg.get('sltalign_version')}",
+        "",
+        "## Intended use and limits",
+        f"- For: translating English speech into {lang} text, where a small trained part on top of models you already "
+        "have is worth more than the best possible quality; research on aligning frozen models.",
+        "- The connector knows only the voices, accents, recording conditions and topics of its training data. Trained on "
+        "synthetic (TTS) speech, it does much worse on people's recordings than on synthetic test sets; measure it on your "
+        "own audio before relying on it.",
+        "- The translation is only as good as the frozen translator, and errors in what the connector hears become fluent, "
+        "wrong translations: nothing in the output marks them. Do not use it unreviewed where a wrong translation could harm "
+        "someone (medical, legal, safety-critical settings).",
+        "- Long audio is cut at pauses (Silero VAD) and the pieces are translated one at a time, without context from each "
+        "other; overlapping speakers, music and noise are not handled.",
+        "- The licences of the foundation models apply to their use through this connector.",
+        "",
+    ]
     return "\n".join(L)
 
 
-def write_model_card(directory: str | Path, cfg: dict[str, Any], *, recipe: str | Path | None = None, name: str | None = None) -> Path | None:
+def write_model_card(
+    directory: str | Path, cfg: dict[str, Any], *, recipe: str | Path | None = None, name: str | None = None
+) -> Path | None:
     """Write ``directory/README.md`` for the checkpoint config ``cfg``; ``recipe``: the run's config.yaml, if any.
     Returns the path, or None when the card could not be written (logged; the caller's checkpoint goes on)."""
     directory = Path(directory)

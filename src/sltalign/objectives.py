@@ -90,7 +90,9 @@ class Objectives:
         return terms
 
     # ------------------------------------------------------------------------------------------
-    def ctc(self, model: AlignedST, out: torch.Tensor, out_mask: torch.Tensor, sources: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+    def ctc(
+        self, model: AlignedST, out: torch.Tensor, out_mask: torch.Tensor, sources: torch.Tensor, source_mask: torch.Tensor
+    ) -> torch.Tensor:
         """CTC of the connector output (B, S, D_m) against transcript tokens (B, L_src) over the MT vocabulary."""
         if model.ctc_head is None:
             raise ValueError("the ctc objective needs a CTC head: set model.ctc_head (tied, pieces or phones)")
@@ -116,7 +118,9 @@ class Objectives:
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _teacher_topk(self, model: AlignedST, batch: Mapping[str, torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _teacher_topk(
+        self, model: AlignedST, batch: Mapping[str, torch.Tensor], length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher top-k (ids (B, L, k), log-probs (B, L, k)) from the MT reading the gold transcript."""
         ids = list(batch["ids"])
         missing = [i for i, u in enumerate(ids) if u not in self._teacher]

@@ -117,8 +117,11 @@ def format_vtt(segments: Sequence[Segment]) -> str:
 def format_tsv(segments: Sequence[Segment]) -> str:
     """whisper's TSV: a ``start end text`` header, then integer milliseconds and the text per segment."""
     rows = ["start\tend\ttext"]
-    rows += [f"{int(round(s.start * 1000))}\t{int(round(s.end * 1000))}\t{_cue_text(s.text).replace(chr(9), ' ')}" for s in segments
-             if s.text.strip()]
+    rows += [
+        f"{int(round(s.start * 1000))}\t{int(round(s.end * 1000))}\t{_cue_text(s.text).replace(chr(9), ' ')}"
+        for s in segments
+        if s.text.strip()
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -154,8 +157,9 @@ def parse_formats(spec: str | Iterable[str]) -> list[str]:
     return [f for f in FORMATS if f in names]
 
 
-def write_outputs(tr: Translation, out_dir: str | Path, stem: str, formats: Sequence[str],
-                  meta: dict[str, Any] | None = None) -> list[Path]:
+def write_outputs(
+    tr: Translation, out_dir: str | Path, stem: str, formats: Sequence[str], meta: dict[str, Any] | None = None
+) -> list[Path]:
     """Write ``out_dir/stem.<fmt>`` for each format (UTF-8); returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,4 +169,3 @@ def write_outputs(tr: Translation, out_dir: str | Path, stem: str, formats: Sequ
         p.write_text(render(fmt, tr, meta), encoding="utf-8")
         paths.append(p)
     return paths
-

@@ -59,7 +59,9 @@ def check_checkpoint_dir(path: str | Path, *, models: bool = False) -> None:
     if models:
         from .hub import check_hub_specs  # light: the network is probed only for a hub id not in the cache
 
-        specs = [(cfg.get(k) or {}).get("spec") if isinstance(cfg.get(k), dict) else None for k in ("translator", "speech_encoder")]
+        specs = [
+            (cfg.get(k) or {}).get("spec") if isinstance(cfg.get(k), dict) else None for k in ("translator", "speech_encoder")
+        ]
         try:
             check_hub_specs(specs)
         except ValueError as e:

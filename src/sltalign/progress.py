@@ -26,7 +26,7 @@ _mode = "auto"
 
 
 def set_mode(mode: str) -> None:
-    """"auto" (bar on a terminal, lines otherwise), "bar", "lines" or "off", for this process."""
+    """ "auto" (bar on a terminal, lines otherwise), "bar", "lines" or "off", for this process."""
     global _mode
     if mode not in _MODES:
         raise ValueError(f"progress mode must be one of {_MODES}, got {mode!r}")
@@ -49,8 +49,17 @@ def resolve_mode() -> str:
 class LineProgress:
     """tqdm's everyday interface, written as rare plain lines: ``desc: n/total (p%) in Ts [postfix]``."""
 
-    def __init__(self, iterable: Iterable | None = None, *, desc: str = "", total: float | None = None, unit: str = "it",
-                 initial: float = 0, every: float = LINE_SECONDS, **_: Any) -> None:
+    def __init__(
+        self,
+        iterable: Iterable | None = None,
+        *,
+        desc: str = "",
+        total: float | None = None,
+        unit: str = "it",
+        initial: float = 0,
+        every: float = LINE_SECONDS,
+        **_: Any,
+    ) -> None:
         self.iterable = iterable
         self.desc, self.unit, self.n, self.every = desc, unit, initial, every
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -65,8 +74,11 @@ class LineProgress:
         of = f"/{self.total:g}" if self.total else ""
         post = f" [{self.postfix}]" if self.postfix else ""
         # straight to stderr, not through logging: progress should show at the default level, and -q turns it off
-        print(f"{self.desc or 'progress'}: {self.n:g}{of} {self.unit}{pct} in {time.monotonic() - self.t0:.0f} s{post}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{self.desc or 'progress'}: {self.n:g}{of} {self.unit}{pct} in {time.monotonic() - self.t0:.0f} s{post}",
+            file=sys.stderr,
+            flush=True,
+        )
         self.last = time.monotonic()
 
     def update(self, n: float = 1) -> None:

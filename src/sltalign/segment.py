@@ -52,7 +52,6 @@ def piece_seconds_for(durations: Sequence[float], *, quantile: float = 0.99, flo
     return float(max(floor, MIN_PIECE_SECONDS, math.ceil(float(np.quantile(np.asarray(durations, dtype=float), quantile)))))
 
 
-
 @functools.lru_cache(maxsize=1)
 def _vad_model() -> Any:
     """Load Silero VAD once per process from the files the silero-vad package ships (no network).
@@ -116,9 +115,7 @@ def _smoothed_energy(wav: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int
     return np.convolve(energy, kernel, mode="same"), hop, win
 
 
-def _split_region(
-    start: int, end: int, energy: np.ndarray, hop: int, win: int, max_n: int, min_n: int
-) -> list[tuple[int, int]]:
+def _split_region(start: int, end: int, energy: np.ndarray, hop: int, win: int, max_n: int, min_n: int) -> list[tuple[int, int]]:
     """Cut [start, end) into pieces of at most max_n samples, each cut at the quietest point available.
 
     Each cut lies between max_n/2 and max_n after the previous one, so pieces are never tiny (except
@@ -251,9 +248,7 @@ def split_long_audio(
     return [(int(s), int(e)) for s, e in _pad_short(spans, n, min_n)]
 
 
-def _pause_lengths(
-    pieces: list[tuple[int, int]], energy: np.ndarray, hop: int, win: int, pad_n: int
-) -> list[int]:
+def _pause_lengths(pieces: list[tuple[int, int]], energy: np.ndarray, hop: int, win: int, pad_n: int) -> list[int]:
     """The silence between each pair of neighbouring pieces, in samples: the longest run of quiet frames
     (smoothed energy below _PAUSE_RATIO of the median over the pieces) around the boundary.
 

@@ -86,8 +86,12 @@ class _Worker:
     async def run(self, fn, *args):
         with self.lock:
             if self.pending > self.max_queue:
-                raise UploadError(503, f"server busy: {self.pending - 1} requests are waiting (limit {self.max_queue}); retry later",
-                                  param=None, code="queue_full")
+                raise UploadError(
+                    503,
+                    f"server busy: {self.pending - 1} requests are waiting (limit {self.max_queue}); retry later",
+                    param=None,
+                    code="queue_full",
+                )
             self.pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -126,8 +130,9 @@ def create_app(
         yield
         worker.close()  # the worker thread ends with the server
 
-    app = FastAPI(title="sltalign", version=__version__, description="Speech translation, OpenAI-compatible audio API",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="sltalign", version=__version__, description="Speech translation, OpenAI-compatible audio API", lifespan=lifespan
+    )
     app.state.translator, app.state.worker = translator, worker
 
     _install_error_handlers(app, max_upload_bytes)
@@ -148,12 +153,19 @@ def create_app(
     ):
         fmt = (response_format or "json").strip().lower()
         if fmt not in RESPONSE_FORMATS:
-            raise UploadError(400, f"response_format: expected one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}",
-                              param="response_format")
+            raise UploadError(
+                400,
+                f"response_format: expected one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}",
+                param="response_format",
+            )
         want = (target_language or language or "").strip().lower()
         if want and lang and want.split("-")[0].split("_")[0] != lang:
-            raise UploadError(400, f"target_language: this server's model translates into {lang!r}, not {want!r}",
-                              param="target_language", code="unsupported_language")
+            raise UploadError(
+                400,
+                f"target_language: this server's model translates into {lang!r}, not {want!r}",
+                param="target_language",
+                code="unsupported_language",
+            )
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise UploadError(413, f"file: upload is over the limit of {max_upload_bytes} bytes", code="file_too_large")
@@ -166,8 +178,12 @@ def create_app(
             raise
         except Exception as e:  # a bug or an exhausted machine: this request fails, the server goes on
             log.exception("translating %s failed", file.filename)
-            raise UploadError(500, f"internal error while translating {file.filename or 'upload'}: {type(e).__name__}: {e}",
-                              param=None, code="internal_error") from None
+            raise UploadError(
+                500,
+                f"internal error while translating {file.filename or 'upload'}: {type(e).__name__}: {e}",
+                param=None,
+                code="internal_error",
+            ) from None
         log.info("translated %s (%.1f s of audio) in %.2f s", file.filename, tr.duration, time.perf_counter() - t0)
         return respond(tr, fmt, name, translator, subtitles=subtitles)
 
@@ -177,8 +193,15 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": name, "language": lang, "queue": worker.pending, "version": __version__,
-                "max_upload_bytes": max_upload_bytes, "max_seconds": max_seconds}
+        return {
+            "status": "ok",
+            "model": name,
+            "language": lang,
+            "queue": worker.pending,
+            "version": __version__,
+            "max_upload_bytes": max_upload_bytes,
+            "max_seconds": max_seconds,
+        }
 
     _add_page_routes(app)
     return app
@@ -204,7 +227,11 @@ def _install_error_handlers(app: "FastAPI", max_upload_bytes: int) -> None:
         field = ".".join(str(x) for x in (errs[0].get("loc") or ())[1:]) if errs else None
         msg = f"{field or 'request'}: {errs[0].get('msg', 'invalid')}" if errs else "invalid request"
         if errs and errs[0].get("type") == "missing":
-            msg = f"{field}: required field missing (send the audio as multipart form field 'file')" if field == "file" else f"{field}: required field missing"
+            msg = (
+                f"{field}: required field missing (send the audio as multipart form field 'file')"
+                if field == "file"
+                else f"{field}: required field missing"
+            )
         return JSONResponse(error_body(msg, param=field), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -221,8 +248,14 @@ def _install_error_handlers(app: "FastAPI", max_upload_bytes: int) -> None:
         # Refuse an oversized upload from its Content-Length, before the multipart parser spools it to disk.
         size = request.headers.get("content-length")
         if request.method == "POST" and size and size.isdigit() and int(size) > max_upload_bytes + 64 * 1024:
-            return JSONResponse(error_body(f"file: upload of {int(size)} bytes is over the limit of {max_upload_bytes} bytes",
-                                           param="file", code="file_too_large"), status_code=413)
+            return JSONResponse(
+                error_body(
+                    f"file: upload of {int(size)} bytes is over the limit of {max_upload_bytes} bytes",
+                    param="file",
+                    code="file_too_large",
+                ),
+                status_code=413,
+            )
         return await call_next(request)
 
 
@@ -239,18 +272,26 @@ def translate_upload(translator: "SpeechTranslator", data: bytes, filename: str,
         try:
             seconds = duration_of(tmp)
         except (AudioError, OSError) as e:
-            raise UploadError(400, f"file: {filename or 'upload'} is not audio that can be decoded (wav, flac, ogg, mp3, "
-                                   f"webm, m4a, ...): {_short(e, tmp, filename)}", code="invalid_audio") from None
+            raise UploadError(
+                400,
+                f"file: {filename or 'upload'} is not audio that can be decoded (wav, flac, ogg, mp3, "
+                f"webm, m4a, ...): {_short(e, tmp, filename)}",
+                code="invalid_audio",
+            ) from None
         if seconds <= 0:
             raise UploadError(400, f"file: {filename or 'upload'} holds no audio samples", code="empty_audio")
         if seconds > max_seconds:
-            raise UploadError(400, f"file: {filename or 'upload'} is {seconds:.1f} s long; the limit is {max_seconds:g} s",
-                              code="audio_too_long")
+            raise UploadError(
+                400,
+                f"file: {filename or 'upload'} is {seconds:.1f} s long; the limit is {max_seconds:g} s",
+                code="audio_too_long",
+            )
         try:
             return translator.translate_segments(tmp)
         except AudioError as e:
-            raise UploadError(400, f"file: {filename or 'upload'} cannot be decoded: {_short(e, tmp, filename)}",
-                              code="invalid_audio") from None
+            raise UploadError(
+                400, f"file: {filename or 'upload'} cannot be decoded: {_short(e, tmp, filename)}", code="invalid_audio"
+            ) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -296,13 +337,27 @@ def verbose_json(tr: Translation, model_name: str, described: dict, *, subtitles
     decoding used; segments carry OpenAI's keys where the value is known (no fake log-probabilities)."""
     segments = []
     for i, s in enumerate(tr.segments):
-        seg = {"id": i, "seek": int(round(s.start * 100)), "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
-               "tokens": [], "temperature": 0.0}
+        seg = {
+            "id": i,
+            "seek": int(round(s.start * 100)),
+            "start": round(s.start, 3),
+            "end": round(s.end, 3),
+            "text": s.text,
+            "tokens": [],
+            "temperature": 0.0,
+        }
         if s.source is not None:
             seg["source"] = s.source
         segments.append(seg)
-    out: dict[str, Any] = {"task": "translate", "language": tr.language, "duration": round(tr.duration, 3), "text": tr.text,
-                           "segments": segments, "model": model_name, **described}
+    out: dict[str, Any] = {
+        "task": "translate",
+        "language": tr.language,
+        "duration": round(tr.duration, 3),
+        "text": tr.text,
+        "segments": segments,
+        "model": model_name,
+        **described,
+    }
     if subtitles:
         out["srt"], out["vtt"] = format_srt(tr.segments), format_vtt(tr.segments)
     return out
@@ -333,9 +388,19 @@ def running(app: "FastAPI", *, host: str = "127.0.0.1", port: int = 0, timeout: 
         thread.join(timeout)
 
 
-def serve(model: str, *, host: str = "127.0.0.1", port: int = 8000, device: str | None = None, language: str | None = None,
-          max_upload_mb: float = MAX_UPLOAD_BYTES / 2**20, max_seconds: float = MAX_SECONDS, max_queue: int = MAX_QUEUE,
-          log_level: str = "info", **decoding: Any) -> None:
+def serve(
+    model: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str | None = None,
+    language: str | None = None,
+    max_upload_mb: float = MAX_UPLOAD_BYTES / 2**20,
+    max_seconds: float = MAX_SECONDS,
+    max_queue: int = MAX_QUEUE,
+    log_level: str = "info",
+    **decoding: Any,
+) -> None:
     """Load the checkpoint once and serve it until interrupted (``sltalign serve``)."""
     _require_server_extra()
     import uvicorn
@@ -343,7 +408,8 @@ def serve(model: str, *, host: str = "127.0.0.1", port: int = 8000, device: str 
     from .api import SpeechTranslator
 
     st = SpeechTranslator.from_pretrained(model, device=device, **decoding)
-    app = create_app(st, language=language, max_upload_bytes=int(max_upload_mb * 2**20), max_seconds=max_seconds,
-                     max_queue=max_queue)
+    app = create_app(
+        st, language=language, max_upload_bytes=int(max_upload_mb * 2**20), max_seconds=max_seconds, max_queue=max_queue
+    )
     print(f"sltalign: serving {model} on http://{host}:{port}/ (API: http://{host}:{port}/v1/audio/translations)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

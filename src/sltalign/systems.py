@@ -28,10 +28,18 @@ def load_utterances(utts: Sequence[Utterance], *, progress: bool = False) -> lis
 def _timings(t0: float, t1: float, t2: float, wavs: Sequence[np.ndarray], **extra: float) -> dict[str, float]:
     audio = sum(len(w) for w in wavs) / SAMPLE_RATE
     compute = t2 - t1
-    return {"load_seconds": t1 - t0, "compute_seconds": compute, "audio_seconds": audio, "rtf": compute / audio if audio else float("nan"), **extra}
+    return {
+        "load_seconds": t1 - t0,
+        "compute_seconds": compute,
+        "audio_seconds": audio,
+        "rtf": compute / audio if audio else float("nan"),
+        **extra,
+    }
 
 
-def run_aligned(translator, utts: Sequence[Utterance], *, beam: int | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[str], dict]:
+def run_aligned(
+    translator, utts: Sequence[Utterance], *, beam: int | None = None, batch_size: int = 8, progress: bool = True
+) -> tuple[list[str], dict]:
     """Hypotheses of a ``SpeechTranslator`` on a manifest."""
     t0 = time.perf_counter()
     wavs = load_utterances(utts)
@@ -50,14 +58,20 @@ def run_cascade(cascade, utts: Sequence[Utterance], *, progress: bool = True) ->
     asr0, mt0 = cascade.asr_seconds, cascade.mt_seconds
     hyps, transcripts = cascade.translate_and_transcribe(wavs)
     t2 = time.perf_counter()
-    return hyps, _timings(t0, t1, t2, wavs, asr_seconds=cascade.asr_seconds - asr0, mt_seconds=cascade.mt_seconds - mt0), transcripts
+    return (
+        hyps,
+        _timings(t0, t1, t2, wavs, asr_seconds=cascade.asr_seconds - asr0, mt_seconds=cascade.mt_seconds - mt0),
+        transcripts,
+    )
 
 
 def run_mt_on_gold(mt, utts: Sequence[Utterance], *, beam: int = 4, max_len: int = 150) -> tuple[list[str], dict]:
     """The ceiling for anything built on this frozen MT: the MT reading the gold transcripts."""
     missing = [u.id for u in utts if not u.transcript]
     if missing:
-        raise ValueError(f"MT on gold transcripts needs a transcript for every utterance; missing for {len(missing)} (e.g. {missing[:3]})")
+        raise ValueError(
+            f"MT on gold transcripts needs a transcript for every utterance; missing for {len(missing)} (e.g. {missing[:3]})"
+        )
     t0 = time.perf_counter()
     hyps = mt.translate_text([u.transcript for u in utts], beam=beam, max_len=max_len)
     return hyps, {"compute_seconds": time.perf_counter() - t0}

@@ -118,9 +118,15 @@ def select_utterances(cfg: TrainConfig) -> tuple[list[Utterance], list[Utterance
     """The training and dev utterances a run reads (duration limits, ``max_dev``, the fields its objectives
     need). Manifest errors name the file and line."""
     train_require = ("translation",) if needs_translations(cfg) else ("transcript",)
-    train_utts = filter_utterances(read_manifest(cfg.data.train, require=train_require), cfg, need_transcript=needs_transcripts(cfg))
+    train_utts = filter_utterances(
+        read_manifest(cfg.data.train, require=train_require), cfg, need_transcript=needs_transcripts(cfg)
+    )
     # Dev follows the same duration limits (the encoder takes at most one 30 s window per utterance).
-    dev_utts = filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False) if cfg.data.dev else []
+    dev_utts = (
+        filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False)
+        if cfg.data.dev
+        else []
+    )
     if cfg.data.max_dev and len(dev_utts) > cfg.data.max_dev:
         dev_utts = dev_utts[: cfg.data.max_dev]
     if not train_utts:
@@ -145,7 +151,9 @@ def load_configured_speech_encoder(cfg: TrainConfig, device: torch.device) -> Sp
 
 def open_cache(cfg: TrainConfig, enc: SpeechEncoder) -> EncoderCache:
     """The configured encoder-output cache, keyed for this encoder (weights, mode and precision)."""
-    return EncoderCache(Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype)
+    return EncoderCache(
+        Path(cfg.data.cache_dir), encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode, dtype=cfg.data.cache_dtype
+    )
 
 
 def build_cache(cfg: TrainConfig, model: AlignedST, utts: list[Utterance], accelerator: Accelerator) -> EncoderCache:
@@ -164,7 +172,9 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate_dev(model: AlignedST, dataset: CachedSpeechDataset, *, beam: int, max_len: int, batch_size: int = 16) -> dict[str, Any]:
+def evaluate_dev(
+    model: AlignedST, dataset: CachedSpeechDataset, *, beam: int, max_len: int, batch_size: int = 16
+) -> dict[str, Any]:
     """Corpus BLEU/chrF of the model on cached dev states (sacrebleu, with signatures); with a CTC head and
     transcripts for every dev utterance, also ``ctc_wer``: the WER of the head's greedy transcripts, which
     tells a connector that recognises speech from one that memorised its training clips."""
@@ -181,7 +191,9 @@ def evaluate_dev(model: AlignedST, dataset: CachedSpeechDataset, *, beam: int, m
         items = [dataset[i] for i in order[s : s + batch_size]]
         batch = collate(items, pad_id=IGNORE)
         if with_wer:  # one connector pass serves both
-            translated, transcribed = model.translate_and_transcribe(batch["states"], batch["states_mask"], beam=beam, max_len=max_len)
+            translated, transcribed = model.translate_and_transcribe(
+                batch["states"], batch["states_mask"], beam=beam, max_len=max_len
+            )
             hyps.extend(translated)
             heard.extend(transcribed)
         else:
@@ -212,8 +224,11 @@ def prepare_head_data(cfg: TrainConfig, head_source: Path | None = None) -> Any:
         if ctc_head_kind(src_cfg) != kind:
             raise ValueError(f"{head_source}: its CTC head is {ctc_head_kind(src_cfg)!r}, the configured one is {kind!r}")
         if kind == "phones" and head_source != Path(cfg.out) / "last":
-            log.warning("init_from %s: its phone units and lexicon are kept (model.lexicon_text and lexicon_exclude of this "
-                        "run are not read); bench/rebuild_lexicon.py makes a new lexicon for a trained connector", head_source)
+            log.warning(
+                "init_from %s: its phone units and lexicon are kept (model.lexicon_text and lexicon_exclude of this "
+                "run are not read); bench/rebuild_lexicon.py makes a new lexicon for a trained connector",
+                head_source,
+            )
         return read_head_data(head_source, src_cfg)
     held_out = ([cfg.data.dev] if cfg.data.dev else []) + list(cfg.model.lexicon_exclude)
     return head_class(kind).prepare(model_cfg=cfg.model, train_utts=select_utterances(cfg)[0], held_out=held_out, seed=cfg.seed)
@@ -227,8 +242,9 @@ def build_configured_model(cfg: TrainConfig, device: torch.device, head_source: 
     m = cfg.model
     speech = load_configured_speech_encoder(cfg, device)  # "auto": what this device does fast
     translator = load_translator(m.translator, **m.translator_kwargs)
-    connector = build_connector(m.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=m.connector_preset,
-                                **m.connector_args)
+    connector = build_connector(
+        m.connector, in_dim=speech.dim, out_dim=translator.embed_dim, preset=m.connector_preset, **m.connector_args
+    )
     if m.ctc_head != "none":
         head_class(m.ctc_head).check_connector(connector, m.connector)
     model = build_model(m, speech_encoder=speech, translator=translator, head_data=prepare_head_data(cfg, head_source))
@@ -272,8 +288,9 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     decoding: dict[str, Any] = {"beam": cfg.decode_beam, "max_len": cfg.max_len, "length_penalty": 1.0}
-    checkpoints = RunCheckpoints(out, init_from=cfg.init_from, decoding=decoding, translator_kwargs=cfg.model.translator_kwargs,
-                                 main=main)
+    checkpoints = RunCheckpoints(
+        out, init_from=cfg.init_from, decoding=decoding, translator_kwargs=cfg.model.translator_kwargs, main=main
+    )
     if model is None:
         model = build_configured_model(cfg, accelerator.device, checkpoints.head_source())
     if main:
@@ -290,11 +307,16 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
     translator = model.translator
     # CTC targets: the head's own classes (MT source tokens, pieces, phones in each clip's accent)
     src_tok = model.ctc_head.targets(train_utts, translator) if model.ctc_head is not None else translator.tokenize_source
-    train_set = CachedSpeechDataset(cache, train_utts, translator.tokenize_target if needs_translations(cfg) else None,
-                                    src_tok if needs_transcripts(cfg) else None)
+    train_set = CachedSpeechDataset(
+        cache,
+        train_utts,
+        translator.tokenize_target if needs_translations(cfg) else None,
+        src_tok if needs_transcripts(cfg) else None,
+    )
     dev_set = CachedSpeechDataset(cache, dev_utts, translator.tokenize_target, None) if dev_utts else None
-    sampler = LengthBucketSampler(train_set.lengths, max_frames=cfg.data.max_frames, batch_size=cfg.data.batch_size, shuffle=True,
-                                  seed=cfg.seed)
+    sampler = LengthBucketSampler(
+        train_set.lengths, max_frames=cfg.data.max_frames, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed
+    )
 
     state, trainer = checkpoints.start(model)
     metrics = MetricsLog(out / "metrics.csv", main)
@@ -303,9 +325,20 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
     if dropped:
         log.warning("%s: dropped %d rows logged after step %d, where this run resumes", metrics.path, dropped, state.global_step)
     model.to(accelerator.device)
-    return Run(cfg=cfg, accelerator=accelerator, model=model, train_set=train_set, dev_set=dev_set, sampler=sampler,
-               transcripts={u.id: u.transcript or "" for u in train_utts}, checkpoints=checkpoints, metrics=metrics,
-               state=state, trainer=trainer, t_start=time.perf_counter() - state.minutes * 60)
+    return Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        model=model,
+        train_set=train_set,
+        dev_set=dev_set,
+        sampler=sampler,
+        transcripts={u.id: u.transcript or "" for u in train_utts},
+        checkpoints=checkpoints,
+        metrics=metrics,
+        state=state,
+        trainer=trainer,
+        t_start=time.perf_counter() - state.minutes * 60,
+    )
 
 
 def fit(run: Run, *, progress: bool = True) -> dict[str, Any]:
@@ -325,8 +358,12 @@ def fit(run: Run, *, progress: bool = True) -> dict[str, Any]:
         state.minutes = run.minutes()
         save_last(run)
     state.finished = True
-    summary: dict[str, Any] = {"steps": state.global_step, "minutes": run.minutes(), "best_dev_bleu": state.best_bleu,
-                               "best_step": state.best_step}
+    summary: dict[str, Any] = {
+        "steps": state.global_step,
+        "minutes": run.minutes(),
+        "best_dev_bleu": state.best_bleu,
+        "best_step": state.best_step,
+    }
     if run.main:
         if run.dev_set is None or state.best_step < 0:  # no dev set: the final weights are the result
             run.checkpoints.save_best(run.model, state.global_step)
@@ -349,8 +386,13 @@ def save_last(run: Run, optimizer: Any = None, scheduler: Any = None, objectives
     if not run.main:
         return
     run.state.metrics_rows = run.metrics.rows
-    run.checkpoints.save_last(run.model, run.state, optimizer=optimizer, scheduler=scheduler,
-                              objectives_rng=None if objectives is None else objectives.generator.get_state())
+    run.checkpoints.save_last(
+        run.model,
+        run.state,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        objectives_rng=None if objectives is None else objectives.generator.get_state(),
+    )
 
 
 def evaluate_and_select(run: Run) -> None:
@@ -392,9 +434,15 @@ def run_stage(run: Run, stage: Any, *, progress: bool) -> None:
     """Train one stage from ``run.state`` until its steps, clock, patience or the run's budget end it."""
     cfg, state, accelerator, model = run.cfg, run.state, run.accelerator, run.model
     objectives = Objectives(
-        ObjectiveConfig(weights=stage.objectives, label_smoothing=cfg.label_smoothing, ctc_sampled_vocab=cfg.ctc_sampled_vocab,
-                        kd_temperature=cfg.kd_temperature, kd_top_k=cfg.kd_top_k),
-        transcripts=run.transcripts, seed=cfg.seed + state.stage,
+        ObjectiveConfig(
+            weights=stage.objectives,
+            label_smoothing=cfg.label_smoothing,
+            ctc_sampled_vocab=cfg.ctc_sampled_vocab,
+            kd_temperature=cfg.kd_temperature,
+            kd_top_k=cfg.kd_top_k,
+        ),
+        transcripts=run.transcripts,
+        seed=cfg.seed + state.stage,
     )
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage.warmup, max(1, stage.steps)))
@@ -411,8 +459,13 @@ def run_stage(run: Run, stage: Any, *, progress: bool) -> None:
     clock = StageClock.of(run, stage)
     desc = f"stage {state.stage + 1}/{len(cfg.stages)} {stage.name}"
     if clock.clock:  # a clock ends this stage: the bar counts seconds, so its ETA is the real one
-        bar = progress_bar(total=round(clock.clock * 60), initial=round((run.minutes() - clock.start) * 60), desc=desc, unit="s",
-                           enabled=progress and run.main)
+        bar = progress_bar(
+            total=round(clock.clock * 60),
+            initial=round((run.minutes() - clock.start) * 60),
+            desc=desc,
+            unit="s",
+            enabled=progress and run.main,
+        )
     else:
         bar = progress_bar(total=stage.steps, initial=state.stage_step, desc=desc, unit="step", enabled=progress and run.main)
     step_module.train()
@@ -426,8 +479,14 @@ def run_stage(run: Run, stage: Any, *, progress: bool) -> None:
         # micro-batches r, r + world, ... so N processes and N-fold accumulation see the same data.
         usable = len(batches) - len(batches) % (world * accum)
         for b in range(state.batch_in_epoch, usable, world * accum):
-            terms = train_step(run, step_module, optimizer, scheduler, [batches[b + a * world + accelerator.process_index]
-                                                                         for a in range(accum)], clock)
+            terms = train_step(
+                run,
+                step_module,
+                optimizer,
+                scheduler,
+                [batches[b + a * world + accelerator.process_index] for a in range(accum)],
+                clock,
+            )
             state.batch_in_epoch = b + world * accum
             state.stage_step += 1
             state.global_step += 1
@@ -446,8 +505,9 @@ def run_stage(run: Run, stage: Any, *, progress: bool) -> None:
     bar.close()
 
 
-def train_step(run: Run, step_module: nn.Module, optimizer: Any, scheduler: Any, micro_batches: list[list[int]],
-               clock: StageClock) -> dict[str, torch.Tensor]:
+def train_step(
+    run: Run, step_module: nn.Module, optimizer: Any, scheduler: Any, micro_batches: list[list[int]], clock: StageClock
+) -> dict[str, torch.Tensor]:
     """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss terms."""
     cfg, accelerator = run.cfg, run.accelerator
     step_terms: dict[str, torch.Tensor] = {}
@@ -455,7 +515,7 @@ def train_step(run: Run, step_module: nn.Module, optimizer: Any, scheduler: Any,
         batch = to_device(collate([run.train_set[i] for i in items], pad_id=IGNORE), accelerator.device)
         batch["states"] = mask_states(batch["states"], batch["states_mask"], cfg.augment)
         sync = a == len(micro_batches) - 1  # DDP all-reduces gradients only on the last micro-batch
-        with (contextlib.nullcontext() if sync else accelerator.no_sync(step_module)), accelerator.autocast():
+        with contextlib.nullcontext() if sync else accelerator.no_sync(step_module), accelerator.autocast():
             terms = step_module(batch)
             accelerator.backward(terms["total"] / len(micro_batches))
         for k, v in terms.items():
@@ -476,12 +536,15 @@ def log_training(run: Run, running: dict[str, float], optimizer: Any, bar: Any) 
     """The mean loss terms of the last ``log_every`` steps and the learning rate, to metrics.csv and the bar."""
     avg = {k: v / run.cfg.log_every for k, v in running.items()}
     avg["lr"] = optimizer.param_groups[0]["lr"]  # what the step used (time_decay may cap the schedule)
-    run.metrics.write(run.state.global_step, run.minutes(), "train", {("lr" if k == "lr" else f"loss_{k}"): v for k, v in avg.items()})
+    run.metrics.write(
+        run.state.global_step, run.minutes(), "train", {("lr" if k == "lr" else f"loss_{k}"): v for k, v in avg.items()}
+    )
     bar.set_postfix({"step": run.state.global_step, **{k: f"{v:.3f}" for k, v in avg.items() if k != "lr"}})
 
 
-def after_step(run: Run, stage: Any, clock: StageClock, optimizer: Any, scheduler: Any, objectives: Objectives,
-               step_module: nn.Module) -> bool:
+def after_step(
+    run: Run, stage: Any, clock: StageClock, optimizer: Any, scheduler: Any, objectives: Objectives, step_module: nn.Module
+) -> bool:
     """Evaluate, save and check the limits after a step; returns whether the stage ends here."""
     cfg, state = run.cfg, run.state
     state.minutes = run.minutes()

@@ -184,8 +184,9 @@ class RunCheckpoints:
     ``decoding`` and ``translator_kwargs`` go into every checkpoint (translation reads them back); only the
     main process writes (``main``)."""
 
-    def __init__(self, out: Path, *, init_from: str | None, decoding: dict[str, Any], translator_kwargs: dict[str, Any],
-                 main: bool = True) -> None:
+    def __init__(
+        self, out: Path, *, init_from: str | None, decoding: dict[str, Any], translator_kwargs: dict[str, Any], main: bool = True
+    ) -> None:
         self.out, self.init_from, self.main = Path(out), init_from, main
         self.decoding, self.translator_kwargs = decoding, translator_kwargs
         self.last, self.best = self.out / "last", self.out / "best"
@@ -220,8 +221,15 @@ class RunCheckpoints:
         if self.main:
             save_connector(model, path, decoding=self.decoding, translator_kwargs=self.translator_kwargs, **kw)
 
-    def save_last(self, model: AlignedST, state: LoopState, *, optimizer: Any = None, scheduler: Any = None,
-                  objectives_rng: torch.Tensor | None = None) -> None:
+    def save_last(
+        self,
+        model: AlignedST,
+        state: LoopState,
+        *,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        objectives_rng: torch.Tensor | None = None,
+    ) -> None:
         """Write OUT/last. After a finished stage (no optimizer given) the next stage starts fresh (new optimizer,
         schedule and objective RNG), so only the loop position and global RNG are kept then."""
         trainer_state = {

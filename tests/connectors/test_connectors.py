@@ -33,7 +33,9 @@ TINY = {
     "qformer": dict(n_queries=7, d=16, layers=2, heads=2, ffn=32),
     "qformer-post-norm": dict(n_queries=5, d=16, layers=2, heads=2, ffn=32, norm_first=False),
     "window_qformer": dict(window=5, queries_per_window=2, d=16, layers=2, heads=2, ffn=32),
-    "window_qformer-nopos": dict(window=4, queries_per_window=1, d=16, layers=1, heads=4, ffn=16, positions=False, norm_first=False),
+    "window_qformer-nopos": dict(
+        window=4, queries_per_window=1, d=16, layers=1, heads=4, ffn=16, positions=False, norm_first=False
+    ),
     "mlp": dict(stack=4, hidden=32),
     "mlp-stack3": dict(stack=3, hidden=20),
     "hypothesis": dict(d=16, heads=2, layers=1, ffn=32),
@@ -95,7 +97,9 @@ def test_output_length_rules():
 @pytest.mark.parametrize("stages", [1, 2, 3])
 def test_ste_lengths_match_conv_arithmetic(stages):
     """The (L-1)//2+1 rule is what Conv1d(k5, s2, p2) really produces, for odd and even lengths."""
-    conn = build_connector("ste", in_dim=IN_DIM, out_dim=OUT_DIM, d=8, layers=1, heads=1, ffn=8, conv_channels=8, conv_stages=stages).eval()
+    conn = build_connector(
+        "ste", in_dim=IN_DIM, out_dim=OUT_DIM, d=8, layers=1, heads=1, ffn=8, conv_channels=8, conv_stages=stages
+    ).eval()
     for length in range(1, 13):
         states, mask = batch([length])
         with torch.no_grad():
@@ -132,7 +136,9 @@ def test_gradient_reaches_every_parameter(variant):
         out = conn.fuse(queries[..., :OUT_DIM], query_mask, out, out_mask)
         out_mask = query_mask
     (out * out_mask[..., None]).square().mean().backward()
-    missing = [n for n, p in conn.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    missing = [
+        n for n, p in conn.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+    ]
     assert not missing, f"no gradient for {missing}"
     # gradient never reaches the padded input frames
     assert (states.grad[~mask] == 0).all()

@@ -111,7 +111,9 @@ def test_accelerate_multi_process_loader_reaches_set_epoch():
 
     lens = lengths(60)
     s = LengthBucketSampler(lens, max_frames=2000, batch_size=None, shuffle=True, seed=0)
-    loader = DataLoaderShard(list(range(60)), batch_sampler=BatchSamplerShard(s, num_processes=2, process_index=1), collate_fn=list)
+    loader = DataLoaderShard(
+        list(range(60)), batch_sampler=BatchSamplerShard(s, num_processes=2, process_index=1), collate_fn=list
+    )
     runs = [list(loader) for _ in range(2)]
     ref = LengthBucketSampler(lens, max_frames=2000, batch_size=None, shuffle=True, seed=0)
     assert runs[0][0] == epoch_batches(ref, 0)[1] and runs[1][0] == epoch_batches(ref, 1)[1]

@@ -223,7 +223,9 @@ def test_crash_garbage_tail_and_torn_index_line(tmp_path):
     rows = expected(enc, utts[4]).astype(np.float16)
     with open(shard, "ab") as f:
         f.write(rows.tobytes() + b"\x13" * 7)
-    line = json.dumps({"k": cache.key_for(utts[4]), "id": utts[4].id, "s": 0, "o": 999, "n": len(rows), "fp": "fake-v1", "m": "trim"})
+    line = json.dumps(
+        {"k": cache.key_for(utts[4]), "id": utts[4].id, "s": 0, "o": 999, "n": len(rows), "fp": "fake-v1", "m": "trim"}
+    )
     with open(index, "ab") as f:
         f.write(line[: len(line) // 2].encode())
 
@@ -260,7 +262,9 @@ def test_lost_rows_are_dropped_and_never_alias_new_rows(tmp_path):
     np.testing.assert_array_equal(again.get(new), expected(enc, new).astype(np.float16).astype(np.float32))
     assert again.build(enc, utts, batch_size=1, progress=False).encoded == 1
     for u in utts + [new]:
-        np.testing.assert_array_equal(open_cache(tmp_path / "c", enc).get(u), expected(enc, u).astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(
+            open_cache(tmp_path / "c", enc).get(u), expected(enc, u).astype(np.float16).astype(np.float32)
+        )
 
 
 def test_two_writers_share_a_directory(tmp_path):

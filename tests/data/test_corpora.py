@@ -100,7 +100,12 @@ def test_mustc(tmp_path):
     split = _mustc(tmp_path)
     utts = mustc_to_manifest(split, target_lang="pt")
     assert [u.id for u in utts] == ["ted_1_0", "ted_1_1", "ted_7_0"]
-    assert (utts[1].offset, utts[1].duration, utts[1].transcript, utts[1].translation) == (1.9, 2.0, "Second line.", "Segunda linha.")
+    assert (utts[1].offset, utts[1].duration, utts[1].transcript, utts[1].translation) == (
+        1.9,
+        2.0,
+        "Second line.",
+        "Segunda linha.",
+    )
     assert utts[2].audio == str(split / "wav" / "ted_7.wav")
     assert mustc_to_manifest(split, target_lang=None)[0].translation is None
 

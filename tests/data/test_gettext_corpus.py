@@ -40,10 +40,13 @@ def locale_root(tmp_path):
         E("Print the whole document", "Print the whole document"),  # "translation" equal to the source
         E("Close   the\twindow  please", "Fechar a janela, por favor"),  # tab: an escape in the UI string
     ])  # fmt: skip
-    _catalog(d / "browser.mo", [
-        E("Save the current document", "Guardar o documento atual"),  # duplicate English: first domain wins
-        E("Reload the page from the network", "Recarregar a página da rede"),
-    ])
+    _catalog(
+        d / "browser.mo",
+        [
+            E("Save the current document", "Guardar o documento atual"),  # duplicate English: first domain wins
+            E("Reload the page from the network", "Recarregar a página da rede"),
+        ],
+    )
     _catalog(d / "iso_3166-1.mo", [E("United Republic of Tanzania", "República Unida da Tanzânia")])
     _catalog(d / "notes.po", [
         E("Keep this fuzzy entry out", "Manter esta entrada fora", flags=["fuzzy"]),

@@ -10,15 +10,27 @@ from sltalign.data.lexicon_text import clip_voice, held_sentences, lexicon_lines
 from sltalign.data.manifest import Utterance
 from sltalign.data.synth import DEFAULT_SENTENCES, load_sentences
 
-needs_dict = pytest.mark.skipif(not DEFAULT_SENTENCES.is_file(), reason="Debian's trans-de-en is not installed (scripts/setup.sh installs it)")
+needs_dict = pytest.mark.skipif(
+    not DEFAULT_SENTENCES.is_file(), reason="Debian's trans-de-en is not installed (scripts/setup.sh installs it)"
+)
 
 
 def test_held_sentences_split_long_transcripts_and_read_the_synth_record(tmp_path):
     audio = tmp_path / "a.flac"
-    (tmp_path / "a.json").write_text(json.dumps({"sentences": ["One listed sentence."], "voice": "en-029+m2", "backend": "espeak"}))
-    utts = [Utterance(id="a", audio=str(audio), duration=1.0, transcript="First one. Second one? Third!"),
-            Utterance(id="b", audio=str(tmp_path / "b.wav"), duration=1.0)]
-    assert held_sentences(utts) == {"First one. Second one? Third!", "First one.", "Second one?", "Third!", "One listed sentence."}
+    (tmp_path / "a.json").write_text(
+        json.dumps({"sentences": ["One listed sentence."], "voice": "en-029+m2", "backend": "espeak"})
+    )
+    utts = [
+        Utterance(id="a", audio=str(audio), duration=1.0, transcript="First one. Second one? Third!"),
+        Utterance(id="b", audio=str(tmp_path / "b.wav"), duration=1.0),
+    ]
+    assert held_sentences(utts) == {
+        "First one. Second one? Third!",
+        "First one.",
+        "Second one?",
+        "Third!",
+        "One listed sentence.",
+    }
     assert clip_voice(audio) == ("espeak", "en-029+m2")
     assert clip_voice(tmp_path / "b.wav") == (None, None)
 

@@ -26,8 +26,15 @@ def _line(**kw):
 
 def test_roundtrip_with_relative_paths(corpus, tmp_path_factory):
     utts = [
-        Utterance(id="u1", audio=str(corpus / "audio" / "a.wav"), offset=2.0, duration=1.5, transcript="hello",
-                  translation="olá", translation_source="mt:packaged:bergamot-en-pt"),
+        Utterance(
+            id="u1",
+            audio=str(corpus / "audio" / "a.wav"),
+            offset=2.0,
+            duration=1.5,
+            transcript="hello",
+            translation="olá",
+            translation_source="mt:packaged:bergamot-en-pt",
+        ),
         Utterance(id="u2", audio=str(corpus / "audio" / "b.wav"), duration=3.0, translation="tchau", translation_source="human"),
     ]
     path = write_manifest(corpus / "m.jsonl", utts)
@@ -132,7 +139,9 @@ def test_write_is_atomic(corpus, monkeypatch):
 def test_non_utf8_line_is_named_with_its_number(corpus):
     """Case 7: a Latin-1 manifest said "'utf-8' codec can't decode byte 0xe1 ..." without the file's name."""
     m = corpus / "latin1.jsonl"
-    m.write_bytes((_line(id="u1") + "\n").encode() + b'{"id": "u2", "audio": "audio/a.wav", "duration": 1.5, "translation": "ol\xe1"}\n')
+    m.write_bytes(
+        (_line(id="u1") + "\n").encode() + b'{"id": "u2", "audio": "audio/a.wav", "duration": 1.5, "translation": "ol\xe1"}\n'
+    )
     with pytest.raises(ManifestError, match=rf"{m}:2: not valid UTF-8 \(byte 0xe1 .*\); expected UTF-8 text"):
         read_manifest(m)
     bom = corpus / "bom.jsonl"  # a byte-order mark (Windows editors) is not an error

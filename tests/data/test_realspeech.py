@@ -38,8 +38,15 @@ COUNTS = {
     "test": {"librivox": 5, "cards": 5, "commands": 1, "digits": 1, "ivr": 84, "wz2100": 17, "alsa": 8},
     "dev": {"ivr": 24, "wz2100": 7},
 }
-SECONDS = {"librivox": (2, 15), "cards": (1, 5), "commands": (1, 5), "digits": (1, 5), "ivr": (0.8, 12),
-           "wz2100": (1, 6), "alsa": (0.8, 3)}
+SECONDS = {
+    "librivox": (2, 15),
+    "cards": (1, 5),
+    "commands": (1, 5),
+    "digits": (1, 5),
+    "ivr": (0.8, 12),
+    "wz2100": (1, 6),
+    "alsa": (0.8, 3),
+}
 
 
 def _norm(text: str) -> str:
@@ -79,7 +86,10 @@ def test_table_is_complete_and_human_translated():
         assert r["portuguese"][0].isupper() and r["portuguese"].rstrip()[-1] in ".!?"
         assert r["portuguese"].lower() != r["english"].lower()
         assert "  " not in r["english"] and "  " not in r["portuguese"]
-        assert any(k in r["english_source"] for k in ("pocketsphinx", "TIDIGITS", "asterisk-core-sounds-en", PACKAGES[subset_of(r["id"])]))
+        assert any(
+            k in r["english_source"]
+            for k in ("pocketsphinx", "TIDIGITS", "asterisk-core-sounds-en", PACKAGES[subset_of(r["id"])])
+        )
     # the original 96 test rows keep their ids
     assert sum(r["split"] == "test" and subset_of(r["id"]) in ORIGINAL for r in rows) == 96
 
@@ -121,8 +131,9 @@ def test_every_row_of_an_installed_subset_loads(tmp_path, split):
         assert [u.id for u in again] == [u.id for u in wz]
 
 
-@pytest.mark.skipif(not all(INSTALLED.values()),
-                    reason="not every real-speech package installed (scripts/setup.sh installs them)")
+@pytest.mark.skipif(
+    not all(INSTALLED.values()), reason="not every real-speech package installed (scripts/setup.sh installs them)"
+)
 def test_default_builds_the_whole_test_set(tmp_path):
     utts = read_manifest(build_realspeech_manifest(tmp_path))  # the demo's call
     assert len(utts) == sum(COUNTS["test"].values())
@@ -137,8 +148,9 @@ def test_missing_package_is_reported(tmp_path):
     with pytest.raises(RealSpeechUnavailable, match="subset 'ivr'.*asterisk-core-sounds-en-wav"):
         build_realspeech_manifest(tmp_path, subsets=["ivr"], ivr_root=tmp_path / "absent")
     with pytest.raises(RealSpeechUnavailable, match="warzone2100-data.*alsa-utils"):
-        build_realspeech_manifest(tmp_path, subsets=["wz2100", "alsa"],
-                                  roots={"wz2100": tmp_path / "absent.wz", "alsa": tmp_path / "absent"})
+        build_realspeech_manifest(
+            tmp_path, subsets=["wz2100", "alsa"], roots={"wz2100": tmp_path / "absent.wz", "alsa": tmp_path / "absent"}
+        )
     with pytest.raises(ValueError, match="subsets must be among"):
         build_realspeech_manifest(tmp_path, subsets=["podcasts"])
     with pytest.raises(ValueError, match="split must be one of"):

@@ -22,7 +22,16 @@ from sltalign.data.synth import (
     synthesize_corpus,
 )
 
-SUBJECTS = ["The old farmer", "My sister", "A tired doctor", "The new teacher", "Our neighbour", "That small child", "The captain", "Her best friend"]
+SUBJECTS = [
+    "The old farmer",
+    "My sister",
+    "A tired doctor",
+    "The new teacher",
+    "Our neighbour",
+    "That small child",
+    "The captain",
+    "Her best friend",
+]
 ACTIONS = ["bought a red bicycle", "painted the kitchen door", "lost the house keys", "visited the museum", "baked fresh bread"]
 PLACES = ["last summer.", "in the morning.", "after the storm.", "near the river.", "before dinner."]
 
@@ -49,8 +58,19 @@ def six_clips(tmp_path_factory):
     """6 clips (4 train, 1 dev, 1 test) rendered by 2 worker processes, with noise and reverb on some."""
     d = tmp_path_factory.mktemp("synth")
     s, t = _write_sentences(d)
-    cfg = SynthConfig(sentences=str(s), translations=str(t), n_train=4, n_dev=1, n_test=1, long_fraction=0.0,
-                      seed=7, workers=2, noise_snr_db=(5.0, 20.0), noise_prob=0.5, reverb_prob=0.5)
+    cfg = SynthConfig(
+        sentences=str(s),
+        translations=str(t),
+        n_train=4,
+        n_dev=1,
+        n_test=1,
+        long_fraction=0.0,
+        seed=7,
+        workers=2,
+        noise_snr_db=(5.0, 20.0),
+        noise_prob=0.5,
+        reverb_prob=0.5,
+    )
     out = d / "corpus"
     paths = synthesize_corpus(cfg, out, progress=False)
     return cfg, out, paths
@@ -114,8 +134,17 @@ def test_long_clips_and_translate_fn_batches(tmp_path):
         calls.append(list(batch))
         return [f"<{x}>" for x in batch]
 
-    cfg = SynthConfig(sentences=str(s), n_train=2, n_dev=0, n_test=1, long_fraction=0.5, seed=3, workers=0,
-                      translate_batch_size=3, rate_range=(180, 200))
+    cfg = SynthConfig(
+        sentences=str(s),
+        n_train=2,
+        n_dev=0,
+        n_test=1,
+        long_fraction=0.5,
+        seed=3,
+        workers=0,
+        translate_batch_size=3,
+        rate_range=(180, 200),
+    )
     paths = synthesize_corpus(cfg, tmp_path / "c", translate_fn=fake_mt, mt_spec="fake-mt", progress=False)
     assert set(paths) == {"train", "test"}  # no dev clips: no dev manifest
     train = read_manifest(paths["train"])
@@ -129,20 +158,36 @@ def test_long_clips_and_translate_fn_batches(tmp_path):
     # MT: batches of at most 3, each needed sentence translated exactly once
     assert calls and all(1 <= len(c) <= 3 for c in calls)
     flat = [x for c in calls for x in c]
-    used = {x for p in paths.values() for u in read_manifest(p) for x in json.loads(
-        (tmp_path / "c" / "audio" / u.id.split("-")[0] / f"{u.id}.json").read_text())["sentences"]}
+    used = {
+        x
+        for p in paths.values()
+        for u in read_manifest(p)
+        for x in json.loads((tmp_path / "c" / "audio" / u.id.split("-")[0] / f"{u.id}.json").read_text())["sentences"]
+    }
     assert sorted(flat) == sorted(used)
     # Targets for dev/test only (a CTC-only recipe needs none in train): the same clips, resumed, and the MT
     # sees only the test split's sentences; train keeps its transcripts and has no translation.
     calls.clear()
-    cfg2 = SynthConfig(sentences=str(s), n_train=2, n_dev=0, n_test=1, long_fraction=0.5, seed=3, workers=0,
-                       translate_batch_size=3, rate_range=(180, 200), mt_splits=["dev", "test"])
+    cfg2 = SynthConfig(
+        sentences=str(s),
+        n_train=2,
+        n_dev=0,
+        n_test=1,
+        long_fraction=0.5,
+        seed=3,
+        workers=0,
+        translate_batch_size=3,
+        rate_range=(180, 200),
+        mt_splits=["dev", "test"],
+    )
     paths2 = synthesize_corpus(cfg2, tmp_path / "c", translate_fn=fake_mt, mt_spec="fake-mt", progress=False)
     train2, test2 = read_manifest(paths2["train"], require=("transcript",)), read_manifest(paths2["test"])
     assert [u.transcript for u in train2] == [u.transcript for u in train]
     assert all(u.translation is None and u.translation_source is None for u in train2)
     assert test2 == read_manifest(paths["test"])
-    test_sentences = {x for u in test2 for x in json.loads((tmp_path / "c" / "audio" / "test" / f"{u.id}.json").read_text())["sentences"]}
+    test_sentences = {
+        x for u in test2 for x in json.loads((tmp_path / "c" / "audio" / "test" / f"{u.id}.json").read_text())["sentences"]
+    }
     assert {x for c in calls for x in c} == test_sentences
 
 
@@ -168,10 +213,12 @@ def test_ding_dictionary_parser(tmp_path):
         "Aalen {n} (Stufe) :: Aalenian (stage in the Earth's history)\n",
         encoding="utf-8",
     )
-    assert ding_sentences(ding) == [
-        "I'm in a hurry.", "That's none of your business.", "Mind your own business!", "What now?"
+    assert ding_sentences(ding) == ["I'm in a hurry.", "That's none of your business.", "Mind your own business!", "What now?"]
+    assert [en for en, _ in load_sentences(ding)] == [
+        "I'm in a hurry.",
+        "That's none of your business.",
+        "Mind your own business!",
     ]
-    assert [en for en, _ in load_sentences(ding)] == ["I'm in a hurry.", "That's none of your business.", "Mind your own business!"]
 
 
 @pytest.mark.skipif(not DEFAULT_SENTENCES.is_file(), reason="Debian package trans-de-en not installed")
@@ -220,8 +267,17 @@ def test_command_backends(backend, voice):
 def test_augment_splits_leave_the_other_splits_as_a_clean_corpus_would_be():
     sentences = [f"sentence number {i} is here" for i in range(40)]
     clean = SynthConfig(n_train=10, n_dev=5, n_test=5, long_fraction=0.0, seed=3)
-    noisy = SynthConfig(n_train=10, n_dev=5, n_test=5, long_fraction=0.0, seed=3, noise_snr_db=(5.0, 20.0), noise_prob=1.0,
-                        reverb_prob=1.0, augment_splits=["train"])
+    noisy = SynthConfig(
+        n_train=10,
+        n_dev=5,
+        n_test=5,
+        long_fraction=0.0,
+        seed=3,
+        noise_snr_db=(5.0, 20.0),
+        noise_prob=1.0,
+        reverb_prob=1.0,
+        augment_splits=["train"],
+    )
     a, b = plan_clips(clean, sentences, DEFAULT_VOICES), plan_clips(noisy, sentences, DEFAULT_VOICES)
     assert [p for p in a if p.split != "train"] == [p for p in b if p.split != "train"]
     assert all(p.snr_db is not None and p.rt60 is not None for p in b if p.split == "train")
@@ -245,8 +301,14 @@ def test_train_backends_mix_voices_in_training_only(tmp_path):
     assert all(q.split == "train" and q.voice in FLITE_VOICES for q in flite) and 10 < len(flite) < 30
     assert all(p == q for p, q in zip(a, b) if q.backend is None)
     # a backend with weight 0 is never drawn: the same plans as no mix
-    assert plan_clips(SynthConfig(n_train=40, n_dev=5, n_test=5, long_fraction=0.0, seed=3, train_backends={"espeak": 1, "flite": 0}),
-                      sentences, DEFAULT_VOICES) == a
+    assert (
+        plan_clips(
+            SynthConfig(n_train=40, n_dev=5, n_test=5, long_fraction=0.0, seed=3, train_backends={"espeak": 1, "flite": 0}),
+            sentences,
+            DEFAULT_VOICES,
+        )
+        == a
+    )
     for bad in ({"espeak": -1.0}, {"nope": 1.0}, {"espeak": 0.0}, {}):
         with pytest.raises(ValueError, match="train_backends"):
             SynthConfig(train_backends=bad)
@@ -254,7 +316,9 @@ def test_train_backends_mix_voices_in_training_only(tmp_path):
         make_backend("flite")
     except OSError as err:
         pytest.skip(str(err))
-    cfg = SynthConfig(n_train=4, n_dev=0, n_test=1, long_fraction=0.0, seed=0, workers=0, train_backends={"espeak": 1, "flite": 1})
+    cfg = SynthConfig(
+        n_train=4, n_dev=0, n_test=1, long_fraction=0.0, seed=0, workers=0, train_backends={"espeak": 1, "flite": 1}
+    )
     synthesize_corpus(cfg, tmp_path / "c", progress=False)
     plans = plan_clips(cfg, [s for s, _ in load_sentences(None)], DEFAULT_VOICES, {"flite": "flite"})
     for p in plans:

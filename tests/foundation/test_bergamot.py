@@ -41,8 +41,15 @@ def vocab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("vocab") / "vocab.xx.spm"
     with path.open("wb") as f:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(TRAIN_TEXT * 10), model_writer=f, vocab_size=40, eos_id=0, unk_id=1,
-            bos_id=-1, pad_id=-1, hard_vocab_limit=False, minloglevel=2,
+            sentence_iterator=iter(TRAIN_TEXT * 10),
+            model_writer=f,
+            vocab_size=40,
+            eos_id=0,
+            unk_id=1,
+            bos_id=-1,
+            pad_id=-1,
+            hard_vocab_limit=False,
+            minloglevel=2,
         )
     return path
 
@@ -50,7 +57,13 @@ def vocab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(vocab: Path, autoreg: str = "rnn") -> BergamotConfig:
     size = spm.SentencePieceProcessor(model_file=str(vocab)).get_piece_size()
     return BergamotConfig(
-        src_vocab_size=size, tgt_vocab_size=size, dim=16, heads=2, enc_depth=2, dec_depth=2, ffn_dim=32,
+        src_vocab_size=size,
+        tgt_vocab_size=size,
+        dim=16,
+        heads=2,
+        enc_depth=2,
+        dec_depth=2,
+        ffn_dim=32,
         dec_autoreg=autoreg,
     )
 
@@ -270,9 +283,7 @@ def test_greedy_generate_equals_stepwise_argmax_and_beam_1(vocab: Path, autoreg:
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0])
-def test_beam_search_is_exact_when_the_beam_holds_every_hypothesis(
-    vocab: Path, tmp_path: Path, length_penalty: float
-) -> None:
+def test_beam_search_is_exact_when_the_beam_holds_every_hypothesis(vocab: Path, tmp_path: Path, length_penalty: float) -> None:
     model = tiny_model(vocab, eos_bias=0.5)
     # a shortlist allowing only the 8 first ids (</s>, <unk> and 6 words) keeps brute force small: 259 outputs
     path = tmp_path / "lex.s2t.bin"

@@ -225,8 +225,16 @@ def test_round_trip_parameters_equal(tmp_path, tiny_hf_whisper, dtype):
     c = converted.config
     ref = tiny_hf_whisper.config
     fields = (
-        "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
-        "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins", "vocab_size", "max_source_positions",
+        "d_model",
+        "encoder_layers",
+        "decoder_layers",
+        "encoder_attention_heads",
+        "decoder_attention_heads",
+        "encoder_ffn_dim",
+        "decoder_ffn_dim",
+        "num_mel_bins",
+        "vocab_size",
+        "max_source_positions",
         "max_target_positions",
     )
     for field in fields:
@@ -450,8 +458,13 @@ def test_packaged_transcripts_match_faster_whisper(name):
     theirs = []
     for wave in waves:
         segments, _ = engine.transcribe(
-            wave, beam_size=1, temperature=0.0, vad_filter=False, without_timestamps=True,
-            condition_on_previous_text=False, language="en",
+            wave,
+            beam_size=1,
+            temperature=0.0,
+            vad_filter=False,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            language="en",
         )
         theirs.append("".join(s.text for s in segments))
     for a, b in zip(ours, theirs):

@@ -100,7 +100,11 @@ def test_cache_mode_differs_by_engine(tiny_whisper_dir):
 
 @pytest.mark.packaged
 def test_packaged_engines_cache_modes(tiny_en):
-    assert [tiny_en[k].cache_mode for k in ("torch", "fp32", "int8")] == ["trim", "trim+ctranslate2-fp32", "trim+ctranslate2-int8"]
+    assert [tiny_en[k].cache_mode for k in ("torch", "fp32", "int8")] == [
+        "trim",
+        "trim+ctranslate2-fp32",
+        "trim+ctranslate2-int8",
+    ]
     # one set of weights: a connector trained on one engine's states loads with another's encoder
     assert tiny_en["torch"].fingerprint() == tiny_en["int8"].fingerprint()
 
@@ -197,7 +201,11 @@ def test_older_checkpoint_without_engine_loads_as_torch(tiny_whisper_dir, sharp_
     del cfg["speech_encoder"]["engine"]  # as written before the engine field existed
     (ckpt / "config.json").write_text(json.dumps(cfg))
     loaded, _ = load_connector(ckpt)
-    assert (loaded.speech_encoder.engine, loaded.speech_encoder.precision, loaded.speech_encoder.cache_mode) == ("torch", "fp32", "trim")
+    assert (loaded.speech_encoder.engine, loaded.speech_encoder.precision, loaded.speech_encoder.cache_mode) == (
+        "torch",
+        "fp32",
+        "trim",
+    )
 
 
 def test_config_engine_field(tmp_path):
@@ -230,8 +238,14 @@ def test_training_on_ct2_int8_states_records_the_engine(tmp_path, sharp_marian_d
     from tests.test_train import config
 
     stages = "[{name: ctc, steps: 2, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}}]"
-    cfg = config(tmp_path, TINY_EN, sharp_marian_dir, "run", stages=stages,
-                 **{"model.encoder_engine": "ctranslate2", "model.encoder_precision": "int8"})
+    cfg = config(
+        tmp_path,
+        TINY_EN,
+        sharp_marian_dir,
+        "run",
+        stages=stages,
+        **{"model.encoder_engine": "ctranslate2", "model.encoder_precision": "int8"},
+    )
     train(cfg, progress=False)
     model, cfg_json = load_connector(Path(cfg.out) / "best")
     assert (cfg_json["speech_encoder"]["engine"], cfg_json["speech_encoder"]["precision"]) == ("ctranslate2", "int8")

@@ -228,16 +228,32 @@ def _save_tiny_hf_encoder(kind: str, root):
     out = root / kind
     if kind == "speech2text":
         cfg = tf.Speech2TextConfig(
-            vocab_size=50, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-            decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, conv_channels=32,
-            input_feat_per_channel=80, max_source_positions=1000, max_target_positions=50,
+            vocab_size=50,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            conv_channels=32,
+            input_feat_per_channel=80,
+            max_source_positions=1000,
+            max_target_positions=50,
         )
         tf.Speech2TextForConditionalGeneration(cfg).save_pretrained(out)
         tf.Speech2TextFeatureExtractor(feature_size=80, num_mel_bins=80).save_pretrained(out)
         return out
     common = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16, 16),
-        conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 4, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
         vocab_size=10,
     )
     cfg_cls, model_cls = {
@@ -262,6 +278,7 @@ def test_hf_speech_encoders_through_auto_classes(tmp_path, kind):
     waves = [wave(n, seed=i) for i, n in enumerate(lengths)]
     states, mask = enc.encode(waves)
     frames = [enc.frames_for(n) for n in lengths]
+
     # the model's own length rule: wav2vec2 conv front end; Speech2Text 10 ms fbank then two stride-2 convs
     def conv(length: int, kernel: int, stride: int, padding: int = 0) -> int:
         return (length + 2 * padding - kernel) // stride + 1

@@ -245,10 +245,14 @@ def test_detokenize_round_trips_and_drops_language_tokens(translators):
 # --- prefixes and prompts -------------------------------------------------------------------------
 def test_t5_prefix_from_task_specific_params(tmp_path, translators):
     assert translators["t5"].source_prefix == "translate English to Portuguese: "
-    two = make_tiny_t5(tmp_path, name="t5-two", task_prefixes={
-        "translation_en_to_de": "translate English to German: ",
-        "translation_en_to_pt": "translate English to Portuguese: ",
-    })
+    two = make_tiny_t5(
+        tmp_path,
+        name="t5-two",
+        task_prefixes={
+            "translation_en_to_de": "translate English to German: ",
+            "translation_en_to_pt": "translate English to Portuguese: ",
+        },
+    )
     assert load_hf_translator(str(two), target_lang="de").source_prefix == "translate English to German: "
     with pytest.raises(ValueError, match="several translation prefixes"):
         load_hf_translator(str(two))

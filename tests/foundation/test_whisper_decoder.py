@@ -40,10 +40,21 @@ def make_tiny_whisper_asr(root: Path, *, seed: int = 0) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
     torch.manual_seed(seed)
     cfg = WhisperConfig(
-        vocab_size=len(vocab), num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=24, dropout=0.1,
-        pad_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+        vocab_size=len(vocab),
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=24,
+        dropout=0.1,
+        pad_token_id=vocab["<|endoftext|>"],
+        bos_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
         decoder_start_token_id=vocab["<|startoftranscript|>"],
     )
     WhisperForConditionalGeneration(cfg).save_pretrained(out)
@@ -133,6 +144,7 @@ def test_packaged_hypotheses_match_faster_whisper():
     assert source.prompt == [50257, 50362] and source.engine == "ctranslate2-int8"
     states, mask = source.encode(wavs)
     ours = load_whisper_text("packaged:whisper-tiny.en").texts(states, mask)
+
     class NoMT:  # the cascade's recognition alone is compared
         def translate_text(self, texts, **kw):
             raise AssertionError("not called")

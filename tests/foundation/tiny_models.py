@@ -54,9 +54,18 @@ SENTENCES: tuple[str, ...] = (
 )
 
 D_MODEL = 16
-_COMMON = dict(d_model=D_MODEL, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128,
-               dropout=0.1, attention_dropout=0.1)  # dropout > 0 so a test can see that eval() holds
+_COMMON = dict(
+    d_model=D_MODEL,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=32,
+    decoder_ffn_dim=32,
+    max_position_embeddings=128,
+    dropout=0.1,
+    attention_dropout=0.1,
+)  # dropout > 0 so a test can see that eval() holds
 
 
 def _train_spm(path: Path, *, vocab_size: int = 80, **options: object) -> spm.SentencePieceProcessor:
@@ -110,12 +119,22 @@ def make_tiny_marian(root: Path, *, multilingual: bool = False, name: str | None
     vocab["<pad>"] = len(vocab)
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     # like opus-mt's tokenizer_config: a bilingual model names its languages
-    tokenizer = MarianTokenizer(str(out / "source.spm"), str(out / "target.spm"), str(out / "vocab.json"),
-                                source_lang="en", target_lang=None if multilingual else "pt")
+    tokenizer = MarianTokenizer(
+        str(out / "source.spm"),
+        str(out / "target.spm"),
+        str(out / "vocab.json"),
+        source_lang="en",
+        target_lang=None if multilingual else "pt",
+    )
     pad = vocab["<pad>"]
     config = MarianConfig(
-        vocab_size=len(vocab), pad_token_id=pad, eos_token_id=0, decoder_start_token_id=pad,
-        scale_embedding=True, share_encoder_decoder_embeddings=True, **_COMMON,
+        vocab_size=len(vocab),
+        pad_token_id=pad,
+        eos_token_id=0,
+        decoder_start_token_id=pad,
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        **_COMMON,
     )
 
     def build() -> torch.nn.Module:
@@ -127,8 +146,7 @@ def make_tiny_marian(root: Path, *, multilingual: bool = False, name: str | None
     return _save(out, build, tokenizer, seed)
 
 
-def make_tiny_t5(root: Path, *, name: str = "tiny-t5", seed: int = 0,
-                 task_prefixes: dict[str, str] | None = None) -> Path:
+def make_tiny_t5(root: Path, *, name: str = "tiny-t5", seed: int = 0, task_prefixes: dict[str, str] | None = None) -> Path:
     """A T5 model (tied embeddings, relative positions) with its SentencePiece tokenizer. ``task_prefixes``
     maps task_specific_params keys to prefixes; default: one en->pt translation prefix."""
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
@@ -139,9 +157,20 @@ def make_tiny_t5(root: Path, *, name: str = "tiny-t5", seed: int = 0,
     if task_prefixes is None:
         task_prefixes = {"translation_en_to_pt": "translate English to Portuguese: "}
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=D_MODEL, d_kv=8, d_ff=32, num_layers=2, num_decoder_layers=2,
-        num_heads=2, relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.1,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        d_model=D_MODEL,
+        d_kv=8,
+        d_ff=32,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        dropout_rate=0.1,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        tie_word_embeddings=True,
         task_specific_params={k: {"prefix": v} for k, v in task_prefixes.items()},
     )
     return _save(out, lambda: T5ForConditionalGeneration(config), tokenizer, seed)
@@ -175,16 +204,30 @@ def make_tiny_mbart50(root: Path, *, name: str = "tiny-mbart50", seed: int = 0) 
     out = _fresh_dir(root, name)
     tokenizer = _fairseq_lang_tokenizer(out, "MBart50Tokenizer")
     tokenizer.src_lang = "en_XX"
-    config = MBartConfig(vocab_size=_vocab_size(tokenizer), pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                         decoder_start_token_id=2, scale_embedding=True, **_COMMON)
+    config = MBartConfig(
+        vocab_size=_vocab_size(tokenizer),
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        scale_embedding=True,
+        **_COMMON,
+    )
     return _save(out, lambda: MBartForConditionalGeneration(config), tokenizer, seed)
 
 
 def _m2m_config(vocab_size: int) -> object:
     from transformers import M2M100Config
 
-    return M2M100Config(vocab_size=vocab_size, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                        decoder_start_token_id=2, scale_embedding=True, **_COMMON)
+    return M2M100Config(
+        vocab_size=vocab_size,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        scale_embedding=True,
+        **_COMMON,
+    )
 
 
 def make_tiny_nllb(root: Path, *, name: str = "tiny-nllb", seed: int = 0, forced_target: str | None = None) -> Path:
@@ -228,9 +271,19 @@ def make_tiny_nllb_moe(root: Path, *, name: str = "tiny-nllb-moe", seed: int = 0
     out = _fresh_dir(root, name)
     tokenizer = _fairseq_lang_tokenizer(out, "NllbTokenizer")
     tokenizer.src_lang = "eng_Latn"
-    config = NllbMoeConfig(vocab_size=_vocab_size(tokenizer), pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                           decoder_start_token_id=2, scale_embedding=True, num_experts=2, expert_capacity=8,
-                           encoder_sparse_step=2, decoder_sparse_step=2, **_COMMON)
+    config = NllbMoeConfig(
+        vocab_size=_vocab_size(tokenizer),
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        scale_embedding=True,
+        num_experts=2,
+        expert_capacity=8,
+        encoder_sparse_step=2,
+        decoder_sparse_step=2,
+        **_COMMON,
+    )
     return _save(out, lambda: NllbMoeForConditionalGeneration(config), tokenizer, seed)
 
 

@@ -184,7 +184,9 @@ def ceil_div(lengths: torch.Tensor, k: int) -> torch.Tensor:
     return torch.div(lengths + (k - 1), k, rounding_mode="floor")
 
 
-def sinusoidal_positions(length: int, dim: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sinusoidal_positions(
+    length: int, dim: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(length, dim) fixed sinusoidal positions (sin half then cos half, timescales up to 10,000).
 
     Computed on the fly: cheap next to the layers, and no buffer limits the input length.

@@ -108,8 +108,14 @@ class TiedCTCHead(CTCHead):
         return translator.detokenize_source(ids)
 
     def loss_logits(
-        self, out: torch.Tensor, translator: Any, targets: torch.Tensor, target_mask: torch.Tensor, *,
-        sample: int = 0, generator: torch.Generator | None = None,
+        self,
+        out: torch.Tensor,
+        translator: Any,
+        targets: torch.Tensor,
+        target_mask: torch.Tensor,
+        *,
+        sample: int = 0,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """With ``sample`` > 0 (training), a sampled softmax: the batch's own tokens plus ``sample`` random
         embedding rows, targets renumbered into that subset (the full 32k-row softmax per frame is the cost)."""
@@ -148,7 +154,9 @@ def ctc_segments(logits: torch.Tensor, mask: torch.Tensor) -> CTCSegments:
     if logits.dim() != 3 or logits.shape[-1] < 2:
         raise ValueError(f"ctc_segments: logits must be (B, S, V + 1) with V >= 1, got {tuple(logits.shape)}")
     if mask.dtype != torch.bool or tuple(mask.shape) != tuple(logits.shape[:2]):
-        raise ValueError(f"ctc_segments: mask must be bool of shape {tuple(logits.shape[:2])}, got {tuple(mask.shape)} {mask.dtype}")
+        raise ValueError(
+            f"ctc_segments: mask must be bool of shape {tuple(logits.shape[:2])}, got {tuple(mask.shape)} {mask.dtype}"
+        )
     b, s, c = logits.shape
     if b and int(mask.sum(1).min()) < 1:
         raise ValueError(f"ctc_segments: every utterance needs at least one real frame; lengths={mask.sum(1).tolist()}")
@@ -194,7 +202,9 @@ def compress(
     if mode not in COMPRESS_MODES:
         raise ValueError(f"compress: mode must be one of {list(COMPRESS_MODES)}, got {mode!r}")
     if out.dim() != 3 or tuple(out.shape[:2]) != tuple(logits.shape[:2]):
-        raise ValueError(f"compress: out (B, S, D_m) and logits (B, S, V + 1) disagree: {tuple(out.shape)} vs {tuple(logits.shape)}")
+        raise ValueError(
+            f"compress: out (B, S, D_m) and logits (B, S, V + 1) disagree: {tuple(out.shape)} vs {tuple(logits.shape)}"
+        )
     if mode != "soft":
         if embedding_matrix is None:
             raise ValueError(f"compress: mode '{mode}' needs embedding_matrix (V, D_m)")
@@ -221,6 +231,8 @@ def compress(
         post = torch.softmax(logits[keep][:, :-1].to(torch.float32) / temperature, dim=-1)  # (N, V)
         values = (post @ embedding_matrix.to(torch.float32)).to(out.dtype)  # (N, D_m)
     sums = values.new_zeros(b * width, values.shape[-1]).index_add(0, slot, values)
-    counts = torch.zeros(b * width, device=out.device, dtype=values.dtype).index_add(0, slot, torch.ones_like(slot, dtype=values.dtype))
+    counts = torch.zeros(b * width, device=out.device, dtype=values.dtype).index_add(
+        0, slot, torch.ones_like(slot, dtype=values.dtype)
+    )
     means = sums / counts.clamp(min=1)[:, None]  # empty (padding) slots stay zero
     return means.reshape(b, width, -1), seg_mask

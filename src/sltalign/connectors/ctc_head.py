@@ -100,8 +100,14 @@ class CTCHead(nn.Module):
         raise NotImplementedError
 
     def loss_logits(
-        self, out: torch.Tensor, translator: Translator, targets: torch.Tensor, target_mask: torch.Tensor, *,
-        sample: int = 0, generator: torch.Generator | None = None,
+        self,
+        out: torch.Tensor,
+        translator: Translator,
+        targets: torch.Tensor,
+        target_mask: torch.Tensor,
+        *,
+        sample: int = 0,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """out (B, S, D_m), targets (B, L) (0 on padding) -> logits (B, S, C' + 1) and targets renumbered
         into those C' classes. Untied heads score every class."""
@@ -130,5 +136,5 @@ def build_ctc_head(kind: str, *, embed_dim: int, data: Any = None) -> CTCHead | 
 
 
 def head_kind(head: CTCHead | None) -> str:
-    """"none" or the head's kind."""
+    """ "none" or the head's kind."""
     return "none" if head is None else head.KIND

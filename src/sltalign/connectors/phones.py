@@ -151,7 +151,9 @@ class Lexicon:
         self._keys = list(self._by_code)
 
     @classmethod
-    def from_text(cls, texts: Sequence[str], phones: Sequence[Sequence[str]], accents: Sequence[str] | str = DEFAULT_ACCENT) -> Lexicon:
+    def from_text(
+        cls, texts: Sequence[str], phones: Sequence[Sequence[str]], accents: Sequence[str] | str = DEFAULT_ACCENT
+    ) -> Lexicon:
         """Count (phone word -> written word) pairs over phonemised lines (``phones[i]`` is ``texts[i]`` read
         in ``accents[i]``).
 
@@ -166,7 +168,8 @@ class Lexicon:
         if isinstance(accents, str):
             accents = [accents] * len(texts)
         lines = [
-            ([] if cls._SPELLED.search(t) else cls._WORDS.findall(t), split_words(p), a) for t, p, a in zip(texts, phones, accents)
+            ([] if cls._SPELLED.search(t) else cls._WORDS.findall(t), split_words(p), a)
+            for t, p, a in zip(texts, phones, accents)
         ]
         # each word of a joined line in isolation, phonemised once per (word, accent)
         need = sorted({(w.lower(), a) for words, groups, a in lines if 0 < len(groups) < len(words) for w in words})
@@ -177,7 +180,11 @@ class Lexicon:
         for words, groups, acc in lines:
             if not words or not groups or len(groups) > len(words):
                 continue
-            spans = _align(words, groups, [iso.get((w.lower(), acc), ()) for w in words]) if len(groups) < len(words) else [[w] for w in words]
+            spans = (
+                _align(words, groups, [iso.get((w.lower(), acc), ()) for w in words])
+                if len(groups) < len(words)
+                else [[w] for w in words]
+            )
             if spans is None:
                 continue
             kept += 1
@@ -292,7 +299,9 @@ class PhoneCTCHead(CTCHead):
             raise ValueError(f"PhoneCTCHead: embed_dim must be a positive integer, got {embed_dim!r}")
         units = list(units)
         if len(set(units)) != len(units) or WORD not in units or any(not isinstance(u, str) or not u or " " in u for u in units):
-            raise ValueError(f"PhoneCTCHead: units must be distinct non-empty strings without spaces, {WORD!r} among them; got {units[:10]}...")
+            raise ValueError(
+                f"PhoneCTCHead: units must be distinct non-empty strings without spaces, {WORD!r} among them; got {units[:10]}..."
+            )
         self.units = units
         self.unit_ids = {u: i for i, u in enumerate(units)}
         self.lexicon = lexicon
@@ -317,8 +326,15 @@ class PhoneCTCHead(CTCHead):
         unknown = [(i, p) for i, seq in enumerate(phones) for p in seq if p not in self.unit_ids]
         if unknown:
             i, p = unknown[0]
-            log.warning("%d phones of %d texts have no class in the phone head and are left out of the targets "
-                        "(first: %r in text %d, %r)", len(unknown), len({i for i, _ in unknown}), p, i, texts[i][:60])
+            log.warning(
+                "%d phones of %d texts have no class in the phone head and are left out of the targets "
+                "(first: %r in text %d, %r)",
+                len(unknown),
+                len({i for i, _ in unknown}),
+                p,
+                i,
+                texts[i][:60],
+            )
         return [[self.unit_ids[p] for p in seq if p in self.unit_ids] for seq in phones]
 
     def phones(self, ids: Sequence[Sequence[int]]) -> list[list[str]]:
@@ -352,8 +368,10 @@ class PhoneCTCHead(CTCHead):
         t0 = time.perf_counter()
         held = held_sentences(u for path in held_out for u in read_manifest(path))
         if not model_cfg.lexicon_exclude:
-            log.warning("model.lexicon_exclude is empty: only the dev sentences are kept out of the lexicon; name the test "
-                        "manifest there, or test scores read a lexicon built from their own sentences' sources")
+            log.warning(
+                "model.lexicon_exclude is empty: only the dev sentences are kept out of the lexicon; name the test "
+                "manifest there, or test scores read a lexicon built from their own sentences' sources"
+            )
         text = lexicon_lines(model_cfg.lexicon_text, held, seed=seed)
         rng = random.Random(seed)
         text_acc = [rng.choice(ACCENTS) for _ in text]
@@ -363,8 +381,14 @@ class PhoneCTCHead(CTCHead):
         train_ph = phonemize(transcripts, train_acc)
         lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc)
         head = cls(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon)
-        log.info("phone head: %d units; lexicon of %d phone words from %d of %d lines (%.0f s)", head.vocab_size,
-                 len(lexicon.table), lexicon.lines_used, len(text) + len(transcripts), time.perf_counter() - t0)
+        log.info(
+            "phone head: %d units; lexicon of %d phone words from %d of %d lines (%.0f s)",
+            head.vocab_size,
+            len(lexicon.table),
+            lexicon.lines_used,
+            len(text) + len(transcripts),
+            time.perf_counter() - t0,
+        )
         return head.state()
 
     def data(self) -> dict[str, Any]:

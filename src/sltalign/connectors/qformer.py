@@ -87,7 +87,9 @@ class QFormerStack(nn.Module):
         return self.out_norm(q) if self.out_norm is not None else q
 
 
-def qformer_sizes(owner: Connector, *, n_queries: int, d: int, layers: int, heads: int, ffn: int, dropout: float, norm_first: bool) -> dict:
+def qformer_sizes(
+    owner: Connector, *, n_queries: int, d: int, layers: int, heads: int, ffn: int, dropout: float, norm_first: bool
+) -> dict:
     """Validate the sizes shared by both Q-Former connectors and return them as a plain dict."""
     check_int(owner, "n_queries", n_queries)
     check_int(owner, "d", d)

@@ -55,7 +55,9 @@ class STEConnector(Connector):
         # whisper-base (512) -> Bergamot (256) under the 4.5M budget: narrower first conv, 3 lighter layers
         "small": dict(d=256, layers=3, heads=4, ffn=768, conv_channels=256, conv_stages=2, dropout=0.1, norm_first=True),
         # a phone recogniser (model.ctc_head: phones): one conv stage keeps 25 outputs/s (English: ~12-15 phones/s)
-        "phones": dict(d=256, layers=2, heads=4, ffn=1024, conv_channels=256, conv_stages=1, dropout=0.1, norm_first=True, input_norm=True),
+        "phones": dict(
+            d=256, layers=2, heads=4, ffn=1024, conv_channels=256, conv_stages=1, dropout=0.1, norm_first=True, input_norm=True
+        ),
     }
 
     def __init__(

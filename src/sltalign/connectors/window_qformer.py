@@ -37,8 +37,12 @@ class WindowQFormerConnector(Connector):
     """
 
     PRESETS = {
-        "paper": dict(window=15, queries_per_window=2, d=256, layers=6, heads=4, ffn=2048, dropout=0.1, norm_first=True, positions=True),
-        "small": dict(window=15, queries_per_window=2, d=256, layers=4, heads=4, ffn=512, dropout=0.1, norm_first=True, positions=True),
+        "paper": dict(
+            window=15, queries_per_window=2, d=256, layers=6, heads=4, ffn=2048, dropout=0.1, norm_first=True, positions=True
+        ),
+        "small": dict(
+            window=15, queries_per_window=2, d=256, layers=4, heads=4, ffn=512, dropout=0.1, norm_first=True, positions=True
+        ),
     }
 
     def __init__(

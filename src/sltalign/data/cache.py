@@ -464,7 +464,9 @@ class EncoderCache:
 
     # ------------------------------------------------------------------------------------------
     # writing
-    def put(self, key: str, states: np.ndarray, *, utt_id: str | None = None, offset: float = 0.0, duration: float | None = None) -> None:
+    def put(
+        self, key: str, states: np.ndarray, *, utt_id: str | None = None, offset: float = 0.0, duration: float | None = None
+    ) -> None:
         """Store one utterance's states (T_s, D_s) under ``key`` (see ``cache_key``); durable on return."""
         self._append([(key, utt_id, offset, duration, states)])
 
@@ -510,9 +512,10 @@ class EncoderCache:
                 shard, start = shard + 1, 0
             lines = []
             new_file = not self._shard_path(shard).exists()
-            with open(self._shard_path(shard), "ab") as f, (
-                open(self._scale_path(shard), "ab") if self.dtype == "int8" else contextlib.nullcontext()
-            ) as fs:
+            with (
+                open(self._shard_path(shard), "ab") as f,
+                open(self._scale_path(shard), "ab") if self.dtype == "int8" else contextlib.nullcontext() as fs,
+            ):
                 for (key, utt_id, offset, duration, _), a in todo:
                     if self.dtype == "int8":
                         q, scale = quantize_int8(a)
@@ -587,7 +590,9 @@ class EncoderCache:
 
         def load(batch: list[tuple[str, EncodableUtterance]]) -> list[np.ndarray]:
             return [
-                load_audio(u.audio, offset=getattr(u, "offset", 0.0) or 0.0, duration=getattr(u, "duration", None), sample_rate=sr)
+                load_audio(
+                    u.audio, offset=getattr(u, "offset", 0.0) or 0.0, duration=getattr(u, "duration", None), sample_rate=sr
+                )
                 for _, u in batch
             ]
 

@@ -96,7 +96,9 @@ def kaldi_to_manifest(
                 if not parts:
                     continue
                 if len(parts) != 4:
-                    raise ValueError(f"{seg_path}:{lineno}: expected '<utt-id> <recording-id> <start> <end>', got {line.strip()!r}")
+                    raise ValueError(
+                        f"{seg_path}:{lineno}: expected '<utt-id> <recording-id> <start> <end>', got {line.strip()!r}"
+                    )
                 utt, rec, start_s, end_s = parts
                 try:
                     start, end = float(start_s), float(end_s)
@@ -240,7 +242,9 @@ def mustc_to_manifest(
     d = Path(split_dir).expanduser()
     txt, wav_dir = d / "txt", d / "wav"
     if not txt.is_dir():
-        raise FileNotFoundError(f"MuST-C split directory {d}: expected a txt/ subdirectory (with <split>.yaml, .{source_lang}, .<tgt>)")
+        raise FileNotFoundError(
+            f"MuST-C split directory {d}: expected a txt/ subdirectory (with <split>.yaml, .{source_lang}, .<tgt>)"
+        )
     yamls = sorted(txt.glob("*.yaml"))
     if len(yamls) != 1:
         raise ValueError(f"{txt}: expected exactly one <split>.yaml, found {[y.name for y in yamls] or 'none'}")
@@ -273,7 +277,9 @@ def mustc_to_manifest(
         try:
             offset, dur = float(seg["offset"]), float(seg["duration"])
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: offset and duration must be numbers, got {seg['offset']!r}, {seg['duration']!r}") from None
+            raise ValueError(
+                f"{where}: offset and duration must be numbers, got {seg['offset']!r}, {seg['duration']!r}"
+            ) from None
         wav = wav_dir / str(seg["wav"])
         talk = Path(str(seg["wav"])).stem
         k = per_talk.get(talk, 0)

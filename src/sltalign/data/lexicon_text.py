@@ -122,7 +122,9 @@ def lexicon_lines(sources: Sequence[str], held: set[str], *, seed: int = 0) -> l
         else:
             p = Path(src).expanduser()
             if not p.is_file():
-                raise FileNotFoundError(f"model.lexicon_text: {p} is not a file (expected one English line per line, or one of {list(SOURCES)})")
+                raise FileNotFoundError(
+                    f"model.lexicon_text: {p} is not a file (expected one English line per line, or one of {list(SOURCES)})"
+                )
             with p.open(encoding="utf-8") as f:
                 lines += [t for t in (_clean(ln) for ln in f) if t and t not in held]
     return lines

@@ -142,8 +142,9 @@ def _installed(subset: str, where: Path) -> bool:
 
 def _unavailable(subset: str, where: Path) -> str:
     pkg = PACKAGES[subset]
-    return (f"real-speech audio of subset {subset!r} not found at {where}: install the Debian package {pkg} "
-            f"(apt-get install {pkg})")
+    return (
+        f"real-speech audio of subset {subset!r} not found at {where}: install the Debian package {pkg} (apt-get install {pkg})"
+    )
 
 
 def build_realspeech_manifest(
@@ -198,7 +199,9 @@ def build_realspeech_manifest(
             if s in _ARCHIVED:
                 member = Path(row["path"])
                 if member.is_absolute() or ".." in member.parts:
-                    raise ValueError(f"realspeech.tsv: {row['id']}: archive member {row['path']!r} must be a relative path inside it")
+                    raise ValueError(
+                        f"realspeech.tsv: {row['id']}: archive member {row['path']!r} must be a relative path inside it"
+                    )
                 audio = out_dir / "audio" / s / member  # the member's own path: no two members can collide
                 zf = archives.get(s) or archives.setdefault(s, zipfile.ZipFile(where[s]))
                 try:
@@ -230,5 +233,7 @@ def build_realspeech_manifest(
         for zf in archives.values():
             zf.close()
     if missing:
-        raise RealSpeechUnavailable(f"{len(missing)} real-speech audio file(s) missing (a Debian package incomplete?): {missing[:3]}")
+        raise RealSpeechUnavailable(
+            f"{len(missing)} real-speech audio file(s) missing (a Debian package incomplete?): {missing[:3]}"
+        )
     return write_manifest(out_dir / "manifest.jsonl", utts)

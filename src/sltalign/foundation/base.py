@@ -30,7 +30,9 @@ from torch import nn
 ENCODER_PRECISIONS = ("fp32", "bf16")
 
 
-def pad_id_rows(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_id_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-id rows of different lengths -> ids (B, L) padded with ``pad_id`` and mask (B, L), True on the
     rows' own positions (so an id equal to ``pad_id`` inside a row still counts as real)."""
     width = max((len(r) for r in rows), default=0)
@@ -43,7 +45,7 @@ def pad_id_rows(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str:
-    """"auto" -> "bf16" where the device multiplies bf16 matrices natively (a CPU with AMX tiles, a GPU
+    """ "auto" -> "bf16" where the device multiplies bf16 matrices natively (a CPU with AMX tiles, a GPU
     with bf16 support), else "fp32"; "fp32" and "bf16" are returned as given. On a CPU without AMX,
     bf16 autocast is emulated and can be slower than fp32, hence the check."""
     if precision in ENCODER_PRECISIONS:

@@ -605,8 +605,7 @@ class BergamotTranslator(Translator):
         """
         if memory.dim() != 3 or memory_mask.shape != memory.shape[:2]:
             raise ValueError(
-                "generate: expected memory (B, S, D) and mask (B, S), "
-                f"got {tuple(memory.shape)} and {tuple(memory_mask.shape)}"
+                f"generate: expected memory (B, S, D) and mask (B, S), got {tuple(memory.shape)} and {tuple(memory_mask.shape)}"
             )
         if beam < 1 or max_len < 1:
             raise ValueError(f"generate: beam ({beam}) and max_len ({max_len}) must be >= 1")
@@ -620,9 +619,7 @@ class BergamotTranslator(Translator):
             return self._greedy(memory, memory_mask, limits, out)
         return self._beam(memory, memory_mask, limits, out, beam=beam, length_penalty=length_penalty)
 
-    def _greedy(
-        self, memory: torch.Tensor, memory_mask: torch.Tensor, limits: torch.Tensor, out: _Output
-    ) -> list[list[int]]:
+    def _greedy(self, memory: torch.Tensor, memory_mask: torch.Tensor, limits: torch.Tensor, out: _Output) -> list[list[int]]:
         n = memory.shape[0]
         state = self._start_state(memory, memory_mask, int(limits.max()))
         hyps: list[list[int]] = [[] for _ in range(n)]
@@ -725,8 +722,13 @@ class BergamotTranslator(Translator):
             with torch.no_grad():
                 memory = self.encode_ids(batch, mask)
                 hyp = self.generate(
-                    memory, mask, beam=beam, max_len=max_len, length_penalty=length_penalty,
-                    source_ids=ids, max_len_factor=max_len_factor,
+                    memory,
+                    mask,
+                    beam=beam,
+                    max_len=max_len,
+                    length_penalty=length_penalty,
+                    source_ids=ids,
+                    max_len_factor=max_len_factor,
                 )
             for i, text in zip(chunk, self.detokenize(hyp)):
                 out[i] = text

@@ -104,8 +104,7 @@ def find_model_bin_parts(dirs: PathLike | Iterable[PathLike]) -> list[Path]:
     if numbers != list(range(1, len(numbers) + 1)):
         missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
         raise FileNotFoundError(
-            f"model.bin is split in parts but part(s) {missing} are missing "
-            f"(found {[str(parts[i][0]) for i in numbers]})"
+            f"model.bin is split in parts but part(s) {missing} are missing (found {[str(parts[i][0]) for i in numbers]})"
         )
     return [parts[i][0] for i in numbers]
 
@@ -283,8 +282,7 @@ def read_ctranslate2_model(
                 dtype_id, nbytes = _ITEM_SIZE_TO_DTYPE[item_size], item_size * items
             if dtype_id not in _DTYPES:
                 raise ValueError(
-                    f"{r.describe()}: variable {name!r} has unknown dtype id {dtype_id} "
-                    f"(expected one of {sorted(_DTYPES)})"
+                    f"{r.describe()}: variable {name!r} has unknown dtype id {dtype_id} (expected one of {sorted(_DTYPES)})"
                 )
             np_dtype, torch_dtype = _DTYPES[dtype_id]
             numel = int(np.prod(shape)) if shape else 1
@@ -563,9 +561,7 @@ def whisper_state_dict_from_ctranslate2(
             continue
         chunks = torch.chunk(t, len(hf), dim=0)
         if any(c.shape[0] != config.d_model for c in chunks):
-            raise ValueError(
-                f"{model.source}: {ct2!r} has shape {tuple(t.shape)}; expected {len(hf)} x {config.d_model} rows"
-            )
+            raise ValueError(f"{model.source}: {ct2!r} has shape {tuple(t.shape)}; expected {len(hf)} x {config.d_model} rows")
         for key, chunk in zip(hf, chunks):
             # k_proj has no bias in Whisper; CTranslate2 stores zeros there
             if key.endswith("k_proj.bias"):
@@ -582,7 +578,9 @@ def whisper_state_dict_from_ctranslate2(
     leftovers = [
         n
         for n, t in model.variables.items()
-        if n not in used and t.dim() > 0 and (n.startswith("encoder/") or not encoder_only)
+        if n not in used
+        and t.dim() > 0
+        and (n.startswith("encoder/") or not encoder_only)
         and not (n == "decoder/projection/bias" and not t.any())  # all zeros in converted Whisper models
     ]
     if leftovers:

@@ -76,9 +76,19 @@ class CT2WhisperSpeechEncoder(WhisperSpeechEncoder):
 
     engine = "ctranslate2"
 
-    def __init__(self, *, whisper_encoder_module, feature_extractor, ct2_dir: str | os.PathLike[str],
-                 precision: str = "int8", threads: int | None = None, spec: str = ""):
-        super().__init__(whisper_encoder_module=whisper_encoder_module, feature_extractor=feature_extractor, mode="trim", spec=spec)
+    def __init__(
+        self,
+        *,
+        whisper_encoder_module,
+        feature_extractor,
+        ct2_dir: str | os.PathLike[str],
+        precision: str = "int8",
+        threads: int | None = None,
+        spec: str = "",
+    ):
+        super().__init__(
+            whisper_encoder_module=whisper_encoder_module, feature_extractor=feature_extractor, mode="trim", spec=spec
+        )
         self.ct2_dir = str(ct2_dir)
         self.threads = threads
         self._ct2: Any = None
@@ -86,7 +96,7 @@ class CT2WhisperSpeechEncoder(WhisperSpeechEncoder):
         self.set_precision(precision)
 
     def set_precision(self, precision: str) -> "CT2WhisperSpeechEncoder":
-        """"int8" or "fp32" (CTranslate2's compute types int8 / float32); reloads the CTranslate2 model."""
+        """ "int8" or "fp32" (CTranslate2's compute types int8 / float32); reloads the CTranslate2 model."""
         if precision not in CT2_PRECISIONS:
             raise ValueError(f"the ctranslate2 engine computes in one of {CT2_PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -207,12 +217,21 @@ def frame_agreement(ref: torch.Tensor, got: torch.Tensor) -> dict[str, float]:
     cosine between the two frames (the tolerance ``auto`` states)."""
     ref, got = ref.float(), got.float()
     cos = torch.nn.functional.cosine_similarity(ref, got, dim=-1)
-    return {"max_rel_err": float((got - ref).abs().max() / ref.abs().max()), "rel_l2": float((got - ref).norm() / ref.norm()),
-            "mean_cosine": float(cos.mean())}
+    return {
+        "max_rel_err": float((got - ref).abs().max() / ref.abs().max()),
+        "rel_l2": float((got - ref).norm() / ref.norm()),
+        "mean_cosine": float(cos.mean()),
+    }
 
 
-def measure_engines(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, seconds: float = 4.0,
-                    repeats: int = 2, candidates: Sequence[tuple[str, str]] = AUTO_CANDIDATES) -> list[dict[str, Any]]:
+def measure_engines(
+    torch_encoder: WhisperSpeechEncoder,
+    ct2_dir: str | None,
+    *,
+    seconds: float = 4.0,
+    repeats: int = 2,
+    candidates: Sequence[tuple[str, str]] = AUTO_CANDIDATES,
+) -> list[dict[str, Any]]:
     """Each candidate (engine, precision) on ``probe_waveform(seconds)``: audio-seconds per second (best of
     ``repeats`` after a warm-up, the candidates timed in turns so that a load spike on a shared machine does
     not fall on one alone) and its agreement with torch fp32. Candidates that cannot run here (no ctranslate2,
@@ -227,8 +246,12 @@ def measure_engines(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *,
         for engine, precision in candidates:
             if engine == "ctranslate2" and ct2_ok:
                 encoders[(engine, precision)] = CT2WhisperSpeechEncoder(
-                    whisper_encoder_module=torch_encoder.encoder, feature_extractor=torch_encoder.feature_extractor,
-                    ct2_dir=ct2_dir, precision=precision, spec=torch_encoder.spec)
+                    whisper_encoder_module=torch_encoder.encoder,
+                    feature_extractor=torch_encoder.feature_extractor,
+                    ct2_dir=ct2_dir,
+                    precision=precision,
+                    spec=torch_encoder.spec,
+                )
             elif engine == "torch":
                 encoders[(engine, precision)] = torch_encoder  # its precision is set before each call
         best = {k: float("inf") for k in encoders}
@@ -246,18 +269,23 @@ def measure_engines(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *,
                     best[(engine, precision)] = min(best[(engine, precision)], elapsed)
     finally:
         torch_encoder.set_precision(restore)
-    return [{"engine": e, "precision": p, "audio_s_per_s": seconds / best[(e, p)], **frame_agreement(ref, states[(e, p)])}
-            for (e, p) in encoders]
+    return [
+        {"engine": e, "precision": p, "audio_s_per_s": seconds / best[(e, p)], **frame_agreement(ref, states[(e, p)])}
+        for (e, p) in encoders
+    ]
 
 
-def choose_engine(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, min_cosine: float = AUTO_MIN_COSINE,
-                  remember: bool = True) -> dict[str, Any]:
+def choose_engine(
+    torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, min_cosine: float = AUTO_MIN_COSINE, remember: bool = True
+) -> dict[str, Any]:
     """``auto``: the fastest (engine, precision) whose states keep a mean frame cosine >= ``min_cosine`` to torch
     fp32 on this machine. Measured in a second or two (``measure_engines``) the first time, then read back from
     ``decisions_path()``, keyed by ``decision_key`` (CPU model, threads, torch and ctranslate2 versions, model,
     mode). Returns {"engine", "precision", "measured": rows, "cached": bool}."""
     threads = torch.get_num_threads()
-    key = decision_key(f"{torch_encoder.spec}|{torch_encoder.mode}|ct2={'yes' if ct2_dir else 'no'}|min_cosine={min_cosine}", threads)
+    key = decision_key(
+        f"{torch_encoder.spec}|{torch_encoder.mode}|ct2={'yes' if ct2_dir else 'no'}|min_cosine={min_cosine}", threads
+    )
     path = decisions_path()
     table: dict[str, Any] = {}
     if remember:
@@ -272,10 +300,20 @@ def choose_engine(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, m
     rows = measure_engines(torch_encoder, ct2_dir)
     faithful = [r for r in rows if (r["engine"], r["precision"]) == ("torch", "fp32") or r["mean_cosine"] >= min_cosine]
     best = max(faithful, key=lambda r: r["audio_s_per_s"])
-    decision = {"engine": best["engine"], "precision": best["precision"], "measured": rows, "cpu": _cpu_model(),
-                "threads": threads, "min_cosine": min_cosine}
-    log.info("encoder engine auto: %s %s (%s)", best["engine"], best["precision"],
-             ", ".join(f"{r['engine']} {r['precision']} {r['audio_s_per_s']:.0f} audio-s/s cos {r['mean_cosine']:.4f}" for r in rows))
+    decision = {
+        "engine": best["engine"],
+        "precision": best["precision"],
+        "measured": rows,
+        "cpu": _cpu_model(),
+        "threads": threads,
+        "min_cosine": min_cosine,
+    }
+    log.info(
+        "encoder engine auto: %s %s (%s)",
+        best["engine"],
+        best["precision"],
+        ", ".join(f"{r['engine']} {r['precision']} {r['audio_s_per_s']:.0f} audio-s/s cos {r['mean_cosine']:.4f}" for r in rows),
+    )
     if remember:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,4 +325,3 @@ def choose_engine(torch_encoder: WhisperSpeechEncoder, ct2_dir: str | None, *, m
         except OSError as e:  # a read-only home: decide again next time, say so once
             warnings.warn(f"encoder engine auto: cannot remember the decision in {path} ({e})", stacklevel=2)
     return {**decision, "cached": False}
-

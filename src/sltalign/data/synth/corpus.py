@@ -95,8 +95,17 @@ def render_clip(
         w, sr = _speak(b, t["text"], t["voice"], t["rate"], t["pitch"], t["seed"], t["speed"])
         return resample(w, sr, sample_rate)
 
-    wav = apply_channel(wav, sample_rate, seed=plan.seed, rng=rng, rt60=plan.rt60, snr_db=plan.snr_db,
-                        noise_color=plan.noise_color, channel=plan.channel, babble=babble)
+    wav = apply_channel(
+        wav,
+        sample_rate,
+        seed=plan.seed,
+        rng=rng,
+        rt60=plan.rt60,
+        snr_db=plan.snr_db,
+        noise_color=plan.noise_color,
+        channel=plan.channel,
+        babble=babble,
+    )
     write_audio(audio_path, wav, sample_rate)  # atomic: temporary name, then rename
     record = {
         "id": plan.id,
@@ -321,7 +330,9 @@ def _render_all(todo: list[ClipPlan], backend: str, out: Path, cfg: SynthConfig,
         # spawn: a clean interpreter per worker (the caller may hold torch/OpenMP threads, which fork copies
         # badly); an executor, unlike mp.Pool, fails instead of hanging when a worker cannot start
         ctx, initargs = mp.get_context("spawn"), (backend, str(out), cfg.sample_rate)
-        with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=initargs) as pool:
+        with ProcessPoolExecutor(
+            min(cfg.workers, len(todo)), mp_context=ctx, initializer=_worker_init, initargs=initargs
+        ) as pool:
             futures = [pool.submit(_worker_render, plan) for plan in todo]
             try:
                 for fut in as_completed(futures):
@@ -339,8 +350,14 @@ def _render_all(todo: list[ClipPlan], backend: str, out: Path, cfg: SynthConfig,
     bar.close()
     wall = time.perf_counter() - t0
     audio_s = sum(r["duration"] for r in records.values())
-    log.info("synthesised %d clips (%.1f s of audio) in %.1f s: %.1f clips/s, %.0fx real time",
-             len(records), audio_s, wall, len(records) / wall, audio_s / wall)
+    log.info(
+        "synthesised %d clips (%.1f s of audio) in %.1f s: %.1f clips/s, %.0fx real time",
+        len(records),
+        audio_s,
+        wall,
+        len(records) / wall,
+        audio_s / wall,
+    )
     return records
 
 

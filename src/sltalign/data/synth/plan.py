@@ -91,17 +91,26 @@ def plan_clips(
     channel_on = any(getattr(cfg, k) > 0 for k in CHANNEL_PROBS)
     # babble talkers: the corpus's fast synthesisers (Kokoro and Piper would cost more than the clip itself)
     fast = [(None, voices)] if cfg.backend in _FAST else []
-    fast += [((backends or {}).get(n, n), (cfg.train_voices or {}).get(n) or default_voices((backends or {}).get(n, n)))
-             for n, w in mix if w > 0 and n != cfg.backend and n in _FAST]
+    fast += [
+        ((backends or {}).get(n, n), (cfg.train_voices or {}).get(n) or default_voices((backends or {}).get(n, n)))
+        for n, w in mix
+        if w > 0 and n != cfg.backend and n in _FAST
+    ]
     fast = fast or [(None, voices)]
 
     def talker_for(pool: np.ndarray) -> Callable[[np.random.Generator], dict[str, Any]]:
         def talker(r: np.random.Generator) -> dict[str, Any]:
             b, vs = fast[int(r.integers(len(fast)))]
-            return {"backend": b, "voice": str(vs[int(r.integers(len(vs)))]), "text": sentences[int(pool[r.integers(len(pool))])],
-                    "rate": int(r.integers(cfg.rate_range[0], cfg.rate_range[1] + 1)),
-                    "pitch": int(r.integers(cfg.pitch_range[0], cfg.pitch_range[1] + 1)),
-                    "speed": round(float(r.uniform(*cfg.speed_range)), 3), "seed": int(r.integers(2**31 - 1))}
+            return {
+                "backend": b,
+                "voice": str(vs[int(r.integers(len(vs)))]),
+                "text": sentences[int(pool[r.integers(len(pool))])],
+                "rate": int(r.integers(cfg.rate_range[0], cfg.rate_range[1] + 1)),
+                "pitch": int(r.integers(cfg.pitch_range[0], cfg.pitch_range[1] + 1)),
+                "speed": round(float(r.uniform(*cfg.speed_range)), 3),
+                "seed": int(r.integers(2**31 - 1)),
+            }
+
         return talker
 
     for s_idx, split in enumerate(SPLITS, start=1):

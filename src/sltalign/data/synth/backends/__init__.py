@@ -20,16 +20,40 @@ from .kokoro import KOKORO_VOICES, KokoroBackend
 from .piper import PIPER_VOICES, PiperBackend
 
 __all__ = [
-    "BACKENDS", "NEURAL", "DEFAULT_VOICES", "ENGLISH_VOICES", "ESPEAK_VARIANTS", "FLITE_VOICES", "FESTIVAL_VOICES",
-    "HIBARI_VOICES", "PIPER_VOICES", "KOKORO_VOICES", "default_voices", "check_voices", "make_backend", "CommandBackend", "ForkServer",
-    "EspeakLibrary", "EspeakCommand", "FliteCommand", "FestivalCommand", "HibariBackend", "PiperBackend", "KokoroBackend",
+    "BACKENDS",
+    "NEURAL",
+    "DEFAULT_VOICES",
+    "ENGLISH_VOICES",
+    "ESPEAK_VARIANTS",
+    "FLITE_VOICES",
+    "FESTIVAL_VOICES",
+    "HIBARI_VOICES",
+    "PIPER_VOICES",
+    "KOKORO_VOICES",
+    "default_voices",
+    "check_voices",
+    "make_backend",
+    "CommandBackend",
+    "ForkServer",
+    "EspeakLibrary",
+    "EspeakCommand",
+    "FliteCommand",
+    "FestivalCommand",
+    "HibariBackend",
+    "PiperBackend",
+    "KokoroBackend",
 ]
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("espeak", "espeak-cli", "flite", "festival", "hibari", "piper", "kokoro")
-_DEFAULT_VOICES = {"flite": FLITE_VOICES, "festival": FESTIVAL_VOICES, "hibari": HIBARI_VOICES, "piper": PIPER_VOICES,
-                   "kokoro": KOKORO_VOICES}
+_DEFAULT_VOICES = {
+    "flite": FLITE_VOICES,
+    "festival": FESTIVAL_VOICES,
+    "hibari": HIBARI_VOICES,
+    "piper": PIPER_VOICES,
+    "kokoro": KOKORO_VOICES,
+}
 
 
 def default_voices(backend: str) -> tuple[str, ...]:
@@ -69,8 +93,14 @@ def make_backend(name: str) -> Any:
                 f"no eSpeak NG: the library failed ({err}) and the espeak-ng program is not installed; "
                 f"pip install espeakng-loader, or apt-get install espeak-ng"
             ) from err
-    classes = {"espeak-cli": EspeakCommand, "flite": FliteCommand, "festival": FestivalCommand, "hibari": HibariBackend,
-               "piper": PiperBackend, "kokoro": KokoroBackend}
+    classes = {
+        "espeak-cli": EspeakCommand,
+        "flite": FliteCommand,
+        "festival": FestivalCommand,
+        "hibari": HibariBackend,
+        "piper": PiperBackend,
+        "kokoro": KokoroBackend,
+    }
     if name not in classes:
         raise ValueError(f"unknown TTS backend {name!r}; known: {BACKENDS}")
     return classes[name]()

@@ -37,7 +37,9 @@ class CommandBackend:
     def _run(self, cmd: list[str], text: str, out: Path | None) -> bytes:
         proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=120, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-300:]}")
+            raise RuntimeError(
+                f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-300:]}"
+            )
         return out.read_bytes() if out is not None else proc.stdout
 
     @staticmethod

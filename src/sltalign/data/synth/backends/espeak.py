@@ -40,7 +40,9 @@ class EspeakLibrary:
             raise OSError(f"espeak_Initialize failed ({self.sample_rate}) with data at {data_path}")
 
     def synth(self, text: str, voice: str, rate: int, pitch: int, seed: int) -> tuple[np.ndarray, int]:
-        status, wav = self._server.request({"text": text, "voice": voice, "rate": int(rate), "pitch": int(pitch), "seed": int(seed)})
+        status, wav = self._server.request(
+            {"text": text, "voice": voice, "rate": int(rate), "pitch": int(pitch), "seed": int(seed)}
+        )
         if 1000 <= status < 2000:
             raise ValueError(f"eSpeak NG has no voice {voice!r} (names look like 'en-us' or 'en-us+f3')")
         if status != 0:

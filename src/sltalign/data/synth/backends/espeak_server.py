@@ -22,8 +22,16 @@ def main(lib_path: str, data_path: str) -> None:
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                 ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     seed_fn = getattr(lib, "espeak_ng_SetRandSeed", None)  # 1.52+; older builds start from the same seed anyway
     if seed_fn is not None:
         seed_fn.argtypes = [ctypes.c_long]
@@ -38,6 +46,7 @@ def main(lib_path: str, data_path: str) -> None:
 
     callback = cb_type(collect)  # kept referenced for the library's lifetime
     lib.espeak_SetSynthCallback(callback)
+
     def synth(req: dict, _prepared: None) -> tuple[int, bytes]:
         chunks.clear()
         status = lib.espeak_SetVoiceByName(req["voice"].encode())

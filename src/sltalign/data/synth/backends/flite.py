@@ -21,5 +21,15 @@ class FliteCommand(CommandBackend):
         with tempfile.TemporaryDirectory() as tmp:
             txt, out = Path(tmp) / "in.txt", Path(tmp) / "out.wav"
             txt.write_text(text, encoding="utf-8")
-            cmd = [self.program, "-voice", voice, "-f", str(txt), "-o", str(out), "--setf", f"duration_stretch={175.0 / rate:.3f}"]
+            cmd = [
+                self.program,
+                "-voice",
+                voice,
+                "-f",
+                str(txt),
+                "-o",
+                str(out),
+                "--setf",
+                f"duration_stretch={175.0 / rate:.3f}",
+            ]
             return self._decode(self._run(cmd, "", out), f"flite -voice {voice}")

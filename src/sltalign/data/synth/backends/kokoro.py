@@ -154,14 +154,17 @@ class KokoroBackend:
             ids = [self.vocab[c] for c in phonemes if c in self.vocab][: len(style)]
             if not ids:
                 continue
-            audio = self.session.run(None, {
-                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-                "style": style[len(ids) - 1].reshape(1, 256),
-                "speed": np.array([speed], dtype=np.float32),
-            })[0]
+            audio = self.session.run(
+                None,
+                {
+                    "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                    "style": style[len(ids) - 1].reshape(1, 256),
+                    "speed": np.array([speed], dtype=np.float32),
+                },
+            )[0]
             wav = np.asarray(audio, dtype=np.float32).ravel()
             loud = np.flatnonzero(np.abs(wav) > _TRIM)
-            pieces.append(wav[loud[0]: loud[-1] + 1] if len(loud) else wav)
+            pieces.append(wav[loud[0] : loud[-1] + 1] if len(loud) else wav)
         if not pieces:
             raise RuntimeError(f"kokoro produced no audio on {text[:60]!r}")
         gap = np.zeros(int(0.15 * self.sample_rate), np.float32)

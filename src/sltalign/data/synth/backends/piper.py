@@ -58,7 +58,9 @@ class PiperBackend:
         server = self._server(voice)
         status, wav = server.request({"text": text, "speed": float(speed)})
         if status != 0:
-            what = {3000: "produced no audio", 4000: "crashed", 5000: "could not phonemize the text"}.get(status, f"failed ({status})")
+            what = {3000: "produced no audio", 4000: "crashed", 5000: "could not phonemize the text"}.get(
+                status, f"failed ({status})"
+            )
             raise RuntimeError(f"Piper {what} on {text[:60]!r} with voice {voice}")
         return wav, server.sample_rate
 

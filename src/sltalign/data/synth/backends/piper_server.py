@@ -31,6 +31,7 @@ def main(model: str, config: str) -> None:
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
     voice = PiperVoice(session=ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]), config=piper_config)
+
     def prepare(req: dict) -> tuple:
         # phonemes in the server: eSpeak NG's phonemizer is deterministic and loads once
         ids = [voice.phonemes_to_ids(p) for p in voice.phonemize(req["text"]) if p]
