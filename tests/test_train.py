@@ -135,6 +135,25 @@ def test_resume_after_crash_is_exact(tmp_path, tiny_whisper_dir, sharp_marian_di
         assert torch.equal(a, b), k
 
 
+def test_worker_processes_collate_the_same_batches(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    """data.num_workers > 0 prepares batches in other processes (a GPU's data loading); the run is the same."""
+    stages = "[{name: ctc, steps: 3, lr: 0.003, warmup: 0, objectives: {ctc: 1.0}, evaluate: false}]"
+    runs = []
+    for workers in (0, 2):
+        cfg = config(
+            tmp_path / str(workers),
+            tiny_whisper_dir,
+            sharp_marian_dir,
+            "run",
+            stages=stages,
+            **{"data.num_workers": str(workers)},
+        )
+        train(cfg, progress=False)
+        runs.append(load_connector(Path(cfg.out) / "last")[0])
+    for (k, a), (_, b) in zip(runs[0].connector.state_dict().items(), runs[1].connector.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
 def test_init_from_starts_from_a_checkpoint_and_refuses_another_architecture(tmp_path, tiny_whisper_dir, sharp_marian_dir):
     from sltalign.checkpoint import build_model, model_config_of, read_config
     from sltalign.train import init_from_checkpoint

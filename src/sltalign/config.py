@@ -97,6 +97,11 @@ class DataConfig:
     max_duration: float = 30.0
     #: use at most this many dev utterances for periodic evaluation (0: all)
     max_dev: int = 200
+    #: clips the frozen encoder takes at once while the cache is built (larger on a GPU, e.g. 64)
+    encode_batch_size: int = 8
+    #: processes that collate training batches ahead of the step (0: in the training process; on a GPU, 2-4
+    #: keep it busy; batches are pinned in memory there). The order of batches does not depend on it.
+    num_workers: int = 0
 
 
 @dataclass
@@ -405,6 +410,8 @@ _INT_BOUNDS = (
     ("data.batch_size", 1, None),
     ("data.max_frames", 1, None),
     ("data.max_dev", 0, "all"),
+    ("data.encode_batch_size", 1, None),
+    ("data.num_workers", 0, "collate in the training process"),
 )
 # (key, smallest allowed value, whether the bound itself is allowed)
 _FLOAT_BOUNDS = (

@@ -353,13 +353,17 @@ def train_backends() -> dict[str, float] | None:
 def encode_clips(cfg: TrainConfig) -> None:
     """Run the frozen speech encoder over every clip that training and dev selection will read, into the
     configured cache (what ``train`` would do first), so the demo knows how much time is left to train."""
+    import torch
     from accelerate import PartialState
 
     from .train import load_configured_speech_encoder, open_cache, select_utterances
 
-    enc = load_configured_speech_encoder(cfg, PartialState().device)  # the device train() will use
+    device = PartialState().device  # the device train() will use, and where it would encode
+    enc = load_configured_speech_encoder(cfg, device)
+    if isinstance(enc, torch.nn.Module):
+        enc.to(device)
     train_utts, dev_utts = select_utterances(cfg)
-    open_cache(cfg, enc).build(enc, train_utts + dev_utts, batch_size=8, progress=True)
+    open_cache(cfg, enc).build(enc, train_utts + dev_utts, batch_size=cfg.data.encode_batch_size, progress=True)
 
 
 def _combined_report(out: Path, doc: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,10 @@ def load_configured_speech_encoder(cfg: TrainConfig, device: torch.device) -> Sp
     engine = getattr(m, "encoder_engine", "torch")
     if m.encoder_mode == "decoder":
         return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision="fp32")
+    if engine == "auto" and torch.device(device).type == "cuda":
+        # CTranslate2 runs here on the CPU: on a GPU the fastest faithful engine is torch (bf16 where supported)
+        precision = resolve_precision("auto" if m.encoder_precision in ("auto", "int8") else m.encoder_precision, device)
+        return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=precision)
     if engine != "torch":  # ctranslate2: precision int8/fp32/auto (= int8); auto: measured, precision ignored
         return load_speech_encoder(m.speech_encoder, mode=m.encoder_mode, precision=m.encoder_precision, engine=engine)
     precision = resolve_precision(m.encoder_precision, device)
@@ -160,7 +165,7 @@ def build_cache(cfg: TrainConfig, model: AlignedST, utts: list[Utterance], accel
     enc = model.speech_encoder
     cache = open_cache(cfg, enc)
     if accelerator.is_main_process:
-        cache.build(enc, utts, batch_size=8, progress=True)
+        cache.build(enc, utts, batch_size=cfg.data.encode_batch_size, progress=True)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:  # re-open to see what the main process wrote
         cache = open_cache(cfg, enc)
@@ -168,7 +173,8 @@ def build_cache(cfg: TrainConfig, model: AlignedST, utts: list[Utterance], accel
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    # non_blocking: a pinned batch is copied to a GPU while the step goes on (a no-op on the CPU)
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -303,6 +309,7 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
         decoding["max_piece_seconds"] = piece_seconds_for([u.duration for u in train_utts])
     else:  # 0: the encoder's window only (validated in config.validate)
         decoding["max_piece_seconds"] = cfg.max_piece_seconds or None
+    model.to(accelerator.device)  # the encoder builds the cache on the training device (a GPU encodes there)
     cache = build_cache(cfg, model, train_utts + dev_utts, accelerator)
     translator = model.translator
     # CTC targets: the head's own classes (MT source tokens, pieces, phones in each clip's accent)
@@ -324,7 +331,6 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
     dropped = metrics.truncate(state.metrics_rows if trainer else 0, state.global_step)
     if dropped:
         log.warning("%s: dropped %d rows logged after step %d, where this run resumes", metrics.path, dropped, state.global_step)
-    model.to(accelerator.device)
     return Run(
         cfg=cfg,
         accelerator=accelerator,
@@ -370,6 +376,8 @@ def fit(run: Run, *, progress: bool = True) -> dict[str, Any]:
         if ran:
             save_last(run)
         summary["parameters"] = run.model.parameter_report()
+        if run.accelerator.device.type == "cuda":  # what the run needed of the GPU
+            summary["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated(run.accelerator.device) / 2**20
         summary["checkpoint"] = str(run.checkpoints.best)
         out = Path(cfg.out)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -478,15 +486,10 @@ def run_stage(run: Run, stage: Any, *, progress: bool) -> None:
         # One optimizer step consumes world x grad_accum batches of the global order: process r takes
         # micro-batches r, r + world, ... so N processes and N-fold accumulation see the same data.
         usable = len(batches) - len(batches) % (world * accum)
-        for b in range(state.batch_in_epoch, usable, world * accum):
-            terms = train_step(
-                run,
-                step_module,
-                optimizer,
-                scheduler,
-                [batches[b + a * world + accelerator.process_index] for a in range(accum)],
-                clock,
-            )
+        starts = range(state.batch_in_epoch, usable, world * accum)
+        loader = collated_batches(run, [batches[b + a * world + accelerator.process_index] for b in starts for a in range(accum)])
+        for b in starts:
+            terms = train_step(run, step_module, optimizer, scheduler, [next(loader) for _ in range(accum)], clock)
             state.batch_in_epoch = b + world * accum
             state.stage_step += 1
             state.global_step += 1
@@ -505,14 +508,42 @@ def run_stage(run: Run, stage: Any, *, progress: bool) -> None:
     bar.close()
 
 
+class _CollatedBatches(torch.utils.data.Dataset):
+    """Micro-batches (lists of training-set indexes) -> collated batches, in the order given."""
+
+    def __init__(self, dataset: CachedSpeechDataset, groups: list[list[int]]) -> None:
+        self.dataset, self.groups = dataset, groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        return collate([self.dataset[i] for i in self.groups[j]], pad_id=IGNORE)
+
+
+def collated_batches(run: Run, groups: list[list[int]]) -> Iterator[dict[str, Any]]:
+    """The collated micro-batches of ``groups`` in order: in this process (``data.num_workers`` 0), or prepared
+    ahead by worker processes (pinned in memory on a GPU, so the copies overlap the step)."""
+    workers = run.cfg.data.num_workers
+    loader = torch.utils.data.DataLoader(
+        _CollatedBatches(run.train_set, groups),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=run.accelerator.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+    return iter(loader)
+
+
 def train_step(
-    run: Run, step_module: nn.Module, optimizer: Any, scheduler: Any, micro_batches: list[list[int]], clock: StageClock
+    run: Run, step_module: nn.Module, optimizer: Any, scheduler: Any, micro_batches: list[dict[str, Any]], clock: StageClock
 ) -> dict[str, torch.Tensor]:
-    """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss terms."""
+    """One optimizer step over ``micro_batches`` (collated; gradient accumulation); returns the mean loss terms."""
     cfg, accelerator = run.cfg, run.accelerator
     step_terms: dict[str, torch.Tensor] = {}
-    for a, items in enumerate(micro_batches):
-        batch = to_device(collate([run.train_set[i] for i in items], pad_id=IGNORE), accelerator.device)
+    for a, collated in enumerate(micro_batches):
+        batch = to_device(collated, accelerator.device)
         batch["states"] = mask_states(batch["states"], batch["states_mask"], cfg.augment)
         sync = a == len(micro_batches) - 1  # DDP all-reduces gradients only on the last micro-batch
         with contextlib.nullcontext() if sync else accelerator.no_sync(step_module), accelerator.autocast():

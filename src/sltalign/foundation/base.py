@@ -232,12 +232,18 @@ class Translator(FrozenModule, abc.ABC):
     ) -> list[list[int]]:
         """Batched beam search (beam 1 = greedy) from a memory; returns target ids without specials."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (token batches are made there: a model moved to a GPU translates text
+        on it)."""
+        return next(self.parameters(), torch.empty(0)).device
+
     def translate_text(self, texts: Sequence[str], *, beam: int = 4, max_len: int = 150, batch_size: int = 16) -> list[str]:
         """Text -> text with this model alone (cascade and MT-on-gold baselines)."""
         out: list[str] = []
         for i in range(0, len(texts), batch_size):
             chunk = [self.source_prefix + t for t in texts[i : i + batch_size]]
-            batch, mask = pad_id_rows(self.tokenize_source(chunk), self.pad_id)
+            batch, mask = pad_id_rows(self.tokenize_source(chunk), self.pad_id, device=self.device)
             with torch.no_grad():
                 memory = self.encode_ids(batch, mask)
                 hyp = self.generate(memory, mask, beam=beam, max_len=max_len)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Translator
+from .base import Translator, pad_id_rows
 from .marian_binary import (
     LexicalShortlist,
     MarianFileError,
@@ -713,12 +713,7 @@ class BergamotTranslator(Translator):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             ids = self.tokenize_source([self.source_prefix + texts[i] for i in chunk])
-            width = max(len(x) for x in ids)
-            batch = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(ids), width), dtype=torch.bool)
-            for j, row in enumerate(ids):
-                batch[j, : len(row)] = torch.tensor(row, dtype=torch.long)
-                mask[j, : len(row)] = True
+            batch, mask = pad_id_rows(ids, self.pad_id, device=self.device)  # on the model's device (a GPU too)
             with torch.no_grad():
                 memory = self.encode_ids(batch, mask)
                 hyp = self.generate(
