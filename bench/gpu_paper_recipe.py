@@ -46,13 +46,13 @@ STAGES = ("check", "data", "encode", "train_paper", "eval_paper", "train_demo", 
 GPU = {"asr": "packaged:whisper-base", "n_train": 12000, "n_dev": 100, "n_test": 100, "real_clips": 0, "train_minutes": 1.5,
        "encode_batch": 64, "mt_batch": 256, "paper_batch": 144, "demo_batch": 128, "max_frames": 100000, "mixed_precision": "bf16",
        "paper_preset": "paper", "paper_warmup": 200, "demo_warmup": 300, "lexicon_text": ["trans-de-en:sentences", "trans-de-en:phrases"],
-       "long_fraction": 0.1, "log_every": 10, "eval_beam": None, "max_len": None}
+       "long_fraction": 0.1, "log_every": 10, "eval_beam": None, "max_len": None, "num_workers": 4}
 #: the CPU path: the same stages in about a minute (tests/bench/test_gpu_recipe.py)
 TINY = {"asr": "packaged:whisper-tiny.en", "n_train": 40, "n_dev": 6, "n_test": 6, "real_clips": 4, "train_minutes": 0.15,
         "encode_batch": 8, "mt_batch": 64, "paper_batch": 8, "demo_batch": 8, "max_frames": 12000, "mixed_precision": "no",
         "paper_preset": "small", "paper_warmup": 5, "demo_warmup": 5, "lexicon_text": ["trans-de-en:sentences"],
         # short test clips and short outputs: a connector trained for seconds emits max_len tokens of noise
-        "long_fraction": 0.0, "log_every": 1, "eval_beam": 1, "max_len": 30}
+        "long_fraction": 0.0, "log_every": 1, "eval_beam": 1, "max_len": 30, "num_workers": 0}
 
 
 def settings(tiny: bool) -> dict[str, Any]:
@@ -213,6 +213,7 @@ def recipe_config(recipe: str, out: Path, s: dict[str, Any], tiny: bool):
     common = [f"model.speech_encoder={s['asr']}", "model.encoder_engine=torch", f"model.encoder_precision={precision}",
               f"data.train={m['train']}", f"data.dev={m['dev']}", f"data.cache_dir={out / 'cache'}", "data.max_duration=20",
               f"data.max_frames={s['max_frames']}", "data.max_dev=100", f"mixed_precision='{s['mixed_precision']}'",
+              f"data.num_workers={s['num_workers']}", f"data.encode_batch_size={s['encode_batch']}",
               f"num_threads={os.cpu_count() or 1}", f"time_budget_minutes={s['train_minutes']}", f"stages.0.max_minutes={s['train_minutes']}",
               "stages.0.time_decay=true", "eval_every=0", "save_every=500", f"log_every={s['log_every']}", f"out={out / 'train' / recipe}"]
     if s["max_len"]:  # the tiny path: dev evaluation in seconds
