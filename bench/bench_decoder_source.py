@@ -42,12 +42,19 @@ def main() -> None:
     if args.limit:
         utts = utts[: args.limit]
     source = load_whisper_decoder_source(args.asr)  # its prompt, tokenizer and 30-s features
-    model = ctranslate2.models.Whisper(whisper_ct2_dir(args.asr), device="cpu", compute_type="int8", intra_threads=torch.get_num_threads())
+    model = ctranslate2.models.Whisper(
+        whisper_ct2_dir(args.asr), device="cpu", compute_type="int8", intra_threads=torch.get_num_threads()
+    )
     fe = source.feature_extractor
     waves = [load_audio(u.audio, offset=u.offset or 0.0, duration=u.duration) for u in utts]
     refs = [_words(u.transcript) for u in utts]
     rows = []
-    for name, extra in (("30-s window (the source's)", None), ("trimmed", 0.0), ("trimmed + 1 s silence", 1.0), ("trimmed + 3 s silence", 3.0)):
+    for name, extra in (
+        ("30-s window (the source's)", None),
+        ("trimmed", 0.0),
+        ("trimmed + 1 s silence", 1.0),
+        ("trimmed + 3 s silence", 3.0),
+    ):
         hyps, t0 = [], time.perf_counter()
         for w in waves:
             if extra is None:
@@ -59,8 +66,13 @@ def main() -> None:
                 full = fe(padded, sampling_rate=16000, return_tensors="np").input_features[0]
                 frames = int(np.ceil(n / 160))
                 mel = full[None, :, : frames + frames % 2]
-            res = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)),
-                                 [source.prompt], beam_size=1, max_length=source.max_tokens, suppress_blank=True)
+            res = model.generate(
+                ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)),
+                [source.prompt],
+                beam_size=1,
+                max_length=source.max_tokens,
+                suppress_blank=True,
+            )
             hyps.append(_words(source.decode_text([res[0].sequences_ids[0]])[0]) or "-")
         rows.append((name, 100 * jiwer.wer(refs, hyps), (time.perf_counter() - t0) / len(waves)))
     print(f"{len(waves)} clips, {sum(len(w) for w in waves) / 16000:.1f} s of audio, {args.asr}, CTranslate2 int8, greedy")

@@ -103,10 +103,14 @@ def main() -> None:
     ref_states = [ref.encode([w])[0][0] for w in singles]  # (T_s, D_s) each
 
     print(f"{args.model}, trim mode, {args.threads} threads, best of {args.repeats}; CPU: {cpu_line()}")
-    print(f"clips: {what}; one at a time: {', '.join(f'{s:g}' for s in args.seconds)} s; batch, equal: {args.batch} x 4 s; "
-          f"batch, mixed: {args.batch} clips of 2-10 s ({secs(mixed):.0f} s)")
-    print("\n| engine | precision | one at a time (audio-s/s) | batch, equal | batch, mixed | vs torch fp32: one / equal / mixed "
-          "| max rel. error | rel. L2 error | mean frame cosine |")
+    print(
+        f"clips: {what}; one at a time: {', '.join(f'{s:g}' for s in args.seconds)} s; batch, equal: {args.batch} x 4 s; "
+        f"batch, mixed: {args.batch} clips of 2-10 s ({secs(mixed):.0f} s)"
+    )
+    print(
+        "\n| engine | precision | one at a time (audio-s/s) | batch, equal | batch, mixed | vs torch fp32: one / equal / mixed "
+        "| max rel. error | rel. L2 error | mean frame cosine |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     names = list(encoders)
     t_one = {k: 0.0 for k in names}
@@ -125,13 +129,20 @@ def main() -> None:
         l2 = max(a["rel_l2"] for a in agree)
         cos = float(np.mean([a["mean_cosine"] for a in agree]))
         ratios = " / ".join(f"{s / b:.2f}x" for s, b in zip(speed, base))
-        print(f"| {engine} | {precision} | {speed[0]:.1f} | {speed[1]:.1f} | {speed[2]:.1f} | {ratios} | {rel:.4f} | {l2:.4f} | {cos:.5f} |")
+        print(
+            f"| {engine} | {precision} | {speed[0]:.1f} | {speed[1]:.1f} | {speed[2]:.1f} | {ratios} | {rel:.4f} | {l2:.4f} | {cos:.5f} |"
+        )
 
     decision = choose_engine(ref, _ct2_dir(args.model), remember=False)
-    print(f"\nauto picks: {decision['engine']} {decision['precision']} (fastest with mean frame cosine >= "
-          f"{decision['min_cosine']} to torch fp32 on a {4.0:g}-s probe; measured: "
-          + ", ".join(f"{r['engine']} {r['precision']} {r['audio_s_per_s']:.0f} audio-s/s cos {r['mean_cosine']:.4f}"
-                      for r in decision["measured"]) + ")")
+    print(
+        f"\nauto picks: {decision['engine']} {decision['precision']} (fastest with mean frame cosine >= "
+        f"{decision['min_cosine']} to torch fp32 on a {4.0:g}-s probe; measured: "
+        + ", ".join(
+            f"{r['engine']} {r['precision']} {r['audio_s_per_s']:.0f} audio-s/s cos {r['mean_cosine']:.4f}"
+            for r in decision["measured"]
+        )
+        + ")"
+    )
 
 
 def _ct2_dir(spec: str) -> str | None:

@@ -72,8 +72,10 @@ def main() -> None:
         q = cos[3 * len(cos) // 4 :]
         ratios.append(t_pad / t_trim)
         print(f"| {sec:g} | {t_trim:.3f} | {t_pad:.3f} | {t_pad / t_trim:.1f}x | {cos.mean():.3f}, {q.mean():.3f} |")
-    print(f"\nspeed-up pad30 / trim over {args.seconds[0]:g}-{args.seconds[-1]:g} s clips: min {min(ratios):.1f}x, "
-          f"geometric mean {geomean(ratios):.1f}x (target >= 5x)")
+    print(
+        f"\nspeed-up pad30 / trim over {args.seconds[0]:g}-{args.seconds[-1]:g} s clips: min {min(ratios):.1f}x, "
+        f"geometric mean {geomean(ratios):.1f}x (target >= 5x)"
+    )
 
     bf16 = load_speech_encoder(args.model, mode="trim", precision="bf16")
     print("\n| clip s | trim fp32 s | trim bf16 s | fp32 / bf16 | relative error of bf16 states | cosine (min over frames) |")
@@ -90,8 +92,10 @@ def main() -> None:
     batch = [speech(2 + 3 * i / 7) for i in range(8)]
     t_32 = best_time(lambda: trim.encode(batch), args.repeats)
     t_16 = best_time(lambda: bf16.encode(batch), args.repeats)
-    print(f"batch of 8 clips (2-5 s, {sum(map(len, batch)) / 16000:.0f} s of audio): fp32 {t_32:.3f} s, bf16 {t_16:.3f} s, "
-          f"fp32 / bf16 {t_32 / t_16:.1f}x")
+    print(
+        f"batch of 8 clips (2-5 s, {sum(map(len, batch)) / 16000:.0f} s of audio): fp32 {t_32:.3f} s, bf16 {t_16:.3f} s, "
+        f"fp32 / bf16 {t_32 / t_16:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,15 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {"p50": pick(50), "p90": pick(90), "p95": pick(95), "p99": pick(99), "max": float(a[-1]), "mean": float(a.mean())}
 
 
-def run_bench(url: str, audio: tuple[str, bytes], *, n: int = 20, concurrency: int = 20, timeout: float = 600.0,
-              response_format: str = "json") -> dict:
+def run_bench(
+    url: str,
+    audio: tuple[str, bytes],
+    *,
+    n: int = 20,
+    concurrency: int = 20,
+    timeout: float = 600.0,
+    response_format: str = "json",
+) -> dict:
     """Send ``n`` translation requests to the server at ``url`` (loopback only), ``concurrency`` at a time.
     -> {"ok", "errors", "wall_seconds", "throughput", "latency": percentiles, "error_messages": [...]}"""
     from openai import OpenAI
@@ -90,14 +97,22 @@ def run_bench(url: str, audio: tuple[str, bytes], *, n: int = 20, concurrency: i
             except Exception as e:  # the bench reports every failure rather than stopping at the first
                 errors.append(f"{type(e).__name__}: {e}")
     wall = time.perf_counter() - t0
-    return {"ok": len(latencies), "errors": len(errors), "wall_seconds": wall, "throughput": len(latencies) / wall if wall else 0.0,
-            "latency": percentiles(latencies), "error_messages": errors[:5]}
+    return {
+        "ok": len(latencies),
+        "errors": len(errors),
+        "wall_seconds": wall,
+        "throughput": len(latencies) / wall if wall else 0.0,
+        "latency": percentiles(latencies),
+        "error_messages": errors[:5],
+    }
 
 
 def report(res: dict, n: int, concurrency: int) -> str:
     lat = res["latency"]
-    lines = [f"{res['ok']}/{n} requests succeeded ({res['errors']} errors), {concurrency} in flight, "
-             f"wall {res['wall_seconds']:.2f} s, {res['throughput']:.2f} requests/s"]
+    lines = [
+        f"{res['ok']}/{n} requests succeeded ({res['errors']} errors), {concurrency} in flight, "
+        f"wall {res['wall_seconds']:.2f} s, {res['throughput']:.2f} requests/s"
+    ]
     if lat:
         lines.append("latency (s): " + "  ".join(f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p95", "p99", "max", "mean")))
     lines += [f"error: {m}" for m in res["error_messages"]]
@@ -119,16 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     audio = (Path(args.audio).name, Path(args.audio).read_bytes()) if args.audio else default_audio()
     try:
         if args.url:
-            res = run_bench(args.url, audio, n=args.n, concurrency=args.concurrency, timeout=args.timeout,
-                            response_format=args.response_format)
+            res = run_bench(
+                args.url,
+                audio,
+                n=args.n,
+                concurrency=args.concurrency,
+                timeout=args.timeout,
+                response_format=args.response_format,
+            )
         else:
             from sltalign.api import SpeechTranslator
             from sltalign.serve import create_app, running
 
             st = SpeechTranslator.from_pretrained(args.model, device=args.device)
             with running(create_app(st, max_queue=max(args.n, 32))) as url:
-                res = run_bench(url, audio, n=args.n, concurrency=args.concurrency, timeout=args.timeout,
-                                response_format=args.response_format)
+                res = run_bench(
+                    url, audio, n=args.n, concurrency=args.concurrency, timeout=args.timeout, response_format=args.response_format
+                )
     except (ValueError, FileNotFoundError) as e:
         print(f"bench_server: error: {e}", file=sys.stderr)
         return 2

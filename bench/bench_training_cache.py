@@ -65,8 +65,10 @@ def main() -> None:
     # Consecutive windows over the clips, wrapping around: every step sees a different mix of lengths.
     batches = [[(i * args.batch + j) % len(utts) for j in range(args.batch)] for i in range(args.steps + 1)]
     audio_s = sum(len(w) for w in waves) / 16000
-    print(f"{args.encoder} + {args.translator}, STE small, ECED, CE; {len(utts)} real clips ({audio_s:.0f} s), "
-          f"batch {len(batches[0])}, torch threads {torch.get_num_threads()}, {args.steps} timed steps per row")
+    print(
+        f"{args.encoder} + {args.translator}, STE small, ECED, CE; {len(utts)} real clips ({audio_s:.0f} s), "
+        f"batch {len(batches[0])}, torch threads {torch.get_num_threads()}, {args.steps} timed steps per row"
+    )
 
     # The cache build: paid once, in the first epoch.
     cache = EncoderCache(f"{work.name}/cache", encoder_fingerprint=encoders["trim"].fingerprint(), mode="trim")
@@ -90,10 +92,14 @@ def main() -> None:
         def get(idx):
             with torch.no_grad():
                 return encoders[mode].encode([waves[i] for i in idx])
+
         return get
 
-    rows = [("cached (trim states from the cache)", cached_batch), ("live pad30 (encoder every step)", live_batch("pad30")),
-            ("live trim (encoder every step)", live_batch("trim"))]
+    rows = [
+        ("cached (trim states from the cache)", cached_batch),
+        ("live pad30 (encoder every step)", live_batch("pad30")),
+        ("live trim (encoder every step)", live_batch("trim")),
+    ]
     results = {}
     for name, get in rows:
         model = build_model(encoders["trim"], translator)

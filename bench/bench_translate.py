@@ -73,8 +73,16 @@ def _aligned(model: str, engine: str, paths: list[str], beam: int, repeats: int,
         hyps = st.translate(paths)
         best = min(best, time.perf_counter() - t)
     enc = st.model.speech_encoder
-    q.put({"seconds": best, "audio": st.last_timings["audio_seconds"], "peak_mb": _peak_mb(), "hyps": hyps,
-           "engine": getattr(enc, "engine", "torch"), "precision": enc.precision})
+    q.put(
+        {
+            "seconds": best,
+            "audio": st.last_timings["audio_seconds"],
+            "peak_mb": _peak_mb(),
+            "hyps": hyps,
+            "engine": getattr(enc, "engine", "torch"),
+            "precision": enc.precision,
+        }
+    )
 
 
 def _cascade(asr: str, mt: str, paths: list[str], beam: int, repeats: int, threads: int, q: mp.Queue) -> None:
@@ -165,8 +173,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="run the whole list of systems this many times in turns; best of all")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--engines", default=",".join(ENGINES[:-1]),
-                    help=f"comma-separated encoder engines for the aligned model, among {', '.join(ENGINES)}")
+    ap.add_argument(
+        "--engines",
+        default=",".join(ENGINES[:-1]),
+        help=f"comma-separated encoder engines for the aligned model, among {', '.join(ENGINES)}",
+    )
     ap.add_argument("--train_steps", type=int, default=20, help="0: no training child")
     ap.add_argument("--json", default=None, help="also write every measurement and output here")
     args = ap.parse_args()
@@ -201,7 +212,9 @@ def main() -> None:
             else:
                 r = run_child(_cascade, asr, mt, paths, args.beam, args.repeats, args.threads)
             prev = results.get(key)
-            results[key] = r if prev is None or r["seconds"] < prev["seconds"] else {**prev, "peak_mb": max(prev["peak_mb"], r["peak_mb"])}
+            results[key] = (
+                r if prev is None or r["seconds"] < prev["seconds"] else {**prev, "peak_mb": max(prev["peak_mb"], r["peak_mb"])}
+            )
     training = run_child(_train, args.model, manifest, args.train_steps, args.threads) if args.train_steps > 0 else None
 
     audio = next(r["audio"] for k, r in results.items() if k.startswith("aligned")) if engines else sum(u.duration for u in utts)
@@ -209,12 +222,16 @@ def main() -> None:
     for r in results.values():
         r["scores"] = score([h or "" for h in r["hyps"]], refs) if scored else None
     cascade = results["cascade"]
-    print(f"{len(paths)} clips, {audio:.1f} s of audio ({manifest}); {asr} + {mt}; beam {args.beam}; {args.threads} threads; "
-          f"best of {args.repeats} passes x {args.rounds} round(s); the checkpoint's encoder: {se.get('engine') or 'torch'} "
-          f"{se.get('precision') or 'fp32'}")
+    print(
+        f"{len(paths)} clips, {audio:.1f} s of audio ({manifest}); {asr} + {mt}; beam {args.beam}; {args.threads} threads; "
+        f"best of {args.repeats} passes x {args.rounds} round(s); the checkpoint's encoder: {se.get('engine') or 'torch'} "
+        f"{se.get('precision') or 'fp32'}"
+    )
     for e, why in skipped.items():
         print(f"left out: aligned {e}: {why}")
-    print("\n| system | encoder engine | seconds | real-time factor | time / cascade's | cascade / this | peak memory (MB) | BLEU | chrF |")
+    print(
+        "\n| system | encoder engine | seconds | real-time factor | time / cascade's | cascade / this | peak memory (MB) | BLEU | chrF |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         if key == "cascade":
@@ -225,21 +242,39 @@ def main() -> None:
             label, eng = f"aligned ({cfg['connector']['name']}, {cfg['arrangement']}){mark}", f"{r['engine']} {r['precision']}"
         sc = r["scores"]
         bleu, chrf = ("-", "-") if sc is None else (f"{sc['bleu']:.1f}", f"{sc['chrf']:.1f}")
-        print(f"| {label} | {eng} | {r['seconds']:.2f} | {r['seconds'] / audio:.3f} | {r['seconds'] / cascade['seconds']:.2f} | "
-              f"{cascade['seconds'] / r['seconds']:.1f}x | {r['peak_mb']:.0f} | "
-              f"{bleu} | {chrf} |")
+        print(
+            f"| {label} | {eng} | {r['seconds']:.2f} | {r['seconds'] / audio:.3f} | {r['seconds'] / cascade['seconds']:.2f} | "
+            f"{cascade['seconds'] / r['seconds']:.1f}x | {r['peak_mb']:.0f} | "
+            f"{bleu} | {chrf} |"
+        )
     if training:
-        print(f"| training, {args.train_steps} steps of the token recipe (cache build included) | torch fp32 | {training['seconds']:.1f} | - | - | - | "
-              f"{training['peak_mb']:.0f} | - | - |")
+        print(
+            f"| training, {args.train_steps} steps of the token recipe (cache build included) | torch fp32 | {training['seconds']:.1f} | - | - | - | "
+            f"{training['peak_mb']:.0f} | - | - |"
+        )
     if scored:
         sc = cascade["scores"]
-        print(f"\nscores: sacreBLEU corpus scores against the manifest's translations; {sc['bleu_signature']}; {sc['chrf_signature']}")
+        print(
+            f"\nscores: sacreBLEU corpus scores against the manifest's translations; {sc['bleu_signature']}; {sc['chrf_signature']}"
+        )
     print("target: aligned time / cascade's <= 0.5")
     if args.json:
-        out = {"manifest": manifest, "clips": len(paths), "audio_seconds": audio, "speech_encoder": asr, "translator": mt,
-               "checkpoint_encoder": {k: se.get(k) for k in ("engine", "precision", "mode")}, "beam": args.beam,
-               "threads": args.threads, "repeats": args.repeats, "rounds": args.rounds, "cpu": platform.processor(),
-               "skipped": skipped, "systems": results, "training": training}
+        out = {
+            "manifest": manifest,
+            "clips": len(paths),
+            "audio_seconds": audio,
+            "speech_encoder": asr,
+            "translator": mt,
+            "checkpoint_encoder": {k: se.get(k) for k in ("engine", "precision", "mode")},
+            "beam": args.beam,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "rounds": args.rounds,
+            "cpu": platform.processor(),
+            "skipped": skipped,
+            "systems": results,
+            "training": training,
+        }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=1, ensure_ascii=False)
 

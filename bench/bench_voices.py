@@ -55,41 +55,80 @@ def main() -> None:
         wall = time.perf_counter() - t0
         audio = sum(len(w) / sr for w, sr in out)
         clips[name] = [resample(w, sr, 16000) for w, sr in out]
-        print(f"{b.name:<10} {voice:<48} {audio:8.1f} {wall:7.2f} {audio / wall:11.1f}" + (f" {wer(clips[name], sentences):5.1%}" if wer else ""))
+        print(
+            f"{b.name:<10} {voice:<48} {audio:8.1f} {wall:7.2f} {audio / wall:11.1f}"
+            + (f" {wer(clips[name], sentences):5.1%}" if wer else "")
+        )
 
     speech = clips.get("hibari") or next(iter(clips.values()))
     espeak = make_backend("espeak")
     talker_voices = default_voices(espeak.name)
 
     def talker(r: np.random.Generator) -> dict:
-        return {"backend": None, "voice": str(talker_voices[int(r.integers(len(talker_voices)))]), "text": pool[int(r.integers(len(pool)))],
-                "rate": int(r.integers(130, 201)), "pitch": int(r.integers(30, 71)), "speed": 1.0, "seed": int(r.integers(2**31 - 1))}
+        return {
+            "backend": None,
+            "voice": str(talker_voices[int(r.integers(len(talker_voices)))]),
+            "text": pool[int(r.integers(len(pool)))],
+            "rate": int(r.integers(130, 201)),
+            "pitch": int(r.integers(30, 71)),
+            "speed": 1.0,
+            "seed": int(r.integers(2**31 - 1)),
+        }
 
     def babble(t: dict) -> np.ndarray:
         w, sr = espeak.synth(t["text"], t["voice"], t["rate"], t["pitch"], t["seed"])
         return resample(w, sr, 16000)
 
-    on = SynthConfig(speed_perturb_prob=1, pitch_shift_prob=1, rir_prob=1, babble_prob=1, telephone_prob=1, codec_prob=1,
-                     level_prob=1, silence_prob=1)
+    on = SynthConfig(
+        speed_perturb_prob=1,
+        pitch_shift_prob=1,
+        rir_prob=1,
+        babble_prob=1,
+        telephone_prob=1,
+        codec_prob=1,
+        level_prob=1,
+        silence_prob=1,
+    )
     channels = [draw_channel(on, np.random.default_rng([args.seed, k]), talker) for k in range(len(speech))]
     audio = sum(len(w) for w in speech) / 16000
     print(f"\nchannel over {len(speech)} clips, {audio:.1f} s of speech at 16 kHz")
     print(f"{'step':<30} {'wall s':>7} {'x real time':>11}" + ("   WER" if wer else ""))
     steps = ["speed", "pitch", "silence", "room", "babble", "telephone", "codec", "level"]
     variants = [(s, lambda ch, s=s: {s: ch[s]}) for s in steps]
-    variants += [("telephone (GSM 06.10)", lambda ch: {"telephone": {"codec": "gsm"}}),
-                 ("codec (MP3)", lambda ch: {"codec": {"format": "mp3", "quality": ch["codec"]["quality"]}}),
-                 ("codec (Opus)", lambda ch: {"codec": {"format": "opus", "quality": ch["codec"]["quality"]}}),
-                 ("noise-tail room (reverb_prob)", None), ("all steps at once", lambda ch: ch)]
+    variants += [
+        ("telephone (GSM 06.10)", lambda ch: {"telephone": {"codec": "gsm"}}),
+        ("codec (MP3)", lambda ch: {"codec": {"format": "mp3", "quality": ch["codec"]["quality"]}}),
+        ("codec (Opus)", lambda ch: {"codec": {"format": "opus", "quality": ch["codec"]["quality"]}}),
+        ("noise-tail room (reverb_prob)", None),
+        ("all steps at once", lambda ch: ch),
+    ]
     for label, pick in variants:
         # once untimed: the first call imports scipy.signal / loads the codec libraries
-        apply_channel(speech[0][:16000], 16000, seed=0, rng=np.random.default_rng(0), rt60=0.5 if pick is None else None,
-                      snr_db=None, noise_color=1.0, channel=None if pick is None else pick(channels[0]), babble=babble)
+        apply_channel(
+            speech[0][:16000],
+            16000,
+            seed=0,
+            rng=np.random.default_rng(0),
+            rt60=0.5 if pick is None else None,
+            snr_db=None,
+            noise_color=1.0,
+            channel=None if pick is None else pick(channels[0]),
+            babble=babble,
+        )
         t0 = time.perf_counter()
         outs = []
         for k, (w, ch) in enumerate(zip(speech, channels)):
-            y = apply_channel(w, 16000, seed=k, rng=np.random.default_rng(k), rt60=0.5 if pick is None else None, snr_db=None,
-                          noise_color=1.0, channel=None if pick is None else pick(ch), babble=babble)
+            y = apply_channel(
+                w,
+                16000,
+                seed=k,
+                rng=np.random.default_rng(k),
+                rt60=0.5 if pick is None else None,
+                snr_db=None,
+                noise_color=1.0,
+                channel=None if pick is None else pick(ch),
+                babble=babble,
+            )
             outs.append(y)
         wall = time.perf_counter() - t0
         print(f"{label:<30} {wall:7.2f} {audio / wall:11.1f}" + (f" {wer(outs, sentences):5.1%}" if wer else ""))

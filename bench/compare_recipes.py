@@ -33,6 +33,7 @@ import yaml
 
 from sltalign.demo import preset_path
 
+
 def load_recipes(path: Path) -> tuple[Path, list[str], dict[str, dict]]:
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict) or not isinstance(spec.get("recipes"), dict) or not spec["recipes"]:
@@ -152,9 +153,11 @@ def report(out: Path, results: list[dict], args) -> Path:
         run_dir = out / r["recipe"] / "run"
         params = json.loads((run_dir / "parameters.json").read_text())
         wer = best_dev_wer(run_dir, r["best_step"])
-        lines.append(f"| {r['recipe']} | {params['connector'] / 1e6:.2f}M ({100 * params['connector_share']:.1f}%) | {r['steps']} | "
-                     f"{r['best_dev_bleu']:.1f} | {wer} | {r['test']['bleu']:.1f} / {r['test']['chrf']:.1f} | "
-                     f"{cell('<5s')} | {cell('5-10s')} | {cell('10-20s')} | {cell('>20s')} | {r['real']['bleu']:.1f} / {r['real']['chrf']:.1f} |")
+        lines.append(
+            f"| {r['recipe']} | {params['connector'] / 1e6:.2f}M ({100 * params['connector_share']:.1f}%) | {r['steps']} | "
+            f"{r['best_dev_bleu']:.1f} | {wer} | {r['test']['bleu']:.1f} / {r['test']['chrf']:.1f} | "
+            f"{cell('<5s')} | {cell('5-10s')} | {cell('10-20s')} | {cell('>20s')} | {r['real']['bleu']:.1f} / {r['real']['chrf']:.1f} |"
+        )
     lines += ["", "Recipes:", *[f"- `{r['recipe']}`: {r['about']} (`{' '.join(r['overrides'])}`)" for r in results], "",
               f"BLEU signature `{results[0]['test']['bleu_signature']}`, chrF `{results[0]['test']['chrf_signature']}`.", "",
               "![dev BLEU](dev_bleu.png)", ""]  # fmt: skip

@@ -30,7 +30,9 @@ def ctc_wer(model, manifest: str, *, batch_size: int = 8, max_duration: float = 
     with torch.inference_mode():
         for i in tqdm(range(0, len(utts), batch_size), desc=manifest, unit="batch", leave=False):
             chunk = utts[i : i + batch_size]
-            waves = [load_audio(u.audio, offset=u.offset, duration=u.duration) if u.offset else load_audio(u.audio) for u in chunk]
+            waves = [
+                load_audio(u.audio, offset=u.offset, duration=u.duration) if u.offset else load_audio(u.audio) for u in chunk
+            ]
             hyps += model.ctc_transcribe(*model.encode_audio(waves))
     return word_error_rate(hyps, [u.transcript for u in utts]), len(utts)
 

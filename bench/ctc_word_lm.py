@@ -83,7 +83,11 @@ class TrigramLM:
         key = (a, b, w)
         if key not in self._cache:
             n = self.ctx.get((a, b), 0)
-            p = self._p2(b, w) if n == 0 else max(self.c3.get(key, 0) - self.d, 0) / n + self.d * self.ctx_types[(a, b)] / n * self._p2(b, w)
+            p = (
+                self._p2(b, w)
+                if n == 0
+                else max(self.c3.get(key, 0) - self.d, 0) / n + self.d * self.ctx_types[(a, b)] / n * self._p2(b, w)
+            )
             self._cache[key] = math.log(p)
         return self._cache[key]
 
@@ -99,7 +103,18 @@ def _lse(a: float, b: float) -> float:
 class WordLMBeamSearch:
     """CTC prefix beam search over SentencePiece tokens (blank = last class) with word-level shallow fusion."""
 
-    def __init__(self, sp, lm: TrigramLM, *, alpha: float, beta: float, oov: float = 10.0, beam: int = 16, topk: int = 8, prune: float = -8.0) -> None:
+    def __init__(
+        self,
+        sp,
+        lm: TrigramLM,
+        *,
+        alpha: float,
+        beta: float,
+        oov: float = 10.0,
+        beam: int = 16,
+        topk: int = 8,
+        prune: float = -8.0,
+    ) -> None:
         self.sp, self.lm = sp, lm
         self.alpha, self.beta, self.oov, self.beam, self.topk, self.prune = alpha, beta, oov, beam, topk, prune
         self.word_start = [sp.id_to_piece(i).startswith("\u2581") for i in range(sp.get_piece_size())]
@@ -173,7 +188,10 @@ def ctc_log_probs(model, manifest: str, max_duration: float) -> tuple[list[np.nd
     out: list[np.ndarray] = []
     with torch.inference_mode():
         for i in tqdm(range(0, len(utts), 8), desc=manifest, unit="batch", leave=False):
-            waves = [load_audio(u.audio, offset=u.offset, duration=u.duration) if u.offset else load_audio(u.audio) for u in utts[i : i + 8]]
+            waves = [
+                load_audio(u.audio, offset=u.offset, duration=u.duration) if u.offset else load_audio(u.audio)
+                for u in utts[i : i + 8]
+            ]
             states, mask = model.encode_audio(waves)
             o, o_mask = model.connector(states, mask)
             lp = model.ctc_head(o, emb).float().log_softmax(-1)  # (B, S, V+1)
@@ -207,10 +225,13 @@ def main() -> None:
         tgts = [u.translation for u in utts]
         print(f"\n{man} ({len(utts)} clips)\n| read-out | WER | BLEU | chrF |\n|---|---|---|---|")
         decoders = [("greedy", greedy)] + [
-            (f"LM alpha {a} beta {b}", WordLMBeamSearch(sp, lm, alpha=float(a), beta=float(b))) for a, b in (w.split(",") for w in args.weights)
+            (f"LM alpha {a} beta {b}", WordLMBeamSearch(sp, lm, alpha=float(a), beta=float(b)))
+            for a, b in (w.split(",") for w in args.weights)
         ]
         for name, dec in decoders:
-            hyps = model.translator.detokenize_source([dec(lp) for lp in logps])  # drops </s> and <unk> as hard compression's read-out does
+            hyps = model.translator.detokenize_source(
+                [dec(lp) for lp in logps]
+            )  # drops </s> and <unk> as hard compression's read-out does
             tx = model.translator.translate_text(hyps, beam=4)
             bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
             b, c = bleu.corpus_score(tx, [tgts]), chrf.corpus_score(tx, [tgts])

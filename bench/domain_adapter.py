@@ -39,7 +39,22 @@ ROWS = ("mt_on_gold", "cascade", "general", "scratch", "adapted")
 def evaluate(out: Path, manifest: Path, system: list[str], log: Path, beam: int) -> dict:
     done = out / "metrics.json"
     if not done.is_file():
-        run([sys.executable, "-m", "sltalign", "evaluate", *system, "--manifest", str(manifest), "--out", str(out), "--beam", str(beam)], log)
+        run(
+            [
+                sys.executable,
+                "-m",
+                "sltalign",
+                "evaluate",
+                *system,
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(out),
+                "--beam",
+                str(beam),
+            ],
+            log,
+        )
     return json.loads(done.read_text())
 
 
@@ -71,7 +86,9 @@ def report(out: Path, results: dict[str, dict], args) -> Path:
              "adapted": "general corpus, then the domain train split"}  # fmt: skip
     for name in ROWS:
         r = results[name]
-        lines.append(f"| {name} | {about[name]} | {r['bleu']:.1f} | {r['chrf']:.1f} | {r.get('dev_ctc_wer', '-')} | {r.get('steps', '-')} |")
+        lines.append(
+            f"| {name} | {about[name]} | {r['bleu']:.1f} | {r['chrf']:.1f} | {r.get('dev_ctc_wer', '-')} | {r.get('steps', '-')} |"
+        )
     lines += ["", f"BLEU signature `{m['bleu_signature']}`, chrF `{m['chrf_signature']}`.", ""]
     (out / "report.md").write_text("\n".join(lines))
     return out / "report.md"
@@ -108,7 +125,9 @@ def main() -> None:
         results[name] = r
         print(f"{name}: test BLEU {r['bleu']:.1f} chrF {r['chrf']:.1f}", flush=True)
     keep = ("bleu", "chrf", "n", "bleu_signature", "chrf_signature", "reference_source", "steps", "dev_ctc_wer")
-    (args.out / "results.json").write_text(json.dumps({k: {f: v[f] for f in keep if f in v} for k, v in results.items()}, indent=2))
+    (args.out / "results.json").write_text(
+        json.dumps({k: {f: v[f] for f in keep if f in v} for k, v in results.items()}, indent=2)
+    )
     print(report(args.out, results, args).read_text())
 
 

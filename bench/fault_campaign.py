@@ -39,8 +39,12 @@ import torch  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HF_MISSING = "hf:sltalign-campaign/no-such-model"
-TEXTS = [("the cat sat on the mat", "o gato está na casa"), ("a dog runs in the park", "o cão corre no parque"),
-         ("we like green tea", "nós gostamos de chá verde"), ("the house is very old", "a casa é muito velha")]
+TEXTS = [
+    ("the cat sat on the mat", "o gato está na casa"),
+    ("a dog runs in the park", "o cão corre no parque"),
+    ("we like green tea", "nós gostamos de chá verde"),
+    ("the house is very old", "a casa é muito velha"),
+]
 
 
 def speechlike(seconds: float, seed: int = 0, sr: int = 16000) -> np.ndarray:
@@ -62,10 +66,23 @@ class Campaign:
         self.work = work
         torch.manual_seed(0)
         self.whisper = work / "whisper"
-        wcfg = WhisperConfig(vocab_size=100, num_mel_bins=80, d_model=32, encoder_layers=2, decoder_layers=2,
-                             encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                             max_source_positions=1500, max_target_positions=64, pad_token_id=0, bos_token_id=1,
-                             eos_token_id=2, decoder_start_token_id=1)
+        wcfg = WhisperConfig(
+            vocab_size=100,
+            num_mel_bins=80,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_source_positions=1500,
+            max_target_positions=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+        )
         WhisperForConditionalGeneration(wcfg).save_pretrained(self.whisper)
         WhisperFeatureExtractor(feature_size=80).save_pretrained(self.whisper)
         self.wide_whisper = work / "whisper48"
@@ -79,22 +96,51 @@ class Campaign:
             wav = speechlike(0.6 + 0.1 * (i % 4), seed=i)
             sf.write(corpus / f"u{i}.wav", wav, 16000)
             en, pt = TEXTS[i % 4]
-            utts.append(Utterance(id=f"u{i}", audio=str(corpus / f"u{i}.wav"), duration=len(wav) / 16000, transcript=en,
-                                  translation=pt, translation_source="human"))
+            utts.append(
+                Utterance(
+                    id=f"u{i}",
+                    audio=str(corpus / f"u{i}.wav"),
+                    duration=len(wav) / 16000,
+                    transcript=en,
+                    translation=pt,
+                    translation_source="human",
+                )
+            )
         self.train_m = write_manifest(corpus / "train.jsonl", utts)
         self.dev_m = write_manifest(corpus / "dev.jsonl", utts[:3])
         self.good_wav = corpus / "u1.wav"
         self.config = work / "tiny.yaml"
-        self.config.write_text(json.dumps({  # JSON is YAML
-            "model": {"speech_encoder": str(self.whisper), "translator": str(self.marian), "connector": "ste",
-                      "connector_preset": None, "ctc": True,
-                      "connector_args": {"d": 32, "layers": 1, "heads": 2, "ffn": 64, "conv_channels": 32, "dropout": 0.0}},
-            "data": {"train": str(self.train_m), "dev": str(self.dev_m), "cache_dir": str(work / "cache"),
-                     "batch_size": 2, "max_frames": 100000},
-            "num_threads": 1, "eval_every": 100, "save_every": 2, "log_every": 1, "max_len": 8, "ctc_sampled_vocab": 16,
-            "stages": [{"name": "ctc", "steps": 4, "lr": 0.003, "warmup": 1, "objectives": {"ctc": 1.0}, "evaluate": False},
-                       {"name": "translate", "steps": 5, "lr": 0.003, "warmup": 1, "objectives": {"ce": 1.0, "ctc": 0.3}}],
-        }))
+        self.config.write_text(
+            json.dumps(
+                {  # JSON is YAML
+                    "model": {
+                        "speech_encoder": str(self.whisper),
+                        "translator": str(self.marian),
+                        "connector": "ste",
+                        "connector_preset": None,
+                        "ctc": True,
+                        "connector_args": {"d": 32, "layers": 1, "heads": 2, "ffn": 64, "conv_channels": 32, "dropout": 0.0},
+                    },
+                    "data": {
+                        "train": str(self.train_m),
+                        "dev": str(self.dev_m),
+                        "cache_dir": str(work / "cache"),
+                        "batch_size": 2,
+                        "max_frames": 100000,
+                    },
+                    "num_threads": 1,
+                    "eval_every": 100,
+                    "save_every": 2,
+                    "log_every": 1,
+                    "max_len": 8,
+                    "ctc_sampled_vocab": 16,
+                    "stages": [
+                        {"name": "ctc", "steps": 4, "lr": 0.003, "warmup": 1, "objectives": {"ctc": 1.0}, "evaluate": False},
+                        {"name": "translate", "steps": 5, "lr": 0.003, "warmup": 1, "objectives": {"ce": 1.0, "ctc": 0.3}},
+                    ],
+                }
+            )
+        )
         code, err, _ = cli("train", str(self.config), f"out={work / 'base'}")
         assert code == 0, err
         self.ckpt = work / "base" / "best"
@@ -171,7 +217,9 @@ def case_float_peak(c: Campaign) -> tuple[bool, str]:
     wav, ws = caught_warnings(lambda: load_audio(loud))
     hit = [w for w in ws if "beyond [-1, 1]" in w]
     ok = bool(hit) and float(np.abs(wav).max()) <= 1.0
-    return ok, (f"clipped to peak {np.abs(wav).max():.2f}; warning: " + shorten(hit[0].split(": ", 1)[1])) if hit else "not flagged"
+    return ok, (
+        f"clipped to peak {np.abs(wav).max():.2f}; warning: " + shorten(hit[0].split(": ", 1)[1])
+    ) if hit else "not flagged"
 
 
 def case_silence_noise_empty(c: Campaign) -> tuple[bool, str]:
@@ -206,7 +254,9 @@ def case_mixed_batch(c: Campaign) -> tuple[bool, str]:
     out_lines = cli.stdout.splitlines()
     named = [ln for ln in err.splitlines() if "bad.wav" in ln]
     ok = code == 1 and "Traceback" not in err and len(named) == 1 and len(out_lines) == 2 and out_lines[1] == ""
-    return ok, f"exit {code}; stdout: the good file's translation and an empty line; stderr: " + shorten(named[0] if named else err, 70)
+    return ok, f"exit {code}; stdout: the good file's translation and an empty line; stderr: " + shorten(
+        named[0] if named else err, 70
+    )
 
 
 def case_config_json_types(c: Campaign) -> tuple[bool, str]:
@@ -268,9 +318,27 @@ def case_out_is_a_file(c: Campaign) -> tuple[bool, str]:
     ]
     (c.work / "en.txt").write_text("".join(f"{en}\n" for en, _ in TEXTS))
     (c.work / "pt.txt").write_text("".join(f"{pt}\n" for _, pt in TEXTS))
-    results.append(one_line_error(*cli("data", "synth", "--out", str(taken), "--sentences", str(c.work / "en.txt"),
-                                       "--translations", str(c.work / "pt.txt"), "--n_train", "1", "--n_dev", "1", "--n_test", "1")[:2],
-                                  str(taken)))
+    results.append(
+        one_line_error(
+            *cli(
+                "data",
+                "synth",
+                "--out",
+                str(taken),
+                "--sentences",
+                str(c.work / "en.txt"),
+                "--translations",
+                str(c.work / "pt.txt"),
+                "--n_train",
+                "1",
+                "--n_dev",
+                "1",
+                "--n_test",
+                "1",
+            )[:2],
+            str(taken),
+        )
+    )
     return all(ok for ok, _ in results), f"train, evaluate and data synth; {results[1][1]}"
 
 
@@ -312,7 +380,9 @@ def case_disk_full(c: Campaign) -> tuple[bool, str]:
     def fill_up(*a, **k):
         calls["n"] += 1
         if calls["n"] == 2:  # the second save of OUT/last (step 4): the disk is full
-            raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+            raise SafetensorError(
+                'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+            )
         return original(*a, **k)
 
     ck.save_file = fill_up
@@ -330,10 +400,19 @@ def case_disk_full(c: Campaign) -> tuple[bool, str]:
 def case_two_runs(c: Campaign) -> tuple[bool, str]:
     out = c.work / "shared"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from sltalign.train import lock_out\n"
-        "with lock_out(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)"), str(out)],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from sltalign.train import lock_out\n"
+                "with lock_out(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)"
+            ),
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         holder.stdout.readline()
         code, err, t = _train_cli(c, out)
@@ -380,8 +459,16 @@ def case_every_kill_point(c: Campaign) -> tuple[bool, str]:
     class Killed(BaseException):
         pass
 
-    names = [(os, "rename"), (os, "replace"), (os, "fsync"), (os, "mkdir"), (shutil, "rmtree"), (tempfile, "mkdtemp"),
-             (ck, "save_file"), (torch, "save")]
+    names = [
+        (os, "rename"),
+        (os, "replace"),
+        (os, "fsync"),
+        (os, "mkdir"),
+        (shutil, "rmtree"),
+        (tempfile, "mkdtemp"),
+        (ck, "save_file"),
+        (torch, "save"),
+    ]
     saved = {(m, n): getattr(m, n) for m, n in names}
     k, good = 0, 0
     while True:
@@ -488,10 +575,14 @@ def case_sigkill(c: Campaign, kills: int) -> tuple[bool, str]:
         at.append(json.loads(saved.read_text())["training"]["loop"]["global_step"] if saved.is_file() else 0)
         code, _, _ = _train_cli(c, out)
         got, _ = load_connector(out / "last")
-        if code == 0 and all(torch.equal(a, b) for a, b in zip(ref.connector.state_dict().values(), got.connector.state_dict().values())):
+        if code == 0 and all(
+            torch.equal(a, b) for a, b in zip(ref.connector.state_dict().values(), got.connector.state_dict().values())
+        ):
             same += 1
-    return same == kills, (f"{kills} runs killed at random moments (OUT/last then at steps {at} of 9, saved every 2) and rerun: {same} "
-                           "bit-identical to an uninterrupted run")
+    return same == kills, (
+        f"{kills} runs killed at random moments (OUT/last then at steps {at} of 9, saved every 2) and rerun: {same} "
+        "bit-identical to an uninterrupted run"
+    )
 
 
 def main() -> int:

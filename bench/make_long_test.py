@@ -64,7 +64,9 @@ def main() -> None:
             flush()
     path = write_manifest(args.out / "test.jsonl", out)
     total = sum(u.duration for u in out)
-    print(f"{len(out)} clips, {total / 60:.1f} min, {min(u.duration for u in out):.1f}-{max(u.duration for u in out):.1f} s -> {path}")
+    print(
+        f"{len(out)} clips, {total / 60:.1f} min, {min(u.duration for u in out):.1f}-{max(u.duration for u in out):.1f} s -> {path}"
+    )
 
 
 if __name__ == "__main__":

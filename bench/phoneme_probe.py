@@ -116,7 +116,9 @@ def ding_phrase_lines(n: int, held: set[str], seed: int) -> list[str]:
 class PhoneRecognizer(nn.Module):
     """states (B, T_s, D_s), mask (B, T_s) -> logits (B, T_s / stack, P + 1) (blank last), mask."""
 
-    def __init__(self, *, in_dim: int, n_units: int, stack: int = 2, d: int = 256, layers: int = 2, heads: int = 4, dropout: float = 0.1) -> None:
+    def __init__(
+        self, *, in_dim: int, n_units: int, stack: int = 2, d: int = 256, layers: int = 2, heads: int = 4, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.stack = stack
         self.norm = nn.LayerNorm(in_dim)
@@ -137,7 +139,17 @@ class PhoneRecognizer(nn.Module):
 class Speller(nn.Module):
     """phones (B, N) (pad = P) -> hidden (B, N, d); CTC rows over a token subset are applied by the caller."""
 
-    def __init__(self, *, n_units: int, n_tokens: int, d: int = 192, layers: int = 3, heads: int = 4, dropout: float = 0.1, max_len: int = 2048) -> None:
+    def __init__(
+        self,
+        *,
+        n_units: int,
+        n_tokens: int,
+        d: int = 192,
+        layers: int = 3,
+        heads: int = 4,
+        dropout: float = 0.1,
+        max_len: int = 2048,
+    ) -> None:
         super().__init__()
         self.emb = nn.Embedding(n_units + 1, d)
         self.pos = nn.Embedding(max_len, d)
@@ -206,7 +218,13 @@ def batches_by_length(lengths: Sequence[int], size: int, rng: random.Random) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
-def train_timed(model: nn.Module, desc: str, minutes: float, epoch: Callable[[], list[list[int]]], batch_loss: Callable[[list[int]], torch.Tensor]) -> nn.Module:
+def train_timed(
+    model: nn.Module,
+    desc: str,
+    minutes: float,
+    epoch: Callable[[], list[list[int]]],
+    batch_loss: Callable[[list[int]], torch.Tensor],
+) -> nn.Module:
     """AdamW (lr 1e-3, 300 warmup steps, linear decay to 0 over ``minutes`` of wall clock), clipping at 1, over
     the batches of ``epoch()`` (called again at each pass) until the clock runs out; returns the model in eval."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
@@ -234,7 +252,9 @@ def train_timed(model: nn.Module, desc: str, minutes: float, epoch: Callable[[],
             bar.refresh()
 
 
-def train_acoustic(cache: EncoderCache, utts, phones: list[list[int]], n_units: int, minutes: float, seed: int) -> PhoneRecognizer:
+def train_acoustic(
+    cache: EncoderCache, utts, phones: list[list[int]], n_units: int, minutes: float, seed: int
+) -> PhoneRecognizer:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = PhoneRecognizer(in_dim=cache.dim or 512, n_units=n_units)
@@ -264,7 +284,16 @@ def add_noise(seq: list[int], n_units: int, rate: float, rng: random.Random) -> 
     return out or seq
 
 
-def train_speller(phones: list[list[int]], tokens: list[list[int]], n_units: int, n_tokens: int, minutes: float, noise: float, seed: int, sampled: int = 1024) -> Speller:
+def train_speller(
+    phones: list[list[int]],
+    tokens: list[list[int]],
+    n_units: int,
+    n_tokens: int,
+    minutes: float,
+    noise: float,
+    seed: int,
+    sampled: int = 1024,
+) -> Speller:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -366,7 +395,12 @@ class Lexicon:
 def score(hyps: list[str], refs: list[str]) -> dict:
     bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
     b, c = bleu.corpus_score(hyps, [refs]), chrf.corpus_score(hyps, [refs])
-    return {"bleu": round(b.score, 1), "chrf": round(c.score, 1), "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature())}
+    return {
+        "bleu": round(b.score, 1),
+        "chrf": round(c.score, 1),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -378,7 +412,9 @@ def main() -> None:
     ap.add_argument("--cache", required=True, help="the training cache (whisper-base, trim, bf16)")
     ap.add_argument("--eval_cache", default=None, help="where to encode eval clips missing from --cache (default: CACHE_eval)")
     ap.add_argument("--text_extra", nargs="*", default=[], help="files of more English lines for the speller and lexicon")
-    ap.add_argument("--ding_phrases", type=int, default=60000, help="pseudo-sentences of Ding dictionary phrases to add (0: none)")
+    ap.add_argument(
+        "--ding_phrases", type=int, default=60000, help="pseudo-sentences of Ding dictionary phrases to add (0: none)"
+    )
     ap.add_argument("--exclude", nargs="*", default=[], help="manifests whose transcripts the speller must not read")
     ap.add_argument("--minutes", type=float, default=16)
     ap.add_argument("--p2t_minutes", type=float, default=10)
@@ -400,7 +436,9 @@ def main() -> None:
     train = [u for u in read_manifest(args.train, require=("transcript",)) if u.duration <= args.max_duration]
     missing = [u.id for u in train if u not in cache]
     if missing:
-        raise SystemExit(f"{len(missing)} training clips are not in {args.cache} (first: {missing[0]}); train on them once to cache them")
+        raise SystemExit(
+            f"{len(missing)} training clips are not in {args.cache} (first: {missing[0]}); train on them once to cache them"
+        )
 
     # phone inventory and targets
     t0 = time.perf_counter()
@@ -424,7 +462,9 @@ def main() -> None:
         units = saved_units + sorted(set(units) - set(saved_units))
         n_heard = len(saved_units)
     uid = {p: i for i, p in enumerate(units)}
-    print(f"phonemised {len(train)} transcripts + {len(text)} text lines in {time.perf_counter() - t0:.0f} s; {len(units)} phone units")
+    print(
+        f"phonemised {len(train)} transcripts + {len(text)} text lines in {time.perf_counter() - t0:.0f} s; {len(units)} phone units"
+    )
     train_ids = [[uid[p] for p in seq] for seq in train_ph]
 
     # the speller's token subset: every MT source token of its text and of the training transcripts
@@ -451,7 +491,15 @@ def main() -> None:
         speller.eval()
         print(f"speller: loaded {sp_path}")
     else:
-        speller = train_speller([spell_ph[i] for i in keep], [tok_sub[i] for i in keep], len(units), len(vocab), args.p2t_minutes, args.noise, args.seed)
+        speller = train_speller(
+            [spell_ph[i] for i in keep],
+            [tok_sub[i] for i in keep],
+            len(units),
+            len(vocab),
+            args.p2t_minutes,
+            args.noise,
+            args.seed,
+        )
         torch.save({"units": units, "vocab": vocab, "speller": speller.state_dict()}, sp_path)
     if args.speller_only:
         return
@@ -474,7 +522,9 @@ def main() -> None:
         baseline, _ = load_connector(args.baseline)
         baseline.eval()
 
-    eval_cache = EncoderCache(args.eval_cache or f"{args.cache.rstrip('/')}_eval", encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode)
+    eval_cache = EncoderCache(
+        args.eval_cache or f"{args.cache.rstrip('/')}_eval", encoder_fingerprint=enc.fingerprint(), mode=enc.cache_mode
+    )
     results = {}
     for man in args.eval:
         utts = [u for u in read_manifest(man, require=("transcript",)) if u.duration <= args.max_duration]
@@ -492,11 +542,17 @@ def main() -> None:
                 heard += greedy(logits, om)
                 if baseline is not None:
                     base_txt += baseline.ctc_transcribe(x, m)
-        gold_ph = [[uid.get(p, 0) for p in seq] for seq in phonemize([u.transcript for u in utts], [accent_of(u.audio) for u in utts])]
+        gold_ph = [
+            [uid.get(p, 0) for p in seq] for seq in phonemize([u.transcript for u in utts], [accent_of(u.audio) for u in utts])
+        ]
         rows = {}
         if speller is not None:
-            rows["probe (phones -> speller)"] = [tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, heard, len(units))]
-            rows["speller on eSpeak's phones of the transcript"] = [tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, gold_ph, len(units))]
+            rows["probe (phones -> speller)"] = [
+                tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, heard, len(units))
+            ]
+            rows["speller on eSpeak's phones of the transcript"] = [
+                tr.detokenize_source([[vocab[t] for t in row]])[0] for row in spell(speller, gold_ph, len(units))
+            ]
         refs = [u.translation for u in utts]
         transcripts = [u.transcript for u in utts]
         rows["lexicon (phones -> lexicon)"] = [lexicon.read(q) for q in heard]
@@ -506,10 +562,13 @@ def main() -> None:
         res = {"n": len(utts), "per": round(100 * edit_rate(heard, gold_ph), 1), "systems": {}}
         for name, hyp in rows.items():
             mt = tr.translate_text(hyp, beam=4) if with_mt else [""] * len(hyp)
-            res["systems"][name] = {"wer": round(100 * word_error_rate(hyp, transcripts), 1), **(score(mt, refs) if with_mt else {})}
-            (out / f"{Path(man).parent.name}_{Path(man).stem}_{re.sub(r'[^a-z]+', '_', name.lower()).strip('_')[:40]}.jsonl").write_text(
-                "".join(json.dumps({"id": u.id, "heard": h, "translation": t}) + "\n" for u, h, t in zip(utts, hyp, mt))
-            )
+            res["systems"][name] = {
+                "wer": round(100 * word_error_rate(hyp, transcripts), 1),
+                **(score(mt, refs) if with_mt else {}),
+            }
+            (
+                out / f"{Path(man).parent.name}_{Path(man).stem}_{re.sub(r'[^a-z]+', '_', name.lower()).strip('_')[:40]}.jsonl"
+            ).write_text("".join(json.dumps({"id": u.id, "heard": h, "translation": t}) + "\n" for u, h, t in zip(utts, hyp, mt)))
         results[man] = res
         print(man, json.dumps(res, indent=1))
     (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -44,8 +44,13 @@ def main() -> None:
     ap.add_argument("--model", type=Path, required=True, help="connector checkpoint directory")
     ap.add_argument("--manifest", type=Path, nargs="+", required=True)
     ap.add_argument("--values", type=float, nargs="+", default=[0, 6, 8, 10, 15], help="max_piece_seconds (0: window only)")
-    ap.add_argument("--pauses", type=float, nargs="+", default=None,
-                    help="sentence_pause_seconds values (negative: greedy packing; default: the checkpoint's)")
+    ap.add_argument(
+        "--pauses",
+        type=float,
+        nargs="+",
+        default=None,
+        help="sentence_pause_seconds values (negative: greedy packing; default: the checkpoint's)",
+    )
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -72,11 +77,23 @@ def main() -> None:
                 m["reference_source"] = sorted({u.translation_source or "unknown" for u in utts})
                 m["sentence_pause_seconds"] = st.sentence_pause_seconds
                 rows[f"{v:g}" if len(pauses) == 1 else f"{v:g} / {'greedy' if pause < 0 else f'{pause:g}'}"] = m
-                print(f"{manifest} max_piece_seconds={v:g} sentence_pause_seconds={pause:g}: "
-                      f"BLEU {m['bleu']:.2f} chrF {m['chrf']:.2f}", flush=True)
+                print(
+                    f"{manifest} max_piece_seconds={v:g} sentence_pause_seconds={pause:g}: "
+                    f"BLEU {m['bleu']:.2f} chrF {m['chrf']:.2f}",
+                    flush=True,
+                )
         results[str(manifest)] = rows
-    (args.out / "results.json").write_text(json.dumps({"model": str(args.model), "stored_max_piece_seconds": stored,
-                                                           "stored_sentence_pause_seconds": stored_pause, "results": results}, indent=2))
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {
+                "model": str(args.model),
+                "stored_max_piece_seconds": stored,
+                "stored_sentence_pause_seconds": stored_pause,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
     names = [name for name, _, _ in BUCKETS]
     lines = [
@@ -91,19 +108,38 @@ def main() -> None:
         src = next(iter(rows.values()))["reference_source"]
         human = all(not s.startswith("mt:") for s in src)
         lines += [f"## {manifest} (references: {', '.join(src)}, {'human' if human else 'MT output'})", ""]
-        lines += [f"| max_piece_seconds{' / sentence_pause_seconds' if len(pauses) > 1 else ''} | BLEU / chrF | " + " | ".join(names) + " | model seconds |", "|---" * (len(names) + 3) + "|"]
+        lines += [
+            f"| max_piece_seconds{' / sentence_pause_seconds' if len(pauses) > 1 else ''} | BLEU / chrF | "
+            + " | ".join(names)
+            + " | model seconds |",
+            "|---" * (len(names) + 3) + "|",
+        ]
         for v, m in rows.items():
             b = m["buckets"]
-            lines.append(f"| {v} | {m['bleu']:.1f} / {m['chrf']:.1f} | " + " | ".join(_fmt(b[n]["bleu"]) for n in names) + f" | {m['model_seconds']:.0f} |")
+            lines.append(
+                f"| {v} | {m['bleu']:.1f} / {m['chrf']:.1f} | "
+                + " | ".join(_fmt(b[n]["bleu"]) for n in names)
+                + f" | {m['model_seconds']:.0f} |"
+            )
         lines.append("")
     first = next(iter(next(iter(results.values())).values()))
-    lines += [f"BLEU signature `{first['bleu_signature']}`, chrF `{first['chrf_signature']}`.", "", "![BLEU against piece length](piece_seconds.png)", ""]
+    lines += [
+        f"BLEU signature `{first['bleu_signature']}`, chrF `{first['chrf_signature']}`.",
+        "",
+        "![BLEU against piece length](piece_seconds.png)",
+        "",
+    ]
     (args.out / "report.md").write_text("\n".join(lines))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for manifest, rows in results.items():
         keys = list(rows)
-        ax.plot(range(len(keys)), [m["bleu"] for m in rows.values()], marker="o", label=Path(manifest).parent.name + "/" + Path(manifest).name)
+        ax.plot(
+            range(len(keys)),
+            [m["bleu"] for m in rows.values()],
+            marker="o",
+            label=Path(manifest).parent.name + "/" + Path(manifest).name,
+        )
         ax.set_xticks(range(len(keys)), [("window" + k[1:] if k.startswith("0") else k) for k in keys], rotation=30, fontsize=7)
     ax.set_xlabel("max_piece_seconds" + (" / sentence_pause_seconds" if len(pauses) > 1 else ""))
     ax.set_ylabel("corpus BLEU")

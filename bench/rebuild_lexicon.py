@@ -36,7 +36,9 @@ def main() -> None:
     state = prepare_head_data(cfg)  # made from the run's data and lexicon text, as at the start of training
     old = PhoneCTCHead.read_data(run / "best")
     if state["units"] != old["units"]:
-        raise SystemExit(f"the rebuilt head has {len(state['units'])} units, the checkpoint {len(old['units'])}: not the same phonemisation")
+        raise SystemExit(
+            f"the rebuilt head has {len(state['units'])} units, the checkpoint {len(old['units'])}: not the same phonemisation"
+        )
     dst = Path(args.out) if args.out else run / "best_relex"
     if dst.exists() and not args.force:
         raise SystemExit(f"{dst} exists; pass --force to replace it")

@@ -29,8 +29,13 @@ def test_gpu_recipe_cpu_path(tmp_path: Path) -> None:
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: bash scripts/setup.sh installs it")
     out = tmp_path / "gpu_out"
-    env = {**os.environ, "SLTALIGN_GPU_SCRIPT_CPU": "1", "OUT": str(out), "PYTHON": sys.executable,
-           "SLTALIGN_CACHE": os.environ.get("SLTALIGN_CACHE", str(Path.home() / ".cache" / "sltalign"))}
+    env = {
+        **os.environ,
+        "SLTALIGN_GPU_SCRIPT_CPU": "1",
+        "OUT": str(out),
+        "PYTHON": sys.executable,
+        "SLTALIGN_CACHE": os.environ.get("SLTALIGN_CACHE", str(Path.home() / ".cache" / "sltalign")),
+    }
     proc = subprocess.run(["bash", str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=950)
     log = (out / "log.txt").read_text() if (out / "log.txt").exists() else ""
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}\n{log[-6000:]}"
