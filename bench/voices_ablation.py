@@ -195,7 +195,9 @@ def speak(args: argparse.Namespace, voice: str, indices: tuple[int, ...]) -> Non
     base = [json.loads(ln) for ln in (args.out / "corpus" / "train.jsonl").read_text().splitlines() if ln.strip()]
     for p in todo:  # the same sentence as the base clip i (same seed and split sizes: the same pools)
         if p.sentences != (base[int(p.id[6:])]["transcript"],):
-            raise RuntimeError(f"{voice} {p.id}: planned {p.sentences!r}, the base clip says {base[int(p.id[6:])]['transcript']!r}")
+            raise RuntimeError(
+                f"{voice} {p.id}: planned {p.sentences!r}, the base clip says {base[int(p.id[6:])]['transcript']!r}"
+            )
     (out / "audio" / "train").mkdir(parents=True, exist_ok=True)
     print(f"[audio] {voice}: {len(todo)} clips", flush=True)
     _render_all(todo, "espeak", out, cfg, progress=False)
@@ -255,7 +257,9 @@ def _channel_one(job: tuple[str, str, int, int, list[str]]) -> str:
 def put_through_channel(args: argparse.Namespace, voice: str, indices: tuple[int, ...]) -> None:
     import multiprocessing as mp
 
-    sentences = [json.loads(ln)["transcript"] for ln in (args.out / "corpus" / "train.jsonl").read_text().splitlines() if ln.strip()]
+    sentences = [
+        json.loads(ln)["transcript"] for ln in (args.out / "corpus" / "train.jsonl").read_text().splitlines() if ln.strip()
+    ]
     jobs = [(str(clip_path(args.out, voice, False, i)), str(clip_path(args.out, voice, True, i)), i, args.seed, sentences)
             for i in indices if not is_done(clip_path(args.out, voice, True, i))]  # fmt: skip
     if not jobs:
@@ -361,7 +365,11 @@ def subset_scores(hyps: Path) -> dict[str, dict[str, float]]:
         sel = [r for r in rows if keep(r["id"])]
         if sel:
             h, r = [x["hyp"] for x in sel], [[x["ref"] for x in sel]]
-            out[name] = {"bleu": round(sacrebleu.corpus_bleu(h, r).score, 2), "chrf": round(sacrebleu.corpus_chrf(h, r).score, 2), "n": len(sel)}
+            out[name] = {
+                "bleu": round(sacrebleu.corpus_bleu(h, r).score, 2),
+                "chrf": round(sacrebleu.corpus_chrf(h, r).score, 2),
+                "n": len(sel),
+            }
     return out
 
 
@@ -406,7 +414,11 @@ def one_row(args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dic
     if not summary_f.is_file() or json.loads(summary_f.read_text()).get("steps", 0) < args.steps:
         print(f"[{row.name}] training {args.steps} steps", flush=True)
         t0 = time.perf_counter()
-        run([sys.executable, "-m", "sltalign", "train", str(args.config), *train_overrides(args, row, train, real)], log, args.threads)
+        run(
+            [sys.executable, "-m", "sltalign", "train", str(args.config), *train_overrides(args, row, train, real)],
+            log,
+            args.threads,
+        )
         (d / "train_minutes.txt").write_text(f"{(time.perf_counter() - t0) / 60:.2f}\n")
     summary = json.loads(summary_f.read_text())
     minutes = float((d / "train_minutes.txt").read_text()) if (d / "train_minutes.txt").is_file() else None
@@ -421,7 +433,10 @@ def one_row(args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dic
     try:
         # the real set only (the synthetic dev's is logged by training): another encoder pass costs minutes here
         w = ctc_wer(best, [real], log, args.threads)
-        scores["ctc_wer"] = {"real": w[0], "dev": 100 * scores["dev_at_best"]["ctc_wer"] if "ctc_wer" in scores["dev_at_best"] else None}
+        scores["ctc_wer"] = {
+            "real": w[0],
+            "dev": 100 * scores["dev_at_best"]["ctc_wer"] if "ctc_wer" in scores["dev_at_best"] else None,
+        }
     except (RuntimeError, IndexError) as err:
         scores["ctc_wer"] = {"error": str(err)}
     done.write_text(json.dumps(scores, indent=2))
@@ -473,7 +488,9 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], casc: dict[s
         loop = r.get("train_loop_minutes")
         if loop is None and (args.out / "rows" / r["row"] / "run" / "summary.json").is_file():
             loop = json.loads((args.out / "rows" / r["row"] / "run" / "summary.json").read_text()).get("minutes")
-        mins = (f"{loop:.1f}" if loop else "-") + " / " + (f"{r['train_minutes_wall']:.1f}" if r.get("train_minutes_wall") else "-")
+        mins = (
+            (f"{loop:.1f}" if loop else "-") + " / " + (f"{r['train_minutes_wall']:.1f}" if r.get("train_minutes_wall") else "-")
+        )
         lines.append(f"| {r['row']} | {voices_label(r)} | {'yes' if r['channel'] else 'no'} | {r['engine']} | {r['steps']} ({r['best_step']}) | "
                      f"{mins} | {cell(r['test'])} | " + " | ".join(cell(sub.get(s)) for s in subsets)
                      + (f" | {gap:+.1f} | {wer} |" if gap is not None else f" | - | {wer} |"))  # fmt: skip
@@ -556,7 +573,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = [by_name[n] for n in args.only] if args.only else all_rows
     args.out.mkdir(parents=True, exist_ok=True)
     groups = needed_audio(rows, args.n_train, args.share, args.seed)
-    print(f"{len(rows)} rows; audio groups: " + ", ".join(f"{v}{'+ch' if c else ''}:{len(ix)}" for v, c, ix in groups), flush=True)
+    print(
+        f"{len(rows)} rows; audio groups: " + ", ".join(f"{v}{'+ch' if c else ''}:{len(ix)}" for v, c, ix in groups), flush=True
+    )
     if args.plan_only:
         return
     t_all = time.perf_counter()

@@ -90,8 +90,12 @@ def test_channel_audio_is_made_once(va, tmp_path, monkeypatch):
     src.parent.mkdir(parents=True)
     t = np.arange(16000) / 16000
     write_audio(src, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
-    src.with_suffix(".json").write_text(json.dumps({"id": "train-000000", "backend": "hibari", "voice": "heart", "duration": 1.0}))
-    monkeypatch.setattr(va, "channel_draw", lambda i, seed, s: ({"telephone": {"codec": "mulaw"}, "level": {"db": -6.0}}, 20.0, 1.0))
+    src.with_suffix(".json").write_text(
+        json.dumps({"id": "train-000000", "backend": "hibari", "voice": "heart", "duration": 1.0})
+    )
+    monkeypatch.setattr(
+        va, "channel_draw", lambda i, seed, s: ({"telephone": {"codec": "mulaw"}, "level": {"db": -6.0}}, 20.0, 1.0)
+    )
     va.put_through_channel(args, "hibari", (0,))
     dst = va.clip_path(tmp_path, "hibari", True, 0)
     assert va.is_done(dst)
