@@ -85,9 +85,10 @@ RECIPES = {
     ),
 }
 #: training clips' synthesisers (SynthConfig.train_backends), each where installed (eSpeak NG always): a fifth
-#: of the clips in hibari's neural voice (a recogniser trained on robotic voices hears people poorly; one neural
-#: voice moved read speech most in a probe on audiobook readings; docs/RESULTS.md), the rest half eSpeak NG,
-#: half Flite. hibari renders ~100x real time on one core; Piper and Kokoro are too slow for the demo's budget.
+#: of the clips in hibari's neural voice (a recogniser trained on robotic voices hears people poorly), the rest
+#: half eSpeak NG, half Flite. In the voices ablation (docs/RESULTS.md) hibari helped real speech most; Piper,
+#: Kokoro blends or all three did no better, at a far higher synthesis cost (hibari ~50x real time on one core,
+#: Kokoro ~1x), and the channel variety lowered scores at that budget, so the demo uses neither.
 TRAIN_BACKENDS = {"espeak": 1.0, "flite": 1.0, "hibari": 0.5}
 VOICE_NAMES = {"espeak": "eSpeak NG", "flite": "Flite", "hibari": "hibari", "piper": "Piper", "kokoro": "Kokoro"}
 #: the full demo's clock: training gets what synthesis and encoding leave of DEADLINE minutes, less what
