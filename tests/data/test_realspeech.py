@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from importlib import resources
 
 import pytest
@@ -129,6 +130,15 @@ def test_every_row_of_an_installed_subset_loads(tmp_path, split):
         assert all(u.audio.startswith(str(tmp_path / "audio" / "wz2100")) for u in wz)
         again = read_manifest(build_realspeech_manifest(tmp_path, split=split, subsets=["wz2100"]))
         assert [u.id for u in again] == [u.id for u in wz]
+
+
+@pytest.mark.skipif(not INSTALLED["wz2100"], reason="the wz2100 archive is not installed (scripts/setup.sh installs it)")
+def test_a_relative_out_dir_gives_paths_that_exist(tmp_path, monkeypatch):
+    # Extracted clips must be found when the manifest is read, whatever directory the caller named it from.
+    monkeypatch.chdir(tmp_path)
+    path = build_realspeech_manifest("rel/realspeech", split="dev", subsets=["wz2100"])
+    utts = read_manifest(path)
+    assert utts and all(Path(u.audio).is_file() for u in utts)
 
 
 @pytest.mark.skipif(

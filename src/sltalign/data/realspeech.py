@@ -187,7 +187,9 @@ def build_realspeech_manifest(
             raise RealSpeechUnavailable(_unavailable(s, where[s]))
     if not kept:
         raise RealSpeechUnavailable("; ".join(_unavailable(s, where[s]) for s in chosen))
-    out_dir = Path(out_dir).expanduser()
+    # Absolute, because the manifest stores extracted clips relative to itself: a relative out_dir would be
+    # joined twice (out_dir/out_dir/audio/...) when the manifest is read back from another working directory.
+    out_dir = Path(out_dir).expanduser().resolve()
     utts = []
     missing = []
     archives: dict[str, zipfile.ZipFile] = {}
