@@ -56,6 +56,13 @@ class Row:
     added: tuple[str, ...]  # the voices that speak the share (split equally, in this order)
     channel: bool
     engine: str = "auto"  # model.encoder_engine
+    share: float | None = None  # the added voice's share of the clips (None: --share)
+    channel_name: str = "full"  # CHANNELS key, for a channel row
+
+    @property
+    def channel_id(self) -> str:
+        """The audio a row reads: "" clean, else the channel's name (the key of its audio)."""
+        return self.channel_name if self.channel else ""
 
 
 #: the most informative rows first (the run order)
@@ -72,6 +79,13 @@ ROWS = (
     Row("kokoro_ch", ("kokoro",), True),
 )
 ENGINE_ROWS = (Row("hibari_torch", ("hibari",), False, engine="torch"),)
+#: the demo's own mix (a fifth of the clips in hibari) against a lighter channel and a larger hibari share, run
+#: at the demo's size (``--demo_rows --n_train 12000 --steps 1900``): the questions the small rows left open
+DEMO_ROWS = (
+    Row("demo", ("hibari",), False, share=0.2),
+    Row("demo_light", ("hibari",), True, share=0.2, channel_name="light"),
+    Row("demo_hibari40", ("hibari",), False, share=0.4),
+)
 
 #: the channel of the channel rows, as a demanding user would set it for people's speech: phone calls and
 #: lossy apps, rooms, other talkers and noise, tempo and voice pitch, quiet microphones, silences with breaths
@@ -89,6 +103,20 @@ CHANNEL = {
 NOISE = {"prob": 0.3, "snr_db": (5.0, 30.0)}
 #: babble talkers: today's voices only, so that no row hears a neural voice it was not given
 BABBLE_BACKENDS = ("espeak", "flite")
+#: a lighter channel: what recordings of people have around the speech (silences with breaths and room tone,
+#: level, tempo, a near room, some telephone band, mild noise), without the steps that cost most in the small
+#: rows (pitch shift, babble, lossy codecs)
+LIGHT_CHANNEL = {
+    "speed_perturb_prob": 0.5, "speed_perturb_range": (0.9, 1.1),
+    "pitch_shift_prob": 0.0, "rir_prob": 0.2, "babble_prob": 0.0,
+    "telephone_prob": 0.1, "codec_prob": 0.0,
+    "level_prob": 0.3, "level_db_range": (-20.0, 0.0),
+    "silence_prob": 0.5, "silence_range": (0.1, 1.0),
+}  # fmt: skip
+LIGHT_NOISE = {"prob": 0.15, "snr_db": (15.0, 35.0)}
+#: channel name -> (synth channel settings, coloured noise)
+CHANNELS = {"full": (CHANNEL, NOISE), "light": (LIGHT_CHANNEL, LIGHT_NOISE)}
+EVERY_ROW = ROWS + ENGINE_ROWS + DEMO_ROWS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -105,7 +133,8 @@ def added_indices(n_train: int, share: float, seed: int) -> list[int]:
 def row_sources(row: Row, n_train: int, share: float, seed: int) -> list[str]:
     """For each training clip index, the voice that speaks it: "base" (eSpeak NG / Flite) or an added one."""
     src = ["base"] * n_train
-    idx = added_indices(n_train, share, seed)
+    # a larger share holds a smaller one's indices (a prefix of the same seeded order): their audio is shared
+    idx = added_indices(n_train, share if row.share is None else row.share, seed)
     if row.added:
         parts = np.array_split(np.array(idx, dtype=np.int64), len(row.added))
         for voice, part in zip(row.added, parts):
@@ -114,15 +143,15 @@ def row_sources(row: Row, n_train: int, share: float, seed: int) -> list[str]:
     return src
 
 
-def needed_audio(rows: list[Row], n_train: int, share: float, seed: int) -> list[tuple[str, bool, tuple[int, ...]]]:
-    """The audio groups the rows need, in the order they are first needed: (voice, channel, indices). Each
-    (voice, channel, index) appears once however many rows use it."""
-    seen: set[tuple[str, bool, int]] = set()
-    groups: list[tuple[str, bool, tuple[int, ...]]] = []
+def needed_audio(rows: list[Row], n_train: int, share: float, seed: int) -> list[tuple[str, str, tuple[int, ...]]]:
+    """The audio groups the rows need, in the order they are first needed: (voice, channel id, indices), the
+    channel id "" for clean audio. Each (voice, channel, index) appears once however many rows use it."""
+    seen: set[tuple[str, str, int]] = set()
+    groups: list[tuple[str, str, tuple[int, ...]]] = []
     for row in rows:
         src = row_sources(row, n_train, share, seed)
         # clean audio first: a channel clip is made from the clean one
-        for channel in sorted({False, row.channel}):
+        for channel in sorted({"", row.channel_id}):
             by_voice: dict[str, list[int]] = {}
             for i, v in enumerate(src):
                 if (v, channel, i) not in seen:
@@ -132,18 +161,20 @@ def needed_audio(rows: list[Row], n_train: int, share: float, seed: int) -> list
     return groups
 
 
-def groups_of(row: Row, groups: list[tuple[str, bool, tuple[int, ...]]], n_train: int, share: float, seed: int) -> list[int]:
+def groups_of(row: Row, groups: list[tuple[str, str, tuple[int, ...]]], n_train: int, share: float, seed: int) -> list[int]:
     """The positions in ``groups`` holding audio the row uses (its clean clips, and with the channel those too)."""
-    uses = {(v, False, i) for i, v in enumerate(row_sources(row, n_train, share, seed))}
+    uses = {(v, "", i) for i, v in enumerate(row_sources(row, n_train, share, seed))}
     if row.channel:
-        uses |= {(v, True, i) for v, _, i in uses}
+        uses |= {(v, row.channel_id, i) for v, _, i in uses}
     return [k for k, (v, c, ix) in enumerate(groups) if any((v, c, i) in uses for i in ix)]
 
 
-def clip_path(out: Path, voice: str, channel: bool, i: int) -> Path:
+def clip_path(out: Path, voice: str, channel: str, i: int) -> Path:
+    """Clip i in ``voice`` through ``channel`` ("" clean; "full" keeps the first rows' folder name)."""
     if voice == "base" and not channel:
         return out / "corpus" / "audio" / "train" / f"train-{i:06d}.flac"
-    return out / "audio" / ("channel" if channel else "clean") / voice / "audio" / "train" / f"train-{i:06d}.flac"
+    folder = "clean" if not channel else "channel" if channel == "full" else f"channel-{channel}"
+    return out / "audio" / folder / voice / "audio" / "train" / f"train-{i:06d}.flac"
 
 
 def is_done(path: Path) -> bool:
@@ -184,7 +215,7 @@ def speak(args: argparse.Namespace, voice: str, indices: tuple[int, ...]) -> Non
     from sltalign.data.synth.sentences import load_sentences
 
     out = args.out / "audio" / "clean" / voice
-    todo_ix = [i for i in indices if not is_done(clip_path(args.out, voice, False, i))]
+    todo_ix = [i for i in indices if not is_done(clip_path(args.out, voice, "", i))]
     if not todo_ix:
         return
     cfg = synth_config(args, train_backends={voice: 1.0})
@@ -206,14 +237,17 @@ def speak(args: argparse.Namespace, voice: str, indices: tuple[int, ...]) -> Non
 _BABBLE: dict[str, Any] = {}
 
 
-def channel_draw(i: int, seed: int, sentences: list[str]) -> tuple[dict[str, Any] | None, float | None, float]:
-    """Clip i's channel (the synth package's ``draw_channel`` with ``CHANNEL``), its coloured-noise SNR (None:
-    no noise) and colour: the same for clip i whatever voice speaks it."""
+def channel_draw(
+    i: int, seed: int, sentences: list[str], name: str = "full"
+) -> tuple[dict[str, Any] | None, float | None, float]:
+    """Clip i's channel (the synth package's ``draw_channel`` with ``CHANNELS[name]``), its coloured-noise SNR
+    (None: no noise) and colour: the same for clip i whatever voice speaks it."""
     from sltalign.data.synth import SynthConfig
     from sltalign.data.synth.augment import draw_channel
     from sltalign.data.synth.backends import default_voices
 
-    cfg = SynthConfig(**CHANNEL)
+    channel, noise = CHANNELS[name]
+    cfg = SynthConfig(**channel)
 
     def talker(r: np.random.Generator) -> dict[str, Any]:
         b = BABBLE_BACKENDS[int(r.integers(len(BABBLE_BACKENDS)))]
@@ -223,17 +257,17 @@ def channel_draw(i: int, seed: int, sentences: list[str]) -> tuple[dict[str, Any
 
     ch = draw_channel(cfg, np.random.default_rng([seed, 1, i, 3]), talker)
     nrng = np.random.default_rng([seed, 1, i, 4])
-    snr = round(float(nrng.uniform(*NOISE["snr_db"])), 3) if nrng.random() < NOISE["prob"] else None
+    snr = round(float(nrng.uniform(*noise["snr_db"])), 3) if nrng.random() < noise["prob"] else None
     return ch, snr, float(nrng.choice([0.0, 1.0, 2.0]))
 
 
-def _channel_one(job: tuple[str, str, int, int, list[str]]) -> str:
+def _channel_one(job: tuple[str, str, int, int, list[str], str]) -> str:
     from sltalign.audio import load_audio, resample, write_audio
     from sltalign.data.synth.augment import apply_channel
     from sltalign.data.synth.backends import make_backend
 
-    src, dst, i, seed, sentences = job
-    ch, snr, color = channel_draw(i, seed, sentences)
+    src, dst, i, seed, sentences, name = job
+    ch, snr, color = channel_draw(i, seed, sentences, name)
     wav = load_audio(src)
 
     def babble(t: dict[str, Any]) -> np.ndarray:
@@ -254,17 +288,17 @@ def _channel_one(job: tuple[str, str, int, int, list[str]]) -> str:
     return dst
 
 
-def put_through_channel(args: argparse.Namespace, voice: str, indices: tuple[int, ...]) -> None:
+def put_through_channel(args: argparse.Namespace, voice: str, indices: tuple[int, ...], name: str = "full") -> None:
     import multiprocessing as mp
 
     sentences = [
         json.loads(ln)["transcript"] for ln in (args.out / "corpus" / "train.jsonl").read_text().splitlines() if ln.strip()
     ]
-    jobs = [(str(clip_path(args.out, voice, False, i)), str(clip_path(args.out, voice, True, i)), i, args.seed, sentences)
-            for i in indices if not is_done(clip_path(args.out, voice, True, i))]  # fmt: skip
+    jobs = [(str(clip_path(args.out, voice, "", i)), str(clip_path(args.out, voice, name, i)), i, args.seed, sentences, name)
+            for i in indices if not is_done(clip_path(args.out, voice, name, i))]  # fmt: skip
     if not jobs:
         return
-    print(f"[audio] channel over {voice}: {len(jobs)} clips", flush=True)
+    print(f"[audio] {name} channel over {voice}: {len(jobs)} clips", flush=True)
     if args.workers <= 1:
         for j in jobs:
             _channel_one(j)
@@ -278,7 +312,7 @@ def row_manifest(args: argparse.Namespace, row: Row) -> Path:
     base = [json.loads(ln) for ln in (args.out / "corpus" / "train.jsonl").read_text().splitlines() if ln.strip()]
     rows = []
     for i, v in enumerate(row_sources(row, args.n_train, args.share, args.seed)):
-        path = clip_path(args.out, v, row.channel, i)
+        path = clip_path(args.out, v, row.channel_id, i)
         rec = json.loads(path.with_suffix(".json").read_text())
         rows.append(json.dumps({"id": f"train-{i:06d}", "audio": str(path.resolve()), "duration": rec["duration"],
                                 "transcript": base[i]["transcript"]}, ensure_ascii=False))  # fmt: skip
@@ -304,10 +338,10 @@ class AudioPlanner:
             for k, (voice, channel, ix) in enumerate(self.groups):
                 t = time.perf_counter()
                 if channel:
-                    put_through_channel(self.args, voice, ix)
+                    put_through_channel(self.args, voice, ix, channel)
                 elif voice != "base":
                     speak(self.args, voice, ix)
-                key = f"{voice}{'+channel' if channel else ''}"
+                key = f"{voice}{'+' + channel + ' channel' if channel else ''}"
                 self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t
                 self.done[k].set()
         except BaseException as err:  # noqa: BLE001 -- handed to the rows waiting
@@ -425,6 +459,7 @@ def one_row(args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dic
     print(f"[{row.name}] scoring", flush=True)
     best = d / "run" / "best"
     scores: dict[str, Any] = {"row": row.name, "added": list(row.added), "channel": row.channel, "engine": row.engine,
+                              "share": args.share if row.share is None else row.share, "channel_name": row.channel_id,
                               "steps": summary["steps"], "best_step": summary["best_step"],
                               "best_dev_bleu": summary["best_dev_bleu"], "train_minutes_wall": minutes,
                               "train_loop_minutes": summary.get("minutes"),
@@ -462,7 +497,8 @@ def cascade(args: argparse.Namespace, corpus: dict[str, Path], real: Path) -> di
 
 def voices_label(row: dict[str, Any]) -> str:
     added = row.get("added") or []
-    return "eSpeak + Flite" + ("" if not added else " + " + " + ".join(added))
+    share = f" ({row['share']:.0%})" if added and row.get("share") is not None else ""
+    return "eSpeak + Flite" + ("" if not added else " + " + " + ".join(added) + share)
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], casc: dict[str, Any] | None, missing: list[str]) -> Path:
@@ -491,7 +527,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], casc: dict[s
         mins = (
             (f"{loop:.1f}" if loop else "-") + " / " + (f"{r['train_minutes_wall']:.1f}" if r.get("train_minutes_wall") else "-")
         )
-        lines.append(f"| {r['row']} | {voices_label(r)} | {'yes' if r['channel'] else 'no'} | {r['engine']} | {r['steps']} ({r['best_step']}) | "
+        lines.append(f"| {r['row']} | {voices_label(r)} | {(r.get('channel_name') or 'yes') if r['channel'] else 'no'} | {r['engine']} | {r['steps']} ({r['best_step']}) | "
                      f"{mins} | {cell(r['test'])} | " + " | ".join(cell(sub.get(s)) for s in subsets)
                      + (f" | {gap:+.1f} | {wer} |" if gap is not None else f" | - | {wer} |"))  # fmt: skip
     if casc:
@@ -502,6 +538,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], casc: dict[s
     lines += ["", "Subsets (n): " + ", ".join(f"{k} {v['n']}" for k, v in sig["real"]["subsets"].items()) + ".",
               f"BLEU signature `{sig['test']['bleu_signature']}`, chrF `{sig['test']['chrf_signature']}`.",
               "Channel rows: " + json.dumps(CHANNEL) + f"; coloured noise {json.dumps(NOISE)}; babble talkers {list(BABBLE_BACKENDS)}.",
+              "Light channel rows: " + json.dumps(LIGHT_CHANNEL) + f"; coloured noise {json.dumps(LIGHT_NOISE)}.",
               "CTC WER: greedy read-out of the phone head through the lexicon; dev: logged by training at the best step, real: "
               "bench/ctc_wer.py on the real-speech test set (clips up to 30 s).",
               "", "![voices ablation](voices_ablation.png)", ""]  # fmt: skip
@@ -557,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", type=Path, default=None, help="the recipe (default: the package's configs/phones.yaml)")
     ap.add_argument("--only", nargs="*", default=None, help="row names (default: all, in ROWS order)")
     ap.add_argument("--engine_rows", action="store_true", help="also the +hibari clean row on torch fp32 encoder states")
+    ap.add_argument("--demo_rows", action="store_true", help="also the demo-mix rows (DEMO_ROWS: light channel, hibari share)")
     ap.add_argument("--no_cascade", action="store_true")
     ap.add_argument("--cascade_after", type=int, default=6, help="score the cascade after this many rows started")
     ap.add_argument("--plan_only", action="store_true", help="print the rows' audio plan and stop")
@@ -565,8 +603,8 @@ def main(argv: list[str] | None = None) -> None:
         from sltalign.demo import preset_path
 
         args.config = preset_path("phones.yaml")
-    all_rows = list(ROWS) + (list(ENGINE_ROWS) if args.engine_rows else [])
-    by_name = {r.name: r for r in list(ROWS) + list(ENGINE_ROWS)}
+    all_rows = list(ROWS) + (list(ENGINE_ROWS) if args.engine_rows else []) + (list(DEMO_ROWS) if args.demo_rows else [])
+    by_name = {r.name: r for r in EVERY_ROW}
     unknown = [n for n in args.only or [] if n not in by_name]
     if unknown:
         raise SystemExit(f"--only: unknown row(s) {unknown}; rows: {list(by_name)}")
@@ -574,7 +612,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     groups = needed_audio(rows, args.n_train, args.share, args.seed)
     print(
-        f"{len(rows)} rows; audio groups: " + ", ".join(f"{v}{'+ch' if c else ''}:{len(ix)}" for v, c, ix in groups), flush=True
+        f"{len(rows)} rows; audio groups: " + ", ".join(f"{v}{'+' + c if c else ''}:{len(ix)}" for v, c, ix in groups), flush=True
     )
     if args.plan_only:
         return
@@ -606,11 +644,11 @@ def main(argv: list[str] | None = None) -> None:
     if casc is None and (args.out / "cascade" / "scores.json").is_file():
         casc = json.loads((args.out / "cascade" / "scores.json").read_text())
     # the table holds every row scored in OUT so far (an --only run adds rows to it)
-    for r in list(ROWS) + list(ENGINE_ROWS):
+    for r in EVERY_ROW:
         if r.name not in results and (args.out / "rows" / r.name / "scores.json").is_file():
             results[r.name] = json.loads((args.out / "rows" / r.name / "scores.json").read_text())
-    ordered = [results[r.name] for r in list(ROWS) + list(ENGINE_ROWS) if r.name in results]
-    missing = [r.name for r in list(ROWS) + list(ENGINE_ROWS) if r.name not in results]
+    ordered = [results[r.name] for r in EVERY_ROW if r.name in results]
+    missing = [r.name for r in EVERY_ROW if r.name not in results]
     doc = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "channel": CHANNEL, "noise": NOISE,
            "babble_backends": BABBLE_BACKENDS, "audio_seconds": audio.seconds, "wall_minutes": (time.perf_counter() - t_all) / 60,
            "rows": ordered, "cascade": casc, "failed": failed, "missing": missing}  # fmt: skip

@@ -58,7 +58,8 @@ def test_audio_is_planned_once_and_clean_before_channel(va):
         assert sorted(i for v, c, i in items if v == voice and not c) == sorted(va.added_indices(n, share, seed))
         assert sum(1 for v, c, _ in items if v == voice and c) == k
     pos = {it: p for p, it in enumerate(items)}
-    assert all(pos[(v, False, i)] < pos[(v, True, i)] for v, c, i in items if c)
+    assert {c for _, c, _ in items} == {"", "full"}  # clean, and the one channel of these rows
+    assert all(pos[(v, "", i)] < pos[(v, c, i)] for v, c, i in items if c)
     # the first rows wait for no Kokoro or Piper audio
     first = va.groups_of(va.ROWS[2], groups, n, share, seed)  # hibari, clean
     assert {groups[g][0] for g in first} == {"base", "hibari"} and not any(groups[g][1] for g in first)
@@ -86,7 +87,7 @@ def test_channel_audio_is_made_once(va, tmp_path, monkeypatch):
     args = argparse.Namespace(out=tmp_path, seed=0, workers=1)
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "train.jsonl").write_text(json.dumps({"transcript": "A short sentence."}) + "\n")
-    src = va.clip_path(tmp_path, "hibari", False, 0)
+    src = va.clip_path(tmp_path, "hibari", "", 0)
     src.parent.mkdir(parents=True)
     t = np.arange(16000) / 16000
     write_audio(src, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
@@ -94,10 +95,10 @@ def test_channel_audio_is_made_once(va, tmp_path, monkeypatch):
         json.dumps({"id": "train-000000", "backend": "hibari", "voice": "heart", "duration": 1.0})
     )
     monkeypatch.setattr(
-        va, "channel_draw", lambda i, seed, s: ({"telephone": {"codec": "mulaw"}, "level": {"db": -6.0}}, 20.0, 1.0)
+        va, "channel_draw", lambda i, seed, s, name="full": ({"telephone": {"codec": "mulaw"}, "level": {"db": -6.0}}, 20.0, 1.0)
     )
     va.put_through_channel(args, "hibari", (0,))
-    dst = va.clip_path(tmp_path, "hibari", True, 0)
+    dst = va.clip_path(tmp_path, "hibari", "full", 0)
     assert va.is_done(dst)
     rec = json.loads(dst.with_suffix(".json").read_text())
     assert rec["backend"] == "hibari" and rec["channel"]["telephone"] == {"codec": "mulaw"} and rec["snr_db"] == 20.0
@@ -106,3 +107,28 @@ def test_channel_audio_is_made_once(va, tmp_path, monkeypatch):
     monkeypatch.setattr(va, "_channel_one", lambda job: calls.append(job))
     va.put_through_channel(args, "hibari", (0,))  # a rerun: nothing to do
     assert calls == [] and dst.stat().st_mtime_ns == mtime
+
+
+def test_demo_rows_share_audio_and_keep_the_light_channel_apart(va, tmp_path):
+    n, share, seed = 50, 0.25, 0
+    rows = {r.name: r for r in va.DEMO_ROWS}
+    demo, light, more = rows["demo"], rows["demo_light"], rows["demo_hibari40"]
+    src, src_more = (va.row_sources(r, n, share, seed) for r in (demo, more))
+    assert src.count("hibari") == 10 and src_more.count("hibari") == 20  # the row's own share, not --share
+    # the larger share holds the smaller one's clips: same sentence, same audio file
+    assert all(b == "hibari" for a, b in zip(src, src_more) if a == "hibari")
+    assert va.row_sources(light, n, share, seed) == src
+    groups = va.needed_audio(list(va.DEMO_ROWS), n, share, seed)
+    items = [(v, c, i) for v, c, ix in groups for i in ix]
+    assert len(items) == len(set(items)) and {c for _, c, _ in items} == {"", "light"}
+    assert sum(1 for v, c, _ in items if v == "hibari" and not c) == 20  # 10 made for demo, 10 more for 40%
+    # the light channel has its own folder and draw: never the full channel's audio
+    assert va.clip_path(tmp_path, "hibari", "light", 3) != va.clip_path(tmp_path, "hibari", "full", 3)
+    assert va.clip_path(tmp_path, "base", "full", 3).parent.parts[-4] == "channel"  # the first rows' folder kept
+    sentences = [f"sentence {k}" for k in range(10)]
+    full = [va.channel_draw(i, 0, sentences) for i in range(40)]
+    lite = [va.channel_draw(i, 0, sentences, "light") for i in range(40)]
+    assert lite == [va.channel_draw(i, 0, sentences, "light") for i in range(40)]  # seeded
+    steps = {k for ch, _, _ in lite if ch for k in ch}
+    assert steps and not steps & {"pitch", "babble", "codec"}  # the light channel leaves those out
+    assert any(k in {"pitch", "babble", "codec"} for ch, _, _ in full if ch for k in ch)
