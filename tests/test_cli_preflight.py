@@ -48,6 +48,14 @@ def test_missing_checkpoint_fails_fast_in_a_fresh_process():
         (["info", "--model", "{tmp}"], "checkpoint {tmp} has no config.json"),
         (["train", "{tmp}/c.yaml", "data.train={tmp}/t.jsonl", "out={tmp}/run"], "manifest not found: {tmp}/t.jsonl"),
         (["train", "{tmp}/c.yaml"], "manifest not found: {tmp}/dev.jsonl"),  # the file's own data.dev
+        (
+            ["train", "{tmp}/c.yaml", "data.dev={tmp}/ok.jsonl", "data.watch.people={tmp}/people.jsonl"],
+            "manifest not found: {tmp}/people.jsonl",
+        ),
+        (
+            ["train", "{tmp}/c.yaml", "data.dev={tmp}/ok.jsonl", "data.watch={{a: {tmp}/ok.jsonl, b: {tmp}/b.jsonl}}"],
+            "manifest not found: {tmp}/b.jsonl",
+        ),
         (["train", "{tmp}/nope.yaml"], "config file {tmp}/nope.yaml does not exist"),
         (["data", "synth", "--sentences", "{tmp}/en.txt", "--out", "{tmp}/o"], "sentences file not found: {tmp}/en.txt"),
         (["data", "kaldi", "{tmp}/kaldi", "--out", "{tmp}/o"], "Kaldi data directory not found: {tmp}/kaldi"),

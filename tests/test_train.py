@@ -99,6 +99,51 @@ def test_train_stages_logs_and_best(tmp_path, tiny_whisper_dir, sharp_marian_dir
     assert n_trainable == summary["parameters"]["connector"] == summary["parameters"]["trainable"]
 
 
+def test_watch_sets_are_logged_and_select_nothing(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    """A data.watch set is scored at every dev evaluation under its own name, drawn in training.png, and
+    changes neither the checkpoint chosen nor the weights (the same run without it is bit-identical)."""
+    utts = []
+    for i in range(3):  # clips no other set holds
+        wav = speechlike(0.7 + 0.1 * i, seed=100 + i)
+        sf.write(tmp_path / f"w{i}.wav", wav, 16000)
+        en, pt = TEXTS[(i + 1) % len(TEXTS)]
+        utts.append(
+            Utterance(id=f"w{i}", audio=str(tmp_path / f"w{i}.wav"), duration=len(wav) / 16000, transcript=en, translation=pt)
+        )
+    watch_m = write_manifest(tmp_path / "watch.jsonl", utts)
+    plain = config(tmp_path / "a", tiny_whisper_dir, sharp_marian_dir, "run")
+    watched = config(tmp_path / "b", tiny_whisper_dir, sharp_marian_dir, "run", **{"data.watch": f"{{people: {watch_m}}}"})
+    s_plain, s_watched = train(plain, progress=False), train(watched, progress=False)
+    rows = list(csv.DictReader((Path(watched.out) / "metrics.csv").open()))
+    dev_steps = [r["step"] for r in rows if r["split"] == "dev" and r["name"] == "bleu"]
+    people_steps = [r["step"] for r in rows if r["split"] == "people" and r["name"] == "bleu"]
+    assert dev_steps and people_steps == dev_steps
+    assert {r["name"] for r in rows if r["split"] == "people"} >= {"bleu", "chrf"}
+    assert (Path(watched.out) / "training.png").stat().st_size > 0
+    assert s_watched["best_step"] == s_plain["best_step"]
+    a, _ = load_connector(Path(plain.out) / "best")
+    b, _ = load_connector(Path(watched.out) / "best")
+    for (name, pa), pb in zip(a.connector.state_dict().items(), b.connector.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+def test_watch_needs_dev_and_utterances(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", **{"data.watch": "{people: nowhere.jsonl}"})
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+        train(cfg, progress=False)
+    too_short = config(
+        tmp_path,
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run2",
+        **{"data.watch": f"{{people: {tmp_path / 'corpus' / 'dev.jsonl'}}}", "data.min_duration": "0.85"},
+    )
+    with pytest.raises(ValueError, match=r"data.watch.people: .*dev.jsonl has no utterance"):
+        train(too_short, progress=False)
+    with pytest.raises(Exception, match="data.watch: expected names"):
+        config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run3", **{"data.watch": "{dev: x.jsonl}"})
+
+
 def train_killed_at_step(cfg, step: int, monkeypatch) -> None:
     """Run ``train(cfg)`` and kill it (KeyboardInterrupt) as it starts training step ``step``."""
     original = Objectives.__call__

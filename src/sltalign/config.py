@@ -97,6 +97,10 @@ class DataConfig:
     max_duration: float = 30.0
     #: use at most this many dev utterances for periodic evaluation (0: all)
     max_dev: int = 200
+    #: more dev sets, name -> manifest (e.g. ``{real_dev: realspeech/dev.jsonl}``), scored at every evaluation
+    #: and logged under their own name in metrics.csv and training.png: watched, never used to select the
+    #: checkpoint or to stop early (data.dev does that). Same duration limits and ``max_dev`` as data.dev.
+    watch: dict[str, str] = field(default_factory=dict)
     #: clips the frozen encoder takes at once while the cache is built (larger on a GPU, e.g. 64)
     encode_batch_size: int = 8
     #: processes that collate training batches ahead of the step (0: in the training process; on a GPU, 2-4
@@ -497,6 +501,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.arrangement: expected 'ecd' or 'eced', got {m.arrangement!r}")
     if m.compression not in (None, "hard", "soft", "posterior"):
         raise ConfigError(f"model.compression: expected null, 'hard', 'soft' or 'posterior', got {m.compression!r}")
+    for name in cfg.data.watch:
+        if name in ("train", "dev") or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(
+                f"data.watch: expected names of letters, digits, '_', '.' or '-' other than 'train' and 'dev', got {name!r}"
+            )
     if cfg.data.cache_dtype not in ("float16", "int8"):
         raise ConfigError(f"data.cache_dtype: expected 'float16' or 'int8', got {cfg.data.cache_dtype!r}")
     if not cfg.stages:

@@ -368,17 +368,21 @@ def plot_training_curve(
 
     The CSV is in long format with columns step,minutes,split,name,value, one measurement per row (the
     training loop appends to it). Train rows whose name contains "loss" are drawn as loss curves (one
-    line per loss term); dev rows named ``bleu_name`` as the BLEU curve, with its best point marked.
+    line per loss term); dev rows named ``bleu_name`` as the BLEU curve, with its best point marked, and the
+    ``bleu_name`` rows of any other split (training's ``data.watch`` sets) as dashed curves beside it.
     """
     path = Path(metrics_csv)
     rows = _read_curve_csv(path)
     losses: dict[str, list[tuple[float, float, float]]] = {}
     bleu: list[tuple[float, float, float]] = []
+    watched: dict[str, list[tuple[float, float, float]]] = {}
     for step, minutes, split, name, value in rows:
         if split == train_split and "loss" in name:
             losses.setdefault(name, []).append((step, minutes, value))
         elif split == dev_split and name == bleu_name:
             bleu.append((step, minutes, value))
+        elif name == bleu_name:
+            watched.setdefault(split, []).append((step, minutes, value))
     if not losses and not bleu:
         raise ValueError(f"{path}: no '{train_split}' loss rows and no '{dev_split}' '{bleu_name}' rows to plot")
 
@@ -402,7 +406,14 @@ def plot_training_curve(
             ax_bleu.annotate(f"best {best[2]:.1f}", (best[x_index], best[2]), textcoords="offset points", xytext=(5, 5))
         else:
             ax_bleu.text(0.5, 0.5, "no dev BLEU yet", ha="center", va="center", transform=ax_bleu.transAxes)
-        ax_bleu.set_ylabel(f"{dev_split} BLEU")
+        for split, pts in sorted(watched.items()):
+            pts = sorted(pts)
+            ax_bleu.plot([p[x_index] for p in pts], [p[2] for p in pts], marker=".", linestyle="--", label=split)
+        if watched:
+            if bleu:
+                ax_bleu.lines[0].set_label(dev_split)
+            ax_bleu.legend(fontsize=8)
+        ax_bleu.set_ylabel("BLEU" if watched else f"{dev_split} BLEU")
         ax_bleu.set_xlabel(x_label)
         for ax in (ax_loss, ax_bleu):
             ax.grid(alpha=0.3)

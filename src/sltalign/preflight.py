@@ -88,8 +88,9 @@ def _get(ns: Any, name: str) -> Any:
 
 
 def _train_manifests(config: str, overrides: list[str]) -> list[str]:
-    """data.train and data.dev as config.load_config would see them (the YAML file, then key=value overrides);
-    anything this light reading cannot make sense of is left to load_config, which names it."""
+    """data.train, data.dev and the data.watch manifests as config.load_config would see them (the YAML file,
+    then key=value overrides); anything this light reading cannot make sense of is left to load_config, which
+    names it."""
     import yaml
 
     p = Path(config)
@@ -100,15 +101,23 @@ def _train_manifests(config: str, overrides: list[str]) -> list[str]:
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return []
     data = tree.get("data") if isinstance(tree, dict) else None
-    found = {k: data.get(k) for k in ("train", "dev")} if isinstance(data, dict) else {}
+    found = {k: data.get(k) for k in ("train", "dev", "watch")} if isinstance(data, dict) else {}
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if sep and key.strip() in ("data.train", "data.dev"):
+        key = key.strip()
+        if sep and (key in ("data.train", "data.dev", "data.watch") or key.startswith("data.watch.")):
             try:
-                found[key.strip()[5:]] = yaml.safe_load(raw) if raw.strip() else None
+                value = yaml.safe_load(raw) if raw.strip() else None
             except yaml.YAMLError:
                 return []
-    return [v for k, v in found.items() if isinstance(v, str) and v]
+            if key.startswith("data.watch."):  # one watch set: data.watch.NAME=PATH
+                watch = found.get("watch")
+                found["watch"] = {**(watch if isinstance(watch, dict) else {}), key[len("data.watch.") :]: value}
+            else:
+                found[key[5:]] = value
+    watch = found.pop("watch", None)
+    paths = [v for v in found.values() if isinstance(v, str) and v]
+    return paths + ([v for v in watch.values() if isinstance(v, str) and v] if isinstance(watch, dict) else [])
 
 
 def check_command_paths(command: str, ns: Any) -> None:

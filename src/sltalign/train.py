@@ -12,7 +12,8 @@ What happens, in order:
    learning rate with linear warmup and linear decay, and an optional time limit.
 3. AdamW sees only parameters that require grad (the connector and CTC head), gradients are clipped,
    dev BLEU is measured every ``eval_every`` steps, the best connector is kept in OUT/best, and a stage ends
-   early after ``patience`` evaluations without improvement.
+   early after ``patience`` evaluations without improvement. The ``data.watch`` sets (say, real speech beside
+   a synthetic dev) are scored at the same moments and only logged.
 4. OUT/last holds the full trainer state, written atomically every ``save_every`` steps: a killed run
    started again with the same command resumes from it (same batches, same RNG). A run holds OUT/.lock
    (a second run on the same OUT fails at once), finishes or undoes a checkpoint write a kill interrupted
@@ -122,17 +123,31 @@ def select_utterances(cfg: TrainConfig) -> tuple[list[Utterance], list[Utterance
     train_utts = filter_utterances(
         read_manifest(cfg.data.train, require=train_require), cfg, need_transcript=needs_transcripts(cfg)
     )
-    # Dev follows the same duration limits (the encoder takes at most one 30 s window per utterance).
-    dev_utts = (
-        filter_utterances(read_manifest(cfg.data.dev, require=("translation",)), cfg, need_transcript=False)
-        if cfg.data.dev
-        else []
-    )
-    if cfg.data.max_dev and len(dev_utts) > cfg.data.max_dev:
-        dev_utts = dev_utts[: cfg.data.max_dev]
+    dev_utts = _dev_utterances(cfg, cfg.data.dev) if cfg.data.dev else []
     if not train_utts:
         raise ValueError(f"{cfg.data.train}: no utterance between {cfg.data.min_duration} and {cfg.data.max_duration} s")
     return train_utts, dev_utts
+
+
+def _dev_utterances(cfg: TrainConfig, manifest: str) -> list[Utterance]:
+    # Dev follows the training duration limits (the encoder takes at most one 30 s window per utterance).
+    utts = filter_utterances(read_manifest(manifest, require=("translation",)), cfg, need_transcript=False)
+    return utts[: cfg.data.max_dev] if cfg.data.max_dev else utts
+
+
+def select_watch(cfg: TrainConfig) -> dict[str, list[Utterance]]:
+    """The utterances of each ``data.watch`` set (dev limits), by name; a set left empty by the limits is an
+    error naming its manifest, since watching nothing would pass unnoticed."""
+    if cfg.data.watch and not cfg.data.dev:
+        raise ValueError("data.watch: the watch sets are scored when data.dev is, so they need a data.dev")
+    sets = {name: _dev_utterances(cfg, path) for name, path in cfg.data.watch.items()}
+    for name, utts in sets.items():
+        if not utts:
+            raise ValueError(
+                f"data.watch.{name}: {cfg.data.watch[name]} has no utterance between {cfg.data.min_duration} and "
+                f"{cfg.data.max_duration} s"
+            )
+    return sets
 
 
 def load_configured_speech_encoder(cfg: TrainConfig, device: torch.device) -> SpeechEncoder:
@@ -236,7 +251,8 @@ def prepare_head_data(cfg: TrainConfig, head_source: Path | None = None) -> Any:
                 head_source,
             )
         return read_head_data(head_source, src_cfg)
-    held_out = ([cfg.data.dev] if cfg.data.dev else []) + list(cfg.model.lexicon_exclude)
+    # the lexicon never reads a sentence it is scored on: dev, the watch sets, and what the config names
+    held_out = ([cfg.data.dev] if cfg.data.dev else []) + list(cfg.data.watch.values()) + list(cfg.model.lexicon_exclude)
     return head_class(kind).prepare(model_cfg=cfg.model, train_utts=select_utterances(cfg)[0], held_out=held_out, seed=cfg.seed)
 
 
@@ -267,6 +283,8 @@ class Run:
     model: AlignedST
     train_set: CachedSpeechDataset
     dev_set: CachedSpeechDataset | None
+    #: the data.watch sets, by name: scored and logged with dev, never selecting
+    watch_sets: dict[str, CachedSpeechDataset]
     sampler: LengthBucketSampler
     transcripts: dict[str, str]
     checkpoints: RunCheckpoints
@@ -310,7 +328,8 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
     else:  # 0: the encoder's window only (validated in config.validate)
         decoding["max_piece_seconds"] = cfg.max_piece_seconds or None
     model.to(accelerator.device)  # the encoder builds the cache on the training device (a GPU encodes there)
-    cache = build_cache(cfg, model, train_utts + dev_utts, accelerator)
+    watch_utts = select_watch(cfg)
+    cache = build_cache(cfg, model, train_utts + dev_utts + [u for us in watch_utts.values() for u in us], accelerator)
     translator = model.translator
     # CTC targets: the head's own classes (MT source tokens, pieces, phones in each clip's accent)
     src_tok = model.ctc_head.targets(train_utts, translator) if model.ctc_head is not None else translator.tokenize_source
@@ -321,6 +340,7 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
         src_tok if needs_transcripts(cfg) else None,
     )
     dev_set = CachedSpeechDataset(cache, dev_utts, translator.tokenize_target, None) if dev_utts else None
+    watch_sets = {name: CachedSpeechDataset(cache, us, translator.tokenize_target, None) for name, us in watch_utts.items()}
     sampler = LengthBucketSampler(
         train_set.lengths, max_frames=cfg.data.max_frames, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed
     )
@@ -337,6 +357,7 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
         model=model,
         train_set=train_set,
         dev_set=dev_set,
+        watch_sets=watch_sets,
         sampler=sampler,
         transcripts={u.id: u.transcript or "" for u in train_utts},
         checkpoints=checkpoints,
@@ -404,14 +425,17 @@ def save_last(run: Run, optimizer: Any = None, scheduler: Any = None, objectives
 
 
 def evaluate_and_select(run: Run) -> None:
-    """Dev BLEU (and CTC WER) now, logged; a better connector replaces OUT/best."""
+    """Dev BLEU (and CTC WER) now, logged; a better connector replaces OUT/best. The data.watch sets are
+    scored and logged beside it, and select nothing."""
     if run.dev_set is None or not run.main:
         return
     cfg, state = run.cfg, run.state
-    res = evaluate_dev(run.model, run.dev_set, beam=cfg.eval_beam, max_len=cfg.max_len)
-    values = {k: res[k] for k in ("bleu", "chrf", "ctc_wer") if k in res}
-    run.metrics.write(state.global_step, run.minutes(), "dev", values)
-    log.info("step %d dev %s", state.global_step, " ".join(f"{k} {v:.3g}" for k, v in values.items()))
+    for split, dataset in (*run.watch_sets.items(), ("dev", run.dev_set)):
+        res = evaluate_dev(run.model, dataset, beam=cfg.eval_beam, max_len=cfg.max_len)
+        values = {k: res[k] for k in ("bleu", "chrf", "ctc_wer") if k in res}
+        run.metrics.write(state.global_step, run.minutes(), split, values)
+        log.info("step %d %s %s", state.global_step, split, " ".join(f"{k} {v:.3g}" for k, v in values.items()))
+    # dev came last: ``res`` is dev's
     if res["bleu"] > state.best_bleu:
         state.best_bleu, state.best_step, state.bad_evals = res["bleu"], state.global_step, 0
         run.checkpoints.save_best(run.model, state.global_step, res)
