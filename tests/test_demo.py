@@ -1,4 +1,5 @@
-"""The demo's choices that do not need a run: which training voices it uses where some are missing."""
+"""The demo's choices that do not need a run: which training voices it uses where some are missing, and how
+it reads the watched real-speech dev curve back from a run's metrics."""
 
 from __future__ import annotations
 
@@ -26,3 +27,19 @@ def test_training_voices_are_the_installed_ones(monkeypatch, capsys, missing, ex
     assert demo.train_backends() == expected
     said = capsys.readouterr().out
     assert all(f"without {demo.VOICE_NAMES[m]}" in said for m in missing)
+
+
+def test_watched_curve_reads_one_split_by_step(tmp_path):
+    from sltalign.demo import watched_curve
+    from sltalign.training_state import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.csv", True)
+    log.write(5, 1.0, "real_dev", {"bleu": 10.0, "chrf": 30.0})
+    log.write(5, 1.0, "dev", {"bleu": 40.0, "chrf": 60.0})
+    log.write(10, 2.0, "real_dev", {"bleu": 12.5, "chrf": 33.0, "ctc_wer": 0.5})
+    log.write(10, 2.0, "train", {"loss_total": 1.0})
+    assert watched_curve(tmp_path / "metrics.csv", "real_dev") == [
+        {"step": 5, "bleu": 10.0, "chrf": 30.0},
+        {"step": 10, "bleu": 12.5, "chrf": 33.0},
+    ]
+    assert watched_curve(tmp_path / "absent.csv", "real_dev") == []

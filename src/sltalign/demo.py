@@ -7,7 +7,9 @@ Steps (each shows progress; every artefact lands under OUT):
    transcripts (distillation, marked ``translation_source: mt:...``), so the synthetic test measures how
    close speech input gets to text input; the training split carries transcripts only (the recipe trains by
    CTC on them);
-2. the project's real-speech test set (121 recordings from Debian packages, human Portuguese references);
+2. the project's real-speech test set (121 recordings from Debian packages, human Portuguese references) and
+   its dev set (31 other recordings), which the phone recipe's training scores at every evaluation beside the
+   synthetic dev (``data.watch``: drawn in training.png, never used to pick the checkpoint);
 3. cache the frozen Whisper encoder's outputs once (on the engine the recipe's ``encoder_engine: auto`` finds
    fastest within tolerance on this machine), then train the connector with the fast-alignment recipe
    (``configs/phones.yaml``: a small phone recogniser, CTC on eSpeak's phonemes of the transcripts, read
@@ -133,12 +135,14 @@ def run_demo(
     manifests = synthesize(out, p, mt, soft=soft, workers=workers)
     timings["synthesis_seconds"] = time.perf_counter() - t
 
-    _stage("2/5 real-speech test set (human references)")
+    _stage("2/5 real-speech test and dev sets (human references)")
     real_manifest = realspeech_manifest(out / "realspeech")
+    # Watched while the phone recipe trains; the soft cascade would pay ~1 s of recognition per dev clip.
+    real_dev = None if soft else realspeech_dev_manifest(out / "realspeech_dev")
 
     _stage(f"3/5 caching {p['asr']} {'decoder states' if soft else 'outputs'}, then training the connector ({recipe})")
     t = time.perf_counter()
-    encode_clips(demo_config(preset, p, soft=soft, out=out, manifests=manifests, real_manifest=real_manifest))
+    encode_clips(demo_config(preset, p, soft=soft, out=out, manifests=manifests, real_manifest=real_manifest, real_dev=real_dev))
     timings["encode_seconds"] = time.perf_counter() - t
     budget = p["minutes"] if minutes is None else minutes
     if minutes is None and not quick:  # what the clock leaves (see DEADLINE)
@@ -147,7 +151,9 @@ def run_demo(
         budget = float(min(p["minutes"], max(SOFT_MIN_TRAIN if soft else MIN_TRAIN, round(left, 1))))
     log.info("training budget %.1f min", budget)
     print(f"training for {budget:g} min", flush=True)
-    cfg = demo_config(preset, p, soft=soft, out=out, manifests=manifests, real_manifest=real_manifest, budget=budget)
+    cfg = demo_config(
+        preset, p, soft=soft, out=out, manifests=manifests, real_manifest=real_manifest, real_dev=real_dev, budget=budget
+    )
     t = time.perf_counter()
     summary = train(cfg)  # every clip is cached already: training starts at once
     timings["train_seconds"] = time.perf_counter() - t
@@ -199,10 +205,12 @@ def demo_config(
     out: Path,
     manifests: dict[str, Path],
     real_manifest: Path,
+    real_dev: Path | None = None,
     budget: float | None = None,
 ) -> TrainConfig:
     """The recipe's preset with the demo's data, encoder and paths (``dataclasses.replace``, then validated);
-    with ``budget``, one stage that the clock ends after that many minutes."""
+    with ``budget``, one stage that the clock ends after that many minutes; with ``real_dev``, that set is
+    watched (``data.watch.real_dev``)."""
     cfg = load_config(preset_path(preset))
     model = replace(cfg.model, speech_encoder=p["asr"])
     stage = cfg.stages[0]
@@ -220,7 +228,12 @@ def demo_config(
         time_budget_minutes=cfg.time_budget_minutes if budget is None else budget,
         # the paper's training range (0.2-20 s); longer dev clips are skipped in selection
         data=replace(
-            cfg.data, train=str(manifests["train"]), dev=str(manifests["dev"]), cache_dir=str(out / "cache"), max_duration=20.0
+            cfg.data,
+            train=str(manifests["train"]),
+            dev=str(manifests["dev"]),
+            watch={"real_dev": str(real_dev)} if real_dev is not None else {},
+            cache_dir=str(out / "cache"),
+            max_duration=20.0,
         ),
     )
     validate(cfg)
@@ -291,6 +304,8 @@ def write_outputs(
         "translator": MT,
         "parameters": params,
         "training": {k: v for k, v in summary.items() if k != "parameters"},
+        # the real-speech dev scores at each evaluation (watched; the synthetic dev chose the checkpoint)
+        "real_dev_curve": watched_curve(out / "train" / "metrics.csv", "real_dev"),
         "timings": timings,
         "quick": quick,
         "recipe": recipe,
@@ -302,6 +317,14 @@ def write_outputs(
         f"{summary['minutes']:.1f} min (best dev BLEU {summary['best_dev_bleu']:.1f} at step {summary['best_step']}).",
         f"Total demo time {timings['total_seconds'] / 60:.1f} min.",
     ]
+    curve = doc["real_dev_curve"]
+    at_best = [c for c in curve if c["step"] == summary["best_step"]]
+    if at_best:
+        top = max(curve, key=lambda c: c["chrf"])
+        notes.append(
+            f"Real-speech dev (31 recordings, watched, never selecting): {at_best[0]['bleu']:.1f} BLEU / "
+            f"{at_best[0]['chrf']:.1f} chrF at the chosen step; its best chrF {top['chrf']:.1f} at step {top['step']}."
+        )
     write_report(
         out, results["synthetic"], title="sltalign demo: synthetic test (MT references)", notes=notes, reference_kind="mt"
     )
@@ -322,6 +345,19 @@ def write_outputs(
     return doc
 
 
+def watched_curve(metrics_csv: Path, split: str) -> list[dict[str, float]]:
+    """``split``'s BLEU and chrF at each evaluation of a run's metrics.csv, by step ([] without any)."""
+    import csv
+
+    by_step: dict[int, dict[str, float]] = {}
+    if metrics_csv.is_file():
+        with metrics_csv.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row["split"] == split and row["name"] in ("bleu", "chrf"):
+                    by_step.setdefault(int(row["step"]), {})[row["name"]] = float(row["value"])
+    return [{"step": k, **v} for k, v in sorted(by_step.items()) if {"bleu", "chrf"} <= v.keys()]
+
+
 def realspeech_manifest(out: Path) -> Path:
     """The real-speech test set: every subset, or those whose Debian package is installed (said aloud)."""
     from .data.realspeech import IVR_ROOT, SUBSETS, RealSpeechUnavailable, build_realspeech_manifest
@@ -333,6 +369,18 @@ def realspeech_manifest(out: Path) -> Path:
             raise  # the pocketsphinx recordings are missing: nothing sensible to fall back to
         print(f"real-speech set without the ivr subset ({err})", flush=True)
         return build_realspeech_manifest(out, subsets=[s for s in SUBSETS if s != "ivr"])
+
+
+def realspeech_dev_manifest(out: Path) -> Path | None:
+    """The real-speech dev set, or None (said aloud) where its Debian packages are not installed: the demo
+    only watches it."""
+    from .data.realspeech import RealSpeechUnavailable, build_realspeech_manifest
+
+    try:
+        return build_realspeech_manifest(out, split="dev")
+    except RealSpeechUnavailable as err:
+        print(f"training will not watch the real-speech dev set ({err})", flush=True)
+        return None
 
 
 def train_backends() -> dict[str, float] | None:
@@ -357,14 +405,15 @@ def encode_clips(cfg: TrainConfig) -> None:
     import torch
     from accelerate import PartialState
 
-    from .train import load_configured_speech_encoder, open_cache, select_utterances
+    from .train import load_configured_speech_encoder, open_cache, select_utterances, select_watch
 
     device = PartialState().device  # the device train() will use, and where it would encode
     enc = load_configured_speech_encoder(cfg, device)
     if isinstance(enc, torch.nn.Module):
         enc.to(device)
     train_utts, dev_utts = select_utterances(cfg)
-    open_cache(cfg, enc).build(enc, train_utts + dev_utts, batch_size=cfg.data.encode_batch_size, progress=True)
+    watched = [u for utts in select_watch(cfg).values() for u in utts]
+    open_cache(cfg, enc).build(enc, train_utts + dev_utts + watched, batch_size=cfg.data.encode_batch_size, progress=True)
 
 
 def _combined_report(out: Path, doc: dict[str, Any]) -> None:
