@@ -21,6 +21,11 @@ corpus-level sacrebleu), and its CTC head read greedily (bench/ctc_wer.py) on bo
 (faster-whisper base -> Bergamot) is scored once on the same two sets. ``--engine_rows`` adds the "+hibari,
 clean" row trained on torch fp32 encoder states beside the CTranslate2 int8 one.
 
+Every row's training also watches the real-speech dev set (``data.watch.real_dev``: scored at each evaluation,
+never selecting), so the report shows whether people's speech peaks at another step than the synthetic dev.
+``--train_seed S`` trains the chosen rows again with seed S on the same audio, into rows NAME_tS: the spread
+between seeds is what a difference between rows must exceed.
+
 Writes OUT/results.json, OUT/report.md and OUT/voices_ablation.png; rerunning skips finished work (audio,
 training, scores).
 """
@@ -307,6 +312,12 @@ def put_through_channel(args: argparse.Namespace, voice: str, indices: tuple[int
         list(pool.map(_channel_one, jobs, chunksize=8))
 
 
+def row_dir(args: argparse.Namespace, row: Row) -> Path:
+    """OUT/rows/NAME, or OUT/rows/NAME_tS for a training seed S other than --seed (same audio, another run)."""
+    t = args.seed if args.train_seed is None else args.train_seed
+    return args.out / "rows" / (row.name if t == args.seed else f"{row.name}_t{t}")
+
+
 def row_manifest(args: argparse.Namespace, row: Row) -> Path:
     """The row's training manifest: clip i from its voice's audio, clean or through the channel."""
     base = [json.loads(ln) for ln in (args.out / "corpus" / "train.jsonl").read_text().splitlines() if ln.strip()]
@@ -316,7 +327,7 @@ def row_manifest(args: argparse.Namespace, row: Row) -> Path:
         rec = json.loads(path.with_suffix(".json").read_text())
         rows.append(json.dumps({"id": f"train-{i:06d}", "audio": str(path.resolve()), "duration": rec["duration"],
                                 "transcript": base[i]["transcript"]}, ensure_ascii=False))  # fmt: skip
-    d = args.out / "rows" / row.name
+    d = row_dir(args, row)
     d.mkdir(parents=True, exist_ok=True)
     (d / "train.jsonl").write_text("\n".join(rows) + "\n")
     return d / "train.jsonl"
@@ -370,9 +381,11 @@ def run(cmd: list[str], log: Path, threads: int = 1) -> None:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed with exit code {proc.returncode}; see {log}")
 
 
-def train_overrides(args: argparse.Namespace, row: Row, train: Path, real: Path) -> list[str]:
+def train_overrides(args: argparse.Namespace, row: Row, train: Path, real: Path, real_dev: Path | None = None) -> list[str]:
     corpus = args.out / "corpus"
-    return [
+    # the real-speech dev set is watched (scored at every evaluation, never selecting; the lexicon skips it)
+    watch = [f"data.watch.real_dev={real_dev}"] if real_dev is not None else []
+    return [*watch,
         f"model.speech_encoder={ASR}", f"model.encoder_engine={row.engine}",
         f"data.train={train}", f"data.dev={corpus / 'dev.jsonl'}", f"data.cache_dir={args.out / 'cache'}",
         "data.max_duration=20",
@@ -381,8 +394,8 @@ def train_overrides(args: argparse.Namespace, row: Row, train: Path, real: Path)
         # a step budget, not a clock: the same schedule for every row whatever else runs on the machine
         f"stages.0.steps={args.steps}", "stages.0.max_minutes=0", "stages.0.time_decay=false",
         f"stages.0.warmup={args.warmup}", f"eval_every={args.eval_every}", f"save_every={args.eval_every}",
-        "time_budget_minutes=0", f"seed={args.seed}", f"num_threads={args.threads}",
-        f"out={args.out / 'rows' / row.name / 'run'}",
+        "time_budget_minutes=0", f"seed={args.seed if args.train_seed is None else args.train_seed}",
+        f"num_threads={args.threads}", f"out={row_dir(args, row) / 'run'}",
     ]  # fmt: skip
 
 
@@ -430,14 +443,26 @@ def ctc_wer(model: Path, manifests: list[Path], log: Path, threads: int) -> list
     return [float(m) for m in re.findall(r"([0-9.]+)% \(", last)]
 
 
-def dev_at_best(run_dir: Path, step: int) -> dict[str, float]:
+def dev_at_best(run_dir: Path, step: int, split: str = "dev") -> dict[str, float]:
     f = run_dir / "metrics.csv"
-    rows = [r for r in csv.DictReader(f.open()) if r["split"] == "dev" and int(r["step"]) == step] if f.is_file() else []
+    rows = [r for r in csv.DictReader(f.open()) if r["split"] == split and int(r["step"]) == step] if f.is_file() else []
     return {r["name"]: float(r["value"]) for r in rows}
 
 
-def one_row(args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dict[str, Path], real: Path) -> dict[str, Any]:
-    d = args.out / "rows" / row.name
+def watched_curve(run_dir: Path, split: str = "real_dev") -> list[dict[str, float]]:
+    """The watched set's BLEU / chrF at every evaluation, by step ([] for a run that did not watch it)."""
+    f = run_dir / "metrics.csv"
+    by: dict[int, dict[str, float]] = {}
+    for r in csv.DictReader(f.open()) if f.is_file() else []:
+        if r["split"] == split and r["name"] in ("bleu", "chrf"):
+            by.setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
+    return [{"step": k, **v} for k, v in sorted(by.items())]
+
+
+def one_row(
+    args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dict[str, Path], real: Path, real_dev: Path | None = None
+) -> dict[str, Any]:
+    d = row_dir(args, row)
     done = d / "scores.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -449,7 +474,7 @@ def one_row(args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dic
         print(f"[{row.name}] training {args.steps} steps", flush=True)
         t0 = time.perf_counter()
         run(
-            [sys.executable, "-m", "sltalign", "train", str(args.config), *train_overrides(args, row, train, real)],
+            [sys.executable, "-m", "sltalign", "train", str(args.config), *train_overrides(args, row, train, real, real_dev)],
             log,
             args.threads,
         )
@@ -458,12 +483,14 @@ def one_row(args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dic
     minutes = float((d / "train_minutes.txt").read_text()) if (d / "train_minutes.txt").is_file() else None
     print(f"[{row.name}] scoring", flush=True)
     best = d / "run" / "best"
-    scores: dict[str, Any] = {"row": row.name, "added": list(row.added), "channel": row.channel, "engine": row.engine,
+    scores: dict[str, Any] = {"row": d.name, "added": list(row.added), "channel": row.channel, "engine": row.engine,
                               "share": args.share if row.share is None else row.share, "channel_name": row.channel_id,
                               "steps": summary["steps"], "best_step": summary["best_step"],
                               "best_dev_bleu": summary["best_dev_bleu"], "train_minutes_wall": minutes,
                               "train_loop_minutes": summary.get("minutes"),
+                              "train_seed": args.seed if args.train_seed is None else args.train_seed,
                               "dev_at_best": dev_at_best(d / "run", summary["best_step"]),
+                              "real_dev_curve": watched_curve(d / "run"),
                               **evaluate(args, ["--model", str(best)], d, corpus["test"], real, log)}  # fmt: skip
     try:
         # the real set only (the synthetic dev's is logged by training): another encoder pass costs minutes here
@@ -504,7 +531,7 @@ def voices_label(row: dict[str, Any]) -> str:
 def report(args: argparse.Namespace, results: list[dict[str, Any]], casc: dict[str, Any] | None, missing: list[str]) -> Path:
     subsets = ["pocketsphinx", "ivr", "wz2100", "alsa", "new voices", "all"]
     head = ("| row | voices | channel | engine | steps (best) | train min (loop / command) | synthetic test BLEU / chrF | "
-            + " | ".join(f"real {s}" for s in subsets) + " | chrF to cascade (real, all) | CTC WER dev / real |")  # fmt: skip
+            + " | ".join(f"real {s}" for s in subsets) + " | chrF to cascade (real, all) | CTC WER dev / real | real dev chrF: chosen step / best (step) |")  # fmt: skip
     lines = [
         "# Voices ablation", "",
         f"{args.n_train} training clips per row (the same sentence for clip i in every row); {round(args.n_train * args.share)} "
@@ -527,18 +554,24 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], casc: dict[s
         mins = (
             (f"{loop:.1f}" if loop else "-") + " / " + (f"{r['train_minutes_wall']:.1f}" if r.get("train_minutes_wall") else "-")
         )
+        curve = r.get("real_dev_curve") or []
+        at = [c["chrf"] for c in curve if c["step"] == r["best_step"]]
+        top = max(curve, key=lambda c: c["chrf"]) if curve else None
+        rdev = f"{at[0]:.1f} / {top['chrf']:.1f} ({top['step']})" if at and top else "-"
         lines.append(f"| {r['row']} | {voices_label(r)} | {(r.get('channel_name') or 'yes') if r['channel'] else 'no'} | {r['engine']} | {r['steps']} ({r['best_step']}) | "
                      f"{mins} | {cell(r['test'])} | " + " | ".join(cell(sub.get(s)) for s in subsets)
-                     + (f" | {gap:+.1f} | {wer} |" if gap is not None else f" | - | {wer} |"))  # fmt: skip
+                     + (f" | {gap:+.1f} | {wer} | {rdev} |" if gap is not None else f" | - | {wer} | {rdev} |"))  # fmt: skip
     if casc:
         sub = casc["real"]["subsets"]
         lines.append("| cascade | faster-whisper base -> Bergamot | - | - | - | - | " + cell(casc["test"]) + " | "
-                     + " | ".join(cell(sub.get(s)) for s in subsets) + " | 0 | - |")  # fmt: skip
+                     + " | ".join(cell(sub.get(s)) for s in subsets) + " | 0 | - | - |")  # fmt: skip
     sig = (results or [casc])[0]
     lines += ["", "Subsets (n): " + ", ".join(f"{k} {v['n']}" for k, v in sig["real"]["subsets"].items()) + ".",
               f"BLEU signature `{sig['test']['bleu_signature']}`, chrF `{sig['test']['chrf_signature']}`.",
               "Channel rows: " + json.dumps(CHANNEL) + f"; coloured noise {json.dumps(NOISE)}; babble talkers {list(BABBLE_BACKENDS)}.",
               "Light channel rows: " + json.dumps(LIGHT_CHANNEL) + f"; coloured noise {json.dumps(LIGHT_NOISE)}.",
+              "Real dev: the real-speech dev set (31 clips, human references), watched by training (data.watch: scored at "
+              "every evaluation, never selecting); a row NAME_tS trained with seed S on the same audio.",
               "CTC WER: greedy read-out of the phone head through the lexicon; dev: logged by training at the best step, real: "
               "bench/ctc_wer.py on the real-speech test set (clips up to 30 s).",
               "", "![voices ablation](voices_ablation.png)", ""]  # fmt: skip
@@ -587,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=40, help="the demo's 300 of ~1,900 steps, scaled to --steps")
     ap.add_argument("--eval_every", type=int, default=125)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train_seed", type=int, default=None, help="another training seed on the same audio (rows NAME_tS)")
     ap.add_argument("--workers", type=int, default=2, help="synthesis processes")
     ap.add_argument("--threads", type=int, default=1, help="threads per training / evaluation run")
     ap.add_argument("--parallel", type=int, default=2, help="rows trained at once")
@@ -622,6 +656,7 @@ def main(argv: list[str] | None = None) -> None:
     from sltalign.data.realspeech import build_realspeech_manifest
 
     real = build_realspeech_manifest(args.out / "realspeech")
+    real_dev = build_realspeech_manifest(args.out / "realspeech_dev", split="dev")
     audio = AudioPlanner(args, rows)
     audio.thread.start()
     results: dict[str, dict[str, Any]] = {}
@@ -630,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         futs, fut_c = {}, None
         for k, r in enumerate(rows):  # the cascade after the --cascade_after first rows
-            futs[r.name] = pool.submit(one_row, args, r, audio, corpus, real)
+            futs[r.name] = pool.submit(one_row, args, r, audio, corpus, real, real_dev)
             if k == min(args.cascade_after - 1, len(rows) - 1) and not args.no_cascade:
                 fut_c = pool.submit(cascade, args, corpus, real)
         for name, f in futs.items():
@@ -643,11 +678,15 @@ def main(argv: list[str] | None = None) -> None:
             casc = fut_c.result()
     if casc is None and (args.out / "cascade" / "scores.json").is_file():
         casc = json.loads((args.out / "cascade" / "scores.json").read_text())
-    # the table holds every row scored in OUT so far (an --only run adds rows to it)
+    # the table holds every row scored in OUT so far (an --only run adds rows to it), other training seeds after
+    # their row
+    results = {res["row"]: res for res in results.values()}
     for r in EVERY_ROW:
-        if r.name not in results and (args.out / "rows" / r.name / "scores.json").is_file():
-            results[r.name] = json.loads((args.out / "rows" / r.name / "scores.json").read_text())
-    ordered = [results[r.name] for r in EVERY_ROW if r.name in results]
+        for f in sorted((args.out / "rows").glob(f"{r.name}*/scores.json")):
+            if f.parent.name == r.name or re.fullmatch(rf"{re.escape(r.name)}_t\d+", f.parent.name):
+                results.setdefault(f.parent.name, json.loads(f.read_text()))
+    order = {r.name: k for k, r in enumerate(EVERY_ROW)}
+    ordered = sorted(results.values(), key=lambda res: (order.get(re.sub(r"_t\d+$", "", res["row"]), len(order)), res["row"]))
     missing = [r.name for r in EVERY_ROW if r.name not in results]
     doc = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "channel": CHANNEL, "noise": NOISE,
            "babble_backends": BABBLE_BACKENDS, "audio_seconds": audio.seconds, "wall_minutes": (time.perf_counter() - t_all) / 60,

@@ -132,3 +132,29 @@ def test_demo_rows_share_audio_and_keep_the_light_channel_apart(va, tmp_path):
     steps = {k for ch, _, _ in lite if ch for k in ch}
     assert steps and not steps & {"pitch", "babble", "codec"}  # the light channel leaves those out
     assert any(k in {"pitch", "babble", "codec"} for ch, _, _ in full if ch for k in ch)
+
+
+def test_another_training_seed_trains_the_same_audio_in_its_own_row(va, tmp_path):
+    row = {r.name: r for r in va.ROWS}["hibari"]
+    base = dict(out=tmp_path, n_train=40, share=0.25, seed=0, steps=10, warmup=2, eval_every=5, threads=1)
+    first = argparse.Namespace(**base, train_seed=None)
+    again = argparse.Namespace(**base, train_seed=3)
+    assert va.row_dir(first, row) == tmp_path / "rows" / "hibari"
+    assert va.row_dir(again, row) == tmp_path / "rows" / "hibari_t3"
+    assert va.row_dir(argparse.Namespace(**base, train_seed=0), row) == va.row_dir(first, row)
+    o1 = va.train_overrides(first, row, tmp_path / "t.jsonl", tmp_path / "real.jsonl", tmp_path / "rd.jsonl")
+    o2 = va.train_overrides(again, row, tmp_path / "t.jsonl", tmp_path / "real.jsonl", tmp_path / "rd.jsonl")
+    assert "seed=0" in o1 and "seed=3" in o2
+    assert f"out={tmp_path / 'rows' / 'hibari_t3' / 'run'}" in o2
+    # the audio is the same: only the seed and the output differ
+    assert [o for o in o1 if not o.startswith(("seed=", "out="))] == [o for o in o2 if not o.startswith(("seed=", "out="))]
+    assert f"data.watch.real_dev={tmp_path / 'rd.jsonl'}" in o1
+
+
+def test_watched_curve_reads_the_real_dev_rows(va, tmp_path):
+    (tmp_path / "metrics.csv").write_text(
+        "step,minutes,split,name,value\n"
+        "5,1,real_dev,bleu,10\n5,1,real_dev,chrf,30\n5,1,dev,bleu,40\n10,2,real_dev,bleu,12\n10,2,real_dev,chrf,31\n"
+    )
+    assert va.watched_curve(tmp_path) == [{"step": 5, "bleu": 10.0, "chrf": 30.0}, {"step": 10, "bleu": 12.0, "chrf": 31.0}]
+    assert va.watched_curve(tmp_path / "none") == []
