@@ -449,16 +449,6 @@ def dev_at_best(run_dir: Path, step: int, split: str = "dev") -> dict[str, float
     return {r["name"]: float(r["value"]) for r in rows}
 
 
-def watched_curve(run_dir: Path, split: str = "real_dev") -> list[dict[str, float]]:
-    """The watched set's BLEU / chrF at every evaluation, by step ([] for a run that did not watch it)."""
-    f = run_dir / "metrics.csv"
-    by: dict[int, dict[str, float]] = {}
-    for r in csv.DictReader(f.open()) if f.is_file() else []:
-        if r["split"] == split and r["name"] in ("bleu", "chrf"):
-            by.setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
-    return [{"step": k, **v} for k, v in sorted(by.items())]
-
-
 def one_row(
     args: argparse.Namespace, row: Row, audio: AudioPlanner, corpus: dict[str, Path], real: Path, real_dev: Path | None = None
 ) -> dict[str, Any]:
@@ -483,6 +473,8 @@ def one_row(
     minutes = float((d / "train_minutes.txt").read_text()) if (d / "train_minutes.txt").is_file() else None
     print(f"[{row.name}] scoring", flush=True)
     best = d / "run" / "best"
+    from sltalign.demo import watched_curve
+
     scores: dict[str, Any] = {"row": d.name, "added": list(row.added), "channel": row.channel, "engine": row.engine,
                               "share": args.share if row.share is None else row.share, "channel_name": row.channel_id,
                               "steps": summary["steps"], "best_step": summary["best_step"],
@@ -490,7 +482,7 @@ def one_row(
                               "train_loop_minutes": summary.get("minutes"),
                               "train_seed": args.seed if args.train_seed is None else args.train_seed,
                               "dev_at_best": dev_at_best(d / "run", summary["best_step"]),
-                              "real_dev_curve": watched_curve(d / "run"),
+                              "real_dev_curve": watched_curve(d / "run" / "metrics.csv", "real_dev"),
                               **evaluate(args, ["--model", str(best)], d, corpus["test"], real, log)}  # fmt: skip
     try:
         # the real set only (the synthetic dev's is logged by training): another encoder pass costs minutes here

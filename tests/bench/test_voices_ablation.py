@@ -149,12 +149,3 @@ def test_another_training_seed_trains_the_same_audio_in_its_own_row(va, tmp_path
     # the audio is the same: only the seed and the output differ
     assert [o for o in o1 if not o.startswith(("seed=", "out="))] == [o for o in o2 if not o.startswith(("seed=", "out="))]
     assert f"data.watch.real_dev={tmp_path / 'rd.jsonl'}" in o1
-
-
-def test_watched_curve_reads_the_real_dev_rows(va, tmp_path):
-    (tmp_path / "metrics.csv").write_text(
-        "step,minutes,split,name,value\n"
-        "5,1,real_dev,bleu,10\n5,1,real_dev,chrf,30\n5,1,dev,bleu,40\n10,2,real_dev,bleu,12\n10,2,real_dev,chrf,31\n"
-    )
-    assert va.watched_curve(tmp_path) == [{"step": 5, "bleu": 10.0, "chrf": 30.0}, {"step": 10, "bleu": 12.0, "chrf": 31.0}]
-    assert va.watched_curve(tmp_path / "none") == []
