@@ -43,3 +43,22 @@ def test_watched_curve_reads_one_split_by_step(tmp_path):
         {"step": 10, "bleu": 12.5, "chrf": 33.0},
     ]
     assert watched_curve(tmp_path / "absent.csv", "real_dev") == []
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_the_channel_reaches_the_phone_recipes_training_clips_only(monkeypatch, tmp_path, soft):
+    from sltalign import demo
+    from sltalign.data import synth
+
+    seen = {}
+    monkeypatch.setattr(demo, "train_backends", lambda: {"espeak": 1.0})
+    monkeypatch.setattr(synth, "synthesize_corpus", lambda cfg, out, **kw: seen.setdefault("cfg", cfg))
+    demo.synthesize(tmp_path, demo.FULL, mt=None, soft=soft, workers=1)
+    cfg = seen["cfg"]
+    if soft:  # the soft cascade's clips are rendered as before
+        assert cfg.silence_prob == 0 and cfg.speed_perturb_prob == 0 and cfg.noise_snr_db is None
+    else:
+        assert cfg.augment_splits == ("train",)  # dev and test stay clean
+        assert cfg.silence_prob == 0.5 and cfg.speed_perturb_prob == 0.5 and cfg.rir_prob == 0.2
+        assert cfg.noise_snr_db == (15.0, 35.0) and cfg.noise_prob == 0.15
+        assert cfg.babble_prob == 0 and cfg.codec_prob == 0 and cfg.pitch_shift_prob == 0
