@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from sltalign.demo import TRAIN_CHANNEL
+
 BENCH = Path(__file__).resolve().parent
 MT = "packaged:bergamot-en-pt"
 ASR = "packaged:whisper-base"
@@ -108,17 +110,12 @@ CHANNEL = {
 NOISE = {"prob": 0.3, "snr_db": (5.0, 30.0)}
 #: babble talkers: today's voices only, so that no row hears a neural voice it was not given
 BABBLE_BACKENDS = ("espeak", "flite")
-#: a lighter channel: what recordings of people have around the speech (silences with breaths and room tone,
-#: level, tempo, a near room, some telephone band, mild noise), without the steps that cost most in the small
-#: rows (pitch shift, babble, lossy codecs)
-LIGHT_CHANNEL = {
-    "speed_perturb_prob": 0.5, "speed_perturb_range": (0.9, 1.1),
-    "pitch_shift_prob": 0.0, "rir_prob": 0.2, "babble_prob": 0.0,
-    "telephone_prob": 0.1, "codec_prob": 0.0,
-    "level_prob": 0.3, "level_db_range": (-20.0, 0.0),
-    "silence_prob": 0.5, "silence_range": (0.1, 1.0),
-}  # fmt: skip
-LIGHT_NOISE = {"prob": 0.15, "snr_db": (15.0, 35.0)}
+#: a lighter channel, the demo's own (``TRAIN_CHANNEL``): what recordings of people have around the speech
+#: (silences with breaths and room tone, level, tempo, a near room, some telephone band, mild noise), without
+#: the steps that cost most in the small rows (pitch shift, babble, lossy codecs). Its noise is drawn here.
+_NOISE_KEYS = ("noise_prob", "noise_snr_db", "augment_splits")
+LIGHT_CHANNEL = {k: v for k, v in TRAIN_CHANNEL.items() if k not in _NOISE_KEYS}
+LIGHT_NOISE = {"prob": TRAIN_CHANNEL["noise_prob"], "snr_db": TRAIN_CHANNEL["noise_snr_db"]}
 #: channel name -> (synth channel settings, coloured noise)
 CHANNELS = {"full": (CHANNEL, NOISE), "light": (LIGHT_CHANNEL, LIGHT_NOISE)}
 EVERY_ROW = ROWS + ENGINE_ROWS + DEMO_ROWS
@@ -443,9 +440,9 @@ def ctc_wer(model: Path, manifests: list[Path], log: Path, threads: int) -> list
     return [float(m) for m in re.findall(r"([0-9.]+)% \(", last)]
 
 
-def dev_at_best(run_dir: Path, step: int, split: str = "dev") -> dict[str, float]:
+def dev_at_best(run_dir: Path, step: int) -> dict[str, float]:
     f = run_dir / "metrics.csv"
-    rows = [r for r in csv.DictReader(f.open()) if r["split"] == split and int(r["step"]) == step] if f.is_file() else []
+    rows = [r for r in csv.DictReader(f.open()) if r["split"] == "dev" and int(r["step"]) == step] if f.is_file() else []
     return {r["name"]: float(r["value"]) for r in rows}
 
 
