@@ -364,14 +364,13 @@ def write_outputs(
 
 def watched_curve(metrics_csv: Path, split: str) -> list[dict[str, float]]:
     """``split``'s BLEU and chrF at each evaluation of a run's metrics.csv, by step ([] without any)."""
-    import csv
+    from .evaluate import _read_curve_csv  # the reader training.png is drawn from (it names a malformed row)
 
     by_step: dict[int, dict[str, float]] = {}
     if metrics_csv.is_file():
-        with metrics_csv.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if row["split"] == split and row["name"] in ("bleu", "chrf"):
-                    by_step.setdefault(int(row["step"]), {})[row["name"]] = float(row["value"])
+        for step, _, row_split, name, value in _read_curve_csv(metrics_csv):
+            if row_split == split and name in ("bleu", "chrf"):
+                by_step.setdefault(int(step), {})[name] = value
     return [{"step": k, **v} for k, v in sorted(by_step.items()) if {"bleu", "chrf"} <= v.keys()]
 
 
