@@ -310,9 +310,11 @@ def put_through_channel(args: argparse.Namespace, voice: str, indices: tuple[int
 
 
 def row_dir(args: argparse.Namespace, row: Row) -> Path:
-    """OUT/rows/NAME, or OUT/rows/NAME_tS for a training seed S other than --seed (same audio, another run)."""
+    """OUT/rows/NAME, NAME_TAG with --tag (a recipe variant, --set), then _tS for a training seed S other than
+    --seed (same audio, another run)."""
     t = args.seed if args.train_seed is None else args.train_seed
-    return args.out / "rows" / (row.name if t == args.seed else f"{row.name}_t{t}")
+    name = row.name + (f"_{args.tag}" if args.tag else "")
+    return args.out / "rows" / (name if t == args.seed else f"{name}_t{t}")
 
 
 def row_manifest(args: argparse.Namespace, row: Row) -> Path:
@@ -393,6 +395,7 @@ def train_overrides(args: argparse.Namespace, row: Row, train: Path, real: Path,
         f"stages.0.warmup={args.warmup}", f"eval_every={args.eval_every}", f"save_every={args.eval_every}",
         "time_budget_minutes=0", f"seed={args.seed if args.train_seed is None else args.train_seed}",
         f"num_threads={args.threads}", f"out={row_dir(args, row) / 'run'}",
+        *args.set,  # the recipe variant of --tag, last so that it wins
     ]  # fmt: skip
 
 
@@ -440,6 +443,13 @@ def ctc_wer(model: Path, manifests: list[Path], log: Path, threads: int) -> list
     return [float(m) for m in re.findall(r"([0-9.]+)% \(", last)]
 
 
+def base_row(name: str) -> str:
+    """The ROWS entry a result directory's name comes from (NAME, NAME_TAG, NAME_tS, NAME_TAG_tS): the longest
+    row name it starts with ("demo_light_sa" is demo_light's, not demo's)."""
+    known = [r.name for r in EVERY_ROW if name == r.name or name.startswith(r.name + "_")]
+    return max(known, key=len) if known else name
+
+
 def dev_at_best(run_dir: Path, step: int) -> dict[str, float]:
     f = run_dir / "metrics.csv"
     rows = [r for r in csv.DictReader(f.open()) if r["split"] == "dev" and int(r["step"]) == step] if f.is_file() else []
@@ -478,6 +488,7 @@ def one_row(
                               "best_dev_bleu": summary["best_dev_bleu"], "train_minutes_wall": minutes,
                               "train_loop_minutes": summary.get("minutes"),
                               "train_seed": args.seed if args.train_seed is None else args.train_seed,
+                              "variant": {"tag": args.tag, "set": list(args.set)},
                               "dev_at_best": dev_at_best(d / "run", summary["best_step"]),
                               "real_dev_curve": watched_curve(d / "run" / "metrics.csv", "real_dev"),
                               **evaluate(args, ["--model", str(best)], d, corpus["test"], real, log)}  # fmt: skip
@@ -615,6 +626,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel", type=int, default=2, help="rows trained at once")
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--config", type=Path, default=None, help="the recipe (default: the package's configs/phones.yaml)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="training overrides for a recipe variant (needs --tag): rows NAME_TAG on the same audio")
+    ap.add_argument("--tag", default="", help="name of the --set variant, appended to the row names")
     ap.add_argument("--only", nargs="*", default=None, help="row names (default: all, in ROWS order)")
     ap.add_argument("--engine_rows", action="store_true", help="also the +hibari clean row on torch fp32 encoder states")
     ap.add_argument("--demo_rows", action="store_true", help="also the demo-mix rows (DEMO_ROWS: light channel, hibari share)")
@@ -622,6 +636,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cascade_after", type=int, default=6, help="score the cascade after this many rows started")
     ap.add_argument("--plan_only", action="store_true", help="print the rows' audio plan and stop")
     args = ap.parse_args(argv)
+    if bool(args.set) != bool(args.tag) or not re.fullmatch(r"[A-Za-z0-9]*", args.tag):
+        raise SystemExit("--set and --tag go together (--tag: letters and digits), so that a variant's rows never "
+                         "overwrite the recipe's own")
     if args.config is None:
         from sltalign.demo import preset_path
 
@@ -672,10 +689,10 @@ def main(argv: list[str] | None = None) -> None:
     results = {res["row"]: res for res in results.values()}
     for r in EVERY_ROW:
         for f in sorted((args.out / "rows").glob(f"{r.name}*/scores.json")):
-            if f.parent.name == r.name or re.fullmatch(rf"{re.escape(r.name)}_t\d+", f.parent.name):
+            if base_row(f.parent.name) == r.name:
                 results.setdefault(f.parent.name, json.loads(f.read_text()))
     order = {r.name: k for k, r in enumerate(EVERY_ROW)}
-    ordered = sorted(results.values(), key=lambda res: (order.get(re.sub(r"_t\d+$", "", res["row"]), len(order)), res["row"]))
+    ordered = sorted(results.values(), key=lambda res: (order.get(base_row(res["row"]), len(order)), res["row"]))
     missing = [r.name for r in EVERY_ROW if r.name not in results]
     doc = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "channel": CHANNEL, "noise": NOISE,
            "babble_backends": BABBLE_BACKENDS, "audio_seconds": audio.seconds, "wall_minutes": (time.perf_counter() - t_all) / 60,

@@ -136,7 +136,7 @@ def test_demo_rows_share_audio_and_keep_the_light_channel_apart(va, tmp_path):
 
 def test_another_training_seed_trains_the_same_audio_in_its_own_row(va, tmp_path):
     row = {r.name: r for r in va.ROWS}["hibari"]
-    base = dict(out=tmp_path, n_train=40, share=0.25, seed=0, steps=10, warmup=2, eval_every=5, threads=1)
+    base = dict(out=tmp_path, n_train=40, share=0.25, seed=0, steps=10, warmup=2, eval_every=5, threads=1, tag="", set=[])
     first = argparse.Namespace(**base, train_seed=None)
     again = argparse.Namespace(**base, train_seed=3)
     assert va.row_dir(first, row) == tmp_path / "rows" / "hibari"
@@ -149,3 +149,24 @@ def test_another_training_seed_trains_the_same_audio_in_its_own_row(va, tmp_path
     # the audio is the same: only the seed and the output differ
     assert [o for o in o1 if not o.startswith(("seed=", "out="))] == [o for o in o2 if not o.startswith(("seed=", "out="))]
     assert f"data.watch.real_dev={tmp_path / 'rd.jsonl'}" in o1
+
+
+def test_a_recipe_variant_trains_the_same_audio_in_rows_of_its_own(va, tmp_path):
+    row = {r.name: r for r in va.DEMO_ROWS}["demo_light"]
+    base = dict(out=tmp_path, n_train=40, share=0.25, seed=0, steps=10, warmup=2, eval_every=5, threads=1)
+    plain = argparse.Namespace(**base, train_seed=None, tag="", set=[])
+    sa = ["augment.time_mask_ratio=0.1", "augment.channel_masks=2"]
+    variant = argparse.Namespace(**base, train_seed=None, tag="sa", set=sa)
+    variant_t1 = argparse.Namespace(**base, train_seed=1, tag="sa", set=sa)
+    assert va.row_dir(variant, row) == tmp_path / "rows" / "demo_light_sa"
+    assert va.row_dir(variant_t1, row) == tmp_path / "rows" / "demo_light_sa_t1"
+    o0 = va.train_overrides(plain, row, tmp_path / "t.jsonl", tmp_path / "real.jsonl")
+    o1 = va.train_overrides(variant, row, tmp_path / "t.jsonl", tmp_path / "real.jsonl")
+    assert o1[-2:] == sa  # last, so that they win over the bench's own settings
+    assert [o for o in o1 if not o.startswith("out=")][: len(o0) - 1] == [o for o in o0 if not o.startswith("out=")]
+    # a result directory belongs to the longest row name it starts with
+    assert va.base_row("demo_light_sa_t1") == "demo_light" and va.base_row("demo_t1") == "demo"
+    assert va.base_row("hibari_ch") == "hibari_ch"
+    # a variant without a tag would write into the recipe's own rows: refused
+    with pytest.raises(SystemExit, match="--tag"):
+        va.main(["--out", str(tmp_path), "--set", "augment.channel_masks=2"])
