@@ -120,7 +120,7 @@ def test_demo_rows_share_audio_and_keep_the_light_channel_apart(va, tmp_path):
     assert va.row_sources(light, n, share, seed) == src
     groups = va.needed_audio(list(va.DEMO_ROWS), n, share, seed)
     items = [(v, c, i) for v, c, ix in groups for i in ix]
-    assert len(items) == len(set(items)) and {c for _, c, _ in items} == {"", "light"}
+    assert len(items) == len(set(items)) and {c for _, c, _ in items} == {"", "light", "pitch"}
     assert sum(1 for v, c, _ in items if v == "hibari" and not c) == 20  # 10 made for demo, 10 more for 40%
     # the light channel has its own folder and draw: never the full channel's audio
     assert va.clip_path(tmp_path, "hibari", "light", 3) != va.clip_path(tmp_path, "hibari", "full", 3)
@@ -132,6 +132,11 @@ def test_demo_rows_share_audio_and_keep_the_light_channel_apart(va, tmp_path):
     steps = {k for ch, _, _ in lite if ch for k in ch}
     assert steps and not steps & {"pitch", "babble", "codec"}  # the light channel leaves those out
     assert any(k in {"pitch", "babble", "codec"} for ch, _, _ in full if ch for k in ch)
+    # the pitch row: the light channel's steps plus pitch shift, on the demo row's voices
+    assert va.row_sources(rows["demo_pitch"], n, share, seed) == src
+    pitched = [va.channel_draw(i, 0, sentences, "pitch") for i in range(40)]
+    steps = {k for ch, _, _ in pitched if ch for k in ch}
+    assert "pitch" in steps and not steps & {"babble", "codec"}
 
 
 def test_another_training_seed_trains_the_same_audio_in_its_own_row(va, tmp_path):

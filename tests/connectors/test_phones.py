@@ -93,6 +93,23 @@ def test_lexicon_reads_unseen_words_by_nearest_entry_or_split(lexicon_and_phones
         Lexicon({})
 
 
+def test_words_read_alone_fill_the_accents_their_lines_were_not_read_in():
+    # each line is read in one accent: "answered" and "muted" only in en-gb here
+    lines = ["The call was answered.", "The speaker is muted.", "I answered the phone."]
+    accents = ["en-gb", "en-gb", "en-us"]
+    ph = phonemize(lines, accents)
+    (us_muted,) = split_words(phonemize(["muted"], "en-us")[0])
+    plain = Lexicon.from_text(lines, ph, accents)
+    assert us_muted not in plain.table  # heard as whatever entry is nearest
+    lex = Lexicon.from_text(lines, ph, accents, word_accents=["en-us", "en-gb"])
+    assert lex.read_word(us_muted) == ["muted"] and lex.words_added > 0 and lex.lines_used == plain.lines_used
+    # the lines keep precedence: every entry they gave reads as before
+    assert all(lex.table[k] == w for k, w in plain.table.items())
+    # a line's first word counts lower-cased alone too ("The" -> "the"), "I" keeps its case
+    assert "The" not in lex.table.values() and "I" in lex.table.values()
+    assert lex.table == Lexicon.from_text(lines, ph, accents, word_accents=["en-us", "en-gb"]).table  # deterministic
+
+
 def test_lexicon_json_round_trip(lexicon_and_phones):
     lex, phones = lexicon_and_phones
     again = Lexicon.from_json(lex.to_json())

@@ -8,7 +8,8 @@ are rare words it heard too few times to learn (docs/RESULTS.md, "error analysis
    transcript in the accent the clip was spoken in (``accent_for``), so for synthetic speech they are exactly
    what the synthesiser said;
 2. spelling: a ``Lexicon`` read off eSpeak's phonemisation of English text (no training) maps each phone
-   word to its most frequent written word; a phone word never seen is read as the nearest entry by edit
+   word to its most frequent written word, with every word of the text also read alone in each accent (a
+   line is read in one accent only); a phone word never seen is read as the nearest entry by edit
    distance over phones, or as two entries when it splits exactly into two (a missed word boundary) and no
    entry is within one phone. Text is cheap, so the lexicon knows words no clip ever said.
 
@@ -146,13 +147,20 @@ class Lexicon:
         self.table = dict(table)
         #: lines of text the table was counted from (``from_text``); 0 when built from a table
         self.lines_used = 0
+        #: entries from words read alone (``from_text(word_accents=...)``)
+        self.words_added = 0
         self._codes: dict[str, str] = {}
         self._by_code = {self._code(k): w for k, w in self.table.items()}
         self._keys = list(self._by_code)
 
     @classmethod
     def from_text(
-        cls, texts: Sequence[str], phones: Sequence[Sequence[str]], accents: Sequence[str] | str = DEFAULT_ACCENT
+        cls,
+        texts: Sequence[str],
+        phones: Sequence[Sequence[str]],
+        accents: Sequence[str] | str = DEFAULT_ACCENT,
+        *,
+        word_accents: Sequence[str] = (),
     ) -> Lexicon:
         """Count (phone word -> written word) pairs over phonemised lines (``phones[i]`` is ``texts[i]`` read
         in ``accents[i]``).
@@ -162,7 +170,12 @@ class Lexicon:
         to three words, the split closest in edit distance) and the joined words become one entry, which is
         what a recogniser trained on eSpeak's phonemes hears. Lines with digits or capitalised abbreviations
         are skipped (eSpeak reads "42" or "UN" as several phone words, which could offset a join and pair the
-        wrong words), and so are lines with more phone words than words."""
+        wrong words), and so are lines with more phone words than words.
+
+        ``word_accents``: also read every word of the text alone in each of these accents, and add the phone
+        words no line gave as entries of their most frequent written form. Each line is read in one accent, so
+        without them a word the text has is missing in the other accents (in en-us: "answered", "muted",
+        "locate", heard then as the nearest entry: "answer", "suited", "low cut"); lines keep precedence."""
         if len(texts) != len(phones):
             raise ValueError(f"Lexicon.from_text: {len(texts)} texts but {len(phones)} phone lists")
         if isinstance(accents, str):
@@ -193,9 +206,33 @@ class Lexicon:
                 if k == 0 and span[0] != "I" and not (len(span[0]) > 1 and span[0].isupper()):  # "I", "UN" keep case
                     span = [span[0].lower(), *span[1:]]
                 counts[g][" ".join(span)] += 1
-        lex = cls({k: c.most_common(1)[0][0] for k, c in counts.items()})
+        table = {k: c.most_common(1)[0][0] for k, c in counts.items()}
+        n_lines = len(table)
+        if word_accents:
+            for key, word in cls._isolated_words(texts, word_accents).items():
+                table.setdefault(key, word)
+        lex = cls(table)
         lex.lines_used = kept
+        lex.words_added = len(table) - n_lines
         return lex
+
+    @classmethod
+    def _isolated_words(cls, texts: Sequence[str], accents: Sequence[str]) -> dict[tuple[str, ...], str]:
+        """Phone word -> written word from each word of ``texts`` read alone in each of ``accents`` (the most
+        frequent written form of a phone word wins; a line's first word counts lower-cased, as in lines)."""
+        forms: Counter = Counter()
+        for t in texts:
+            for k, w in enumerate(cls._WORDS.findall(t)):
+                if not cls._SPELLED.search(w):
+                    forms[w.lower() if k == 0 and w != "I" else w] += 1
+        words = list(forms)
+        out: dict[tuple[str, ...], Counter] = defaultdict(Counter)
+        for acc in accents:
+            for w, ph in zip(words, phonemize(words, acc)):
+                groups = split_words(ph)
+                if len(groups) == 1:  # eSpeak reads some words as two (hyphens, spelled parts): not one entry
+                    out[groups[0]][w] += forms[w]
+        return {k: c.most_common(1)[0][0] for k, c in out.items()}
 
     def _code(self, key: Sequence[str]) -> str:
         """A phone word as one character per unit (rapidfuzz measures edit distance over characters)."""
@@ -360,8 +397,9 @@ class PhoneCTCHead(CTCHead):
     @classmethod
     def prepare(cls, *, model_cfg: Any, train_utts: Sequence[Any], held_out: Sequence[str], seed: int) -> dict[str, Any]:
         """Units and lexicon of a new head (``state()``): eSpeak's phonemes of the training transcripts (in each
-        clip's accent) and of ``model_cfg.lexicon_text`` (each line in an accent drawn by ``seed``), minus every
-        sentence of the ``held_out`` manifests. Deterministic for the same data and seed."""
+        clip's accent) and of ``model_cfg.lexicon_text`` (each line in an accent drawn by ``seed``, each word
+        also alone in every accent), minus every sentence of the ``held_out`` manifests. Deterministic for the
+        same data and seed."""
         from ..data.lexicon_text import held_sentences, lexicon_lines
         from ..data.manifest import read_manifest
 
@@ -379,14 +417,15 @@ class PhoneCTCHead(CTCHead):
         transcripts = [u.transcript or "" for u in train_utts]
         train_acc = clip_accents(train_utts)
         train_ph = phonemize(transcripts, train_acc)
-        lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc)
+        lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc, word_accents=ACCENTS)
         head = cls(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon)
         log.info(
-            "phone head: %d units; lexicon of %d phone words from %d of %d lines (%.0f s)",
+            "phone head: %d units; lexicon of %d phone words from %d of %d lines and %d from words read alone (%.0f s)",
             head.vocab_size,
-            len(lexicon.table),
+            len(lexicon.table) - lexicon.words_added,
             lexicon.lines_used,
             len(text) + len(transcripts),
+            lexicon.words_added,
             time.perf_counter() - t0,
         )
         return head.state()
