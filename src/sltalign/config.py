@@ -76,6 +76,9 @@ class ModelConfig:
     lexicon_text: list[str] = field(default_factory=lambda: ["trans-de-en:sentences", "trans-de-en:phrases"])
     #: manifests whose sentences the lexicon must not read (data.dev is always excluded; add the test set)
     lexicon_exclude: list[str] = field(default_factory=list)
+    #: also read every word of the lexicon's text alone in each accent (each line is read in one accent, so a
+    #: word is otherwise missing in the others); false: the text's lines only, as lexicons were built before
+    lexicon_words_alone: bool = True
     #: CTC compression before the MT: null, "hard", "soft" or "posterior"
     compression: str | None = None
     compression_temperature: float = 1.0

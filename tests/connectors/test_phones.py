@@ -110,6 +110,24 @@ def test_words_read_alone_fill_the_accents_their_lines_were_not_read_in():
     assert lex.table == Lexicon.from_text(lines, ph, accents, word_accents=["en-us", "en-gb"]).table  # deterministic
 
 
+def test_a_new_head_reads_words_alone_unless_told_not_to(tmp_path):
+    from types import SimpleNamespace
+
+    text = tmp_path / "text.txt"
+    text.write_text("The call was answered.\nThe speaker is muted.\nWe like green tea.\n", encoding="utf-8")
+
+    def prepare(alone: bool) -> Lexicon:
+        cfg = SimpleNamespace(lexicon_text=[str(text)], lexicon_exclude=["x"], lexicon_words_alone=alone)
+        state = PhoneCTCHead.prepare(model_cfg=cfg, train_utts=[], held_out=[], seed=0)
+        return Lexicon.from_json(state["lexicon"])
+
+    with_words, lines_only = prepare(True), prepare(False)
+    assert set(lines_only.table) < set(with_words.table)  # more entries, none of the lines' lost
+    for acc in ACCENTS:  # "muted" is read in every accent, whichever one its line drew
+        (key,) = split_words(phonemize(["muted"], acc)[0])
+        assert with_words.table[key] == "muted"
+
+
 def test_lexicon_json_round_trip(lexicon_and_phones):
     lex, phones = lexicon_and_phones
     again = Lexicon.from_json(lex.to_json())

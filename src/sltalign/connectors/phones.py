@@ -417,7 +417,8 @@ class PhoneCTCHead(CTCHead):
         transcripts = [u.transcript or "" for u in train_utts]
         train_acc = clip_accents(train_utts)
         train_ph = phonemize(transcripts, train_acc)
-        lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc, word_accents=ACCENTS)
+        alone = ACCENTS if getattr(model_cfg, "lexicon_words_alone", True) else ()
+        lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc, word_accents=alone)
         head = cls(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon)
         log.info(
             "phone head: %d units; lexicon of %d phone words from %d of %d lines and %d from words read alone (%.0f s)",
