@@ -92,6 +92,7 @@ DEMO_ROWS = (
     Row("demo", ("hibari",), False, share=0.2),
     Row("demo_light", ("hibari",), True, share=0.2, channel_name="light"),
     Row("demo_hibari40", ("hibari",), False, share=0.4),
+    Row("demo_pitch", ("hibari",), True, share=0.2, channel_name="pitch"),
 )
 
 #: the channel of the channel rows, as a demanding user would set it for people's speech: phone calls and
@@ -116,8 +117,11 @@ BABBLE_BACKENDS = ("espeak", "flite")
 _NOISE_KEYS = ("noise_prob", "noise_snr_db", "augment_splits")
 LIGHT_CHANNEL = {k: v for k, v in TRAIN_CHANNEL.items() if k not in _NOISE_KEYS}
 LIGHT_NOISE = {"prob": TRAIN_CHANNEL["noise_prob"], "snr_db": TRAIN_CHANNEL["noise_snr_db"]}
+#: the light channel with pitch shift (resampling + WSOLA: pitch and formants move together, tempo kept), the
+#: one step of the full channel that makes new apparent speakers rather than new surroundings
+PITCH_CHANNEL = {**LIGHT_CHANNEL, "pitch_shift_prob": 0.5, "pitch_shift_range": (-3.0, 3.0)}
 #: channel name -> (synth channel settings, coloured noise)
-CHANNELS = {"full": (CHANNEL, NOISE), "light": (LIGHT_CHANNEL, LIGHT_NOISE)}
+CHANNELS = {"full": (CHANNEL, NOISE), "light": (LIGHT_CHANNEL, LIGHT_NOISE), "pitch": (PITCH_CHANNEL, LIGHT_NOISE)}
 EVERY_ROW = ROWS + ENGINE_ROWS + DEMO_ROWS
 
 
