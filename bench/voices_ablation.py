@@ -630,8 +630,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel", type=int, default=2, help="rows trained at once")
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--config", type=Path, default=None, help="the recipe (default: the package's configs/phones.yaml)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="training overrides for a recipe variant (needs --tag): rows NAME_TAG on the same audio")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training overrides for a recipe variant (needs --tag): rows NAME_TAG on the same audio",
+    )
     ap.add_argument("--tag", default="", help="name of the --set variant, appended to the row names")
     ap.add_argument("--only", nargs="*", default=None, help="row names (default: all, in ROWS order)")
     ap.add_argument("--engine_rows", action="store_true", help="also the +hibari clean row on torch fp32 encoder states")
@@ -641,8 +646,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--plan_only", action="store_true", help="print the rows' audio plan and stop")
     args = ap.parse_args(argv)
     if bool(args.set) != bool(args.tag) or not re.fullmatch(r"[A-Za-z0-9]*", args.tag):
-        raise SystemExit("--set and --tag go together (--tag: letters and digits), so that a variant's rows never "
-                         "overwrite the recipe's own")
+        raise SystemExit(
+            "--set and --tag go together (--tag: letters and digits), so that a variant's rows never overwrite the recipe's own"
+        )
     if args.config is None:
         from sltalign.demo import preset_path
 
