@@ -11,11 +11,9 @@ gives log-probabilities over the MT's source tokens; a CTC prefix beam search ad
 has never seen; the best transcript is translated by the same frozen MT (beam 4) and scored with corpus
 sacrebleu against the manifest's translations, beside the greedy transcript.
 
-The LM is an interpolated trigram with absolute discounting and Kneser-Ney continuation counts, trained on
+The LM is the package's word trigram (``sltalign.connectors.word_lm``), trained on
 the English sentences the synthetic corpora are drawn from (Debian's trans-de-en) minus every sentence that
-occurs in the ``--exclude`` manifests' transcripts, so dev and test sentences are never in it. It is a probe,
-hand-written because no pip-installable n-gram toolkit fits here (kenlm's estimator is a C++ program with no
-wheel; pyctcdecode pins numpy < 2).
+occurs in the ``--exclude`` manifests' transcripts, so dev and test sentences are never in it.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from __future__ import annotations
 import argparse
 import collections
 import math
-import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -33,63 +30,20 @@ from tqdm import tqdm
 
 from sltalign.audio import load_audio
 from sltalign.checkpoint import load_connector
+from sltalign.connectors.word_lm import TrigramLM as _TrigramLM
+from sltalign.connectors.word_lm import words_of
 from sltalign.data.manifest import read_manifest
 from sltalign.data.synth import load_sentences
 from sltalign.evaluate import word_error_rate
 
-_NON_WORD = re.compile(r"[^\w']+")
 
+class TrigramLM(_TrigramLM):
+    """The package's trigram plus the set of word prefixes (the prefix search penalises a word being spelled
+    that no LM word begins with)."""
 
-def words_of(text: str) -> list[str]:
-    return [w for w in _NON_WORD.sub(" ", text.lower()).split() if w]
-
-
-class TrigramLM:
-    """Interpolated trigram: absolute discounting (D) on trigram and bigram levels, Kneser-Ney continuation
-    counts below the top level, an add-0.01 floor on the unigram level for unseen words."""
-
-    def __init__(self, sentences: Iterable[str], discount: float = 0.75) -> None:
-        self.d = discount
-        self.c3: collections.Counter = collections.Counter()
-        for s in sentences:
-            w = ["<s>", "<s>", *words_of(s), "</s>"]
-            for i in range(2, len(w)):
-                self.c3[(w[i - 2], w[i - 1], w[i])] += 1
-        self.ctx, self.ctx_types = collections.Counter(), collections.Counter()
-        for (a, b, _), n in self.c3.items():
-            self.ctx[(a, b)] += n
-            self.ctx_types[(a, b)] += 1
-        self.cont2 = collections.Counter((b, c) for (_, b, c) in self.c3)  # distinct left contexts of (b, c)
-        self.cont2_ctx, self.cont2_types = collections.Counter(), collections.Counter()
-        for (b, _), n in self.cont2.items():
-            self.cont2_ctx[b] += n
-            self.cont2_types[b] += 1
-        self.cont1 = collections.Counter(c for (_, c) in self.cont2)
-        self.total1 = sum(self.cont1.values())
-        self.vocab = set(self.cont1)
+    def __init__(self, sentences: Iterable[str]) -> None:
+        super().__init__(sentences)
         self.prefixes = {w[:i] for w in self.vocab for i in range(1, len(w) + 1)}
-        self._cache: dict[tuple[str, str, str], float] = {}
-
-    def _p1(self, w: str) -> float:
-        return (self.cont1.get(w, 0) + 0.01) / (self.total1 + 0.01 * (len(self.vocab) + 1))
-
-    def _p2(self, b: str, w: str) -> float:
-        n = self.cont2_ctx.get(b, 0)
-        if n == 0:
-            return self._p1(w)
-        return max(self.cont2.get((b, w), 0) - self.d, 0) / n + self.d * self.cont2_types[b] / n * self._p1(w)
-
-    def logp(self, a: str, b: str, w: str) -> float:
-        key = (a, b, w)
-        if key not in self._cache:
-            n = self.ctx.get((a, b), 0)
-            p = (
-                self._p2(b, w)
-                if n == 0
-                else max(self.c3.get(key, 0) - self.d, 0) / n + self.d * self.ctx_types[(a, b)] / n * self._p2(b, w)
-            )
-            self._cache[key] = math.log(p)
-        return self._cache[key]
 
 
 def _lse(a: float, b: float) -> float:
