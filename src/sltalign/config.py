@@ -79,6 +79,11 @@ class ModelConfig:
     #: also read every word of the lexicon's text alone in each accent (each line is read in one accent, so a
     #: word is otherwise missing in the others); false: the text's lines only, as lexicons were built before
     lexicon_words_alone: bool = True
+    #: how the phone head reads its posteriors (connectors/lexicon_search.py): ``beam`` 0 greedy, else a beam
+    #: search spelling lexicon words only, weighing a word trigram over the lexicon's text by ``lm_weight``
+    #: plus ``word_score`` per word (also ``beam_size_token``, ``beam_threshold``). The defaults were chosen
+    #: on the real-speech dev set (docs/RESULTS.md, "A word LM in the phone read-out")
+    phone_search: dict[str, Any] = field(default_factory=lambda: {"beam": 32, "lm_weight": 0.6, "word_score": -1.0})
     #: CTC compression before the MT: null, "hard", "soft" or "posterior"
     compression: str | None = None
     compression_temperature: float = 1.0
@@ -537,6 +542,12 @@ def validate(cfg: TrainConfig) -> None:
                 "through hard compression (it passes no gradient); add ctc, or use model.compression: posterior or soft"
             )
     _validate_ctc_head(m)
+    try:
+        from .connectors.lexicon_search import SearchOptions
+
+        SearchOptions.from_dict(m.phone_search)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model.phone_search: {e}") from e
     for key in ("lexicon_text", "lexicon_exclude"):
         v = getattr(m, key)
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):

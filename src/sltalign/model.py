@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .connectors import Connector
-from .connectors.compress import compress, ctc_segments
+from .connectors.compress import compress
 from .connectors.ctc_head import CTCHead
 from .foundation.base import SpeechEncoder, Translator, pad_id_rows
 from .foundation.whisper_decoder import TOKEN_CHANNELS, WhisperText
@@ -242,11 +242,7 @@ class AlignedST(nn.Module):
         return self.translator.detokenize(ids), self._read_ctc(bridged.ctc_logits, bridged.connector_mask)
 
     def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:
-        seg = ctc_segments(ctc_logits, out_mask)  # (B, S, V+1) -> segments of the argmax path
-        rows = [
-            [] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(out_mask.shape[0])
-        ]
-        return self.ctc_head.read(rows, self.translator)
+        return self.ctc_head.read_logits(ctc_logits, out_mask, self.translator)  # (B, S, V+1) -> texts
 
     @torch.no_grad()
     def _pieces_to_embeddings(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

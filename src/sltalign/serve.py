@@ -408,6 +408,8 @@ def serve(
     from .api import SpeechTranslator
 
     st = SpeechTranslator.from_pretrained(model, device=device, **decoding)
+    if st.model.ctc_head is not None:
+        st.model.ctc_head.warm_up()  # the phone head's lexicon search: built now, not in the first request
     app = create_app(
         st, language=language, max_upload_bytes=int(max_upload_mb * 2**20), max_seconds=max_seconds, max_queue=max_queue
     )

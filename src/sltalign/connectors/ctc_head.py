@@ -21,6 +21,8 @@ What a head says about itself, so that no caller branches on its class:
 - ``from_data(embed_dim=, data=)``: a head (untrained weights) from that data;
 - ``targets(utts, translator)``: the CTC target tokenizer of the run's transcripts;
 - ``read(ids, translator)``: the text of greedy label rows (what the connector "heard");
+  ``read_logits(logits, mask, translator)``: the text of each utterance's logits (greedy unless the head
+  searches: the phone head may spell lexicon words under a word LM);
 - ``loss_logits(out, translator, targets, mask, sample=, generator=)``: logits and targets for the CTC loss.
 
 Shapes follow the legend in ``sltalign.foundation.base``: out (B, S, D_m) -> logits (B, S, C + 1), C classes,
@@ -98,6 +100,21 @@ class CTCHead(nn.Module):
     def read(self, ids: Sequence[Sequence[int]], translator: Translator) -> list[str]:
         """Greedy label rows -> text."""
         raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Build what the read-out needs before the first utterance asks (a server calls this at start)."""
+
+    @torch.no_grad()
+    def read_logits(self, logits: torch.Tensor, mask: torch.Tensor, translator: Translator) -> list[str]:
+        """logits (B, S, C + 1), mask (B, S) -> each utterance's text through ``read`` of its greedy path
+        (labels of the argmax segments; none where ``ctc_segments`` finds no speech)."""
+        from .compress import ctc_segments
+
+        seg = ctc_segments(logits, mask)
+        rows = [
+            [] if bool(seg.no_speech[i]) else seg.labels[i, : int(seg.num_segments[i])].tolist() for i in range(mask.shape[0])
+        ]
+        return self.read(rows, translator)
 
     def loss_logits(
         self,

@@ -23,17 +23,22 @@ voices it is only as good as the training voices are varied.
 Needs ~20 connector outputs per second or more (English runs at ~12-15 phones/s): e.g. STE with one conv
 stage (25/s from Whisper's 50 frames/s). The unit inventory and the lexicon are part of the head: they are
 written beside the weights in checkpoints (``ctc_phones.json``), so a checkpoint always reads with the
-lexicon it was trained with. Phonemisation uses ``phonemizer`` over the eSpeak NG library (the system's
+lexicon it was trained with. The read-out is greedy (the argmax path, each phone word spelled as its nearest
+lexicon entry) or a beam search that spells lexicon entries only, weighed by a word trigram over the
+lexicon's text (``lexicon_search.py``, ``word_lm.py``; the head's ``search`` options, the LM's text in
+``ctc_phones_lm.txt.gz``). Phonemisation uses ``phonemizer`` over the eSpeak NG library (the system's
 ``libespeak-ng``, else the one of the ``espeakng-loader`` wheel).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
 import random
 import re
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -44,9 +49,14 @@ import torch
 from torch import nn
 
 from .ctc_head import CTCHead, CTCHeadDataError, TargetFn, register_head
+from .lexicon_search import LexiconSearch, SearchOptions, available
 
 #: file name of the units + lexicon inside a checkpoint directory
 PHONES_FILE = "ctc_phones.json"
+#: file name of the word LM's text (one sentence per line, gzip) beside it, when the head has one
+LM_FILE = "ctc_phones_lm.txt.gz"
+#: one search at a time: a flashlight decoder keeps its hypotheses in itself
+_search_lock = threading.Lock()
 #: the word-boundary unit (a CTC class like any phone)
 WORD = "|"
 #: eSpeak NG English accents phonemes are read in; other voices (Flite, Festival, human) count as en-us
@@ -256,7 +266,11 @@ class Lexicon:
 
     def read(self, phones: Sequence[str]) -> str:
         """A phone sequence -> a sentence: its words, the first capitalised, a full stop ("" for no words)."""
-        words = [w for g in split_words(phones) for w in self.read_word(g)]
+        return self.sentence([w for g in split_words(phones) for w in self.read_word(g)])
+
+    @staticmethod
+    def sentence(words: Sequence[str]) -> str:
+        """Written words -> a sentence: the first capitalised, a full stop ("" for no words)."""
         if not words:
             return ""
         text = " ".join(words)
@@ -325,13 +339,28 @@ class PhoneCTCHead(CTCHead):
     """Linear CTC head over phone units (blank last), carrying the unit inventory and the lexicon.
 
     ``units``: the phone units (``WORD`` among them), in class order; ``lexicon``: how heard phones are
-    spelled; ``embed_dim``: the width of the connector output it reads (D_m).
+    spelled; ``embed_dim``: the width of the connector output it reads (D_m); ``search``: how the posteriors
+    are read (default greedy); ``lm_text``: the sentences of the word LM the search weighs (needed when
+    ``search.lm_weight`` > 0).
     """
 
     KIND, TEXT, FILE = "phones", True, PHONES_FILE
 
-    def __init__(self, *, embed_dim: int, units: Sequence[str], lexicon: Lexicon) -> None:
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        units: Sequence[str],
+        lexicon: Lexicon,
+        search: SearchOptions | None = None,
+        lm_text: Sequence[str] = (),
+    ) -> None:
         super().__init__()
+        self.search = search or SearchOptions()
+        self.lm_text = [t.replace("\n", " ") for t in lm_text]  # one sentence per line in LM_FILE
+        if self.search.beam and self.search.lm_weight > 0 and not self.lm_text:
+            raise ValueError("PhoneCTCHead: search.lm_weight > 0 needs the LM's sentences (lm_text)")
+        self._searcher: LexiconSearch | None = None  # built on first use (LM + trie: ~15 s on one core)
         if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
             raise ValueError(f"PhoneCTCHead: embed_dim must be a positive integer, got {embed_dim!r}")
         units = list(units)
@@ -383,15 +412,74 @@ class PhoneCTCHead(CTCHead):
         return [self.lexicon.read(row) for row in self.phones(ids)]
 
     def state(self) -> dict[str, Any]:
-        """What ``from_state`` needs besides the weights (JSON): units and lexicon."""
-        return {"format": "sltalign-phones", "units": self.units, "lexicon": self.lexicon.to_json()}
+        """What ``from_state`` needs besides the weights (JSON): units, lexicon, search options and, when the
+        head has a word LM, its sentences (``lm_text``; checkpoints keep those in ``LM_FILE``)."""
+        out = {
+            "format": "sltalign-phones",
+            "units": self.units,
+            "lexicon": self.lexicon.to_json(),
+            "search": self.search.to_dict(),
+        }
+        if self.lm_text:
+            out["lm_text"] = self.lm_text
+        return out
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, embed_dim: int) -> PhoneCTCHead:
-        """The head of ``state()`` (untrained weights: load them after)."""
+        """The head of ``state()`` (untrained weights: load them after). A state without ``search`` (heads
+        made before the search existed) reads greedily, as it did."""
         if not isinstance(state, Mapping) or state.get("format") != "sltalign-phones" or not {"units", "lexicon"} <= set(state):
             raise ValueError("PhoneCTCHead: expected a mapping with format 'sltalign-phones', 'units' and 'lexicon'")
-        return cls(embed_dim=embed_dim, units=state["units"], lexicon=Lexicon.from_json(state["lexicon"]))
+        lm_text = state.get("lm_text", [])
+        if not isinstance(lm_text, list) or not all(isinstance(x, str) for x in lm_text):
+            raise ValueError("PhoneCTCHead: lm_text must be a list of sentences")
+        return cls(
+            embed_dim=embed_dim,
+            units=state["units"],
+            lexicon=Lexicon.from_json(state["lexicon"]),
+            search=SearchOptions.from_dict(state.get("search")),
+            lm_text=lm_text,
+        )
+
+    # -- the read-out ------------------------------------------------------------------------------
+    def searcher(self) -> LexiconSearch | None:
+        """The lexicon search of ``self.search`` (None: read greedily: beam 0, or flashlight-text missing)."""
+        if not self.search.beam or not available():
+            return None
+        if self._searcher is None:
+            from .word_lm import TrigramLM
+
+            t0 = time.perf_counter()
+            lm = TrigramLM(self.lm_text) if self.search.lm_weight > 0 else None
+            self._searcher = LexiconSearch(units=self.units, lexicon=self.lexicon, options=self.search, word_unit=WORD, lm=lm)
+            log.info(
+                "phone head: lexicon search ready (beam %d, LM weight %g; %.0f s)",
+                self.search.beam,
+                self.search.lm_weight,
+                time.perf_counter() - t0,
+            )
+        return self._searcher
+
+    def warm_up(self) -> None:
+        self.searcher()
+
+    @torch.no_grad()
+    def read_logits(self, logits: torch.Tensor, mask: torch.Tensor, translator: Any) -> list[str]:
+        """logits (B, S, U + 1), mask (B, S) -> the transcript of each utterance: greedy, or the lexicon search
+        where ``search.beam`` > 0. An utterance the greedy path hears nothing in stays empty; one the search
+        spells no word for falls back to the greedy reading."""
+        greedy = super().read_logits(logits, mask, translator)
+        search = self.searcher()
+        if search is None:
+            return greedy
+        log_probs = torch.log_softmax(logits.detach().float(), -1).cpu().numpy()
+        lengths = mask.sum(1).tolist()
+        out = []
+        with _search_lock:
+            for i, text in enumerate(greedy):
+                words = search(log_probs[i, : int(lengths[i])]) if text else []
+                out.append(Lexicon.sentence(words) if words else text)
+        return out
 
     # -- the CTC-head interface (connectors/ctc_head.py) -------------------------------------------
     @classmethod
@@ -419,7 +507,12 @@ class PhoneCTCHead(CTCHead):
         train_ph = phonemize(transcripts, train_acc)
         alone = ACCENTS if getattr(model_cfg, "lexicon_words_alone", True) else ()
         lexicon = Lexicon.from_text(text + transcripts, text_ph + train_ph, text_acc + train_acc, word_accents=alone)
-        head = cls(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon)
+        search = SearchOptions.from_dict(getattr(model_cfg, "phone_search", None))
+        # the LM's sentences: the lexicon's text, then the training transcripts it lacks (held-out ones are
+        # already out of both)
+        seen = set(text)
+        lm_text = text + [t for t in dict.fromkeys(transcripts) if t and t not in seen] if search.lm_weight > 0 else []
+        head = cls(embed_dim=1, units=build_phone_inventory(train_ph, text_ph), lexicon=lexicon, search=search, lm_text=lm_text)
         log.info(
             "phone head: %d units; lexicon of %d phone words from %d of %d lines and %d from words read alone (%.0f s)",
             head.vocab_size,
@@ -441,7 +534,12 @@ class PhoneCTCHead(CTCHead):
         return cls.from_state(data, embed_dim=embed_dim)
 
     def write_data(self, directory: Path) -> None:
-        (Path(directory) / PHONES_FILE).write_text(json.dumps(self.state(), ensure_ascii=False))
+        state = self.state()
+        lm_text = state.pop("lm_text", None)
+        (Path(directory) / PHONES_FILE).write_text(json.dumps(state, ensure_ascii=False))
+        if lm_text:
+            with gzip.open(Path(directory) / LM_FILE, "wt", encoding="utf-8", compresslevel=6) as f:
+                f.write("\n".join(s.replace("\n", " ") for s in lm_text))
 
     @classmethod
     def read_data(cls, directory: Path) -> dict[str, Any]:
@@ -449,9 +547,20 @@ class PhoneCTCHead(CTCHead):
         if not f.is_file():
             raise CTCHeadDataError(f"{directory}: its CTC head is over phones but {PHONES_FILE} is missing")
         try:
-            return json.loads(f.read_text(encoding="utf-8"))
+            data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise CTCHeadDataError(f"{f}: not valid JSON ({e})") from e
+        search = data.get("search") if isinstance(data, dict) else None
+        if isinstance(search, dict) and search.get("beam") and search.get("lm_weight"):
+            lm = Path(directory) / LM_FILE
+            if not lm.is_file():
+                raise CTCHeadDataError(f"{directory}: its phone head searches with a word LM but {LM_FILE} is missing")
+            try:
+                with gzip.open(lm, "rt", encoding="utf-8") as fh:
+                    data["lm_text"] = fh.read().split("\n")
+            except (OSError, EOFError, UnicodeDecodeError) as e:
+                raise CTCHeadDataError(f"{lm}: not a readable gzip text file ({e})") from e
+        return data
 
     def targets(self, utts: Sequence[Any], translator: Any) -> TargetFn:
         """CTC targets: phones of each transcript in its clip's accent (``encode``). The tokenizer is called
