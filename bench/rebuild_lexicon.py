@@ -3,7 +3,9 @@
 The connector only hears phones; what it writes is the lexicon's business, built at the start of training
 from text (``model.lexicon_text``). This copies RUN/best to RUN/best_relex with a lexicon made again from the
 run's own config (plus ``key=value`` overrides, e.g. other ``model.lexicon_text``), so two lexicons can be
-compared on one connector. The phone units must come out the same (they depend on the same phonemisation).
+compared on one connector, or a checkpoint from before the lexicon search gets the current search options
+(``model.phone_search``) and its word LM. The phone units must come out the same (they depend on the same
+phonemisation).
 
     python3 bench/rebuild_lexicon.py runs/pkg_ph12k
     sltalign evaluate --model runs/pkg_ph12k/best_relex --manifest corpus/test.jsonl --out eval/relex
@@ -12,13 +14,12 @@ compared on one connector. The phone units must come out the same (they depend o
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 from sltalign.checkpoint import write_dir_atomically
 from sltalign.config import load_config
-from sltalign.connectors.phones import PHONES_FILE, PhoneCTCHead
+from sltalign.connectors.phones import PhoneCTCHead
 from sltalign.train import prepare_head_data
 
 
@@ -45,10 +46,14 @@ def main() -> None:
 
     def fill(tmp: Path) -> None:
         shutil.copytree(run / "best", tmp, dirs_exist_ok=True)
-        (tmp / PHONES_FILE).write_text(json.dumps(state, ensure_ascii=False))
+        PhoneCTCHead.from_state(state, embed_dim=1).write_data(tmp)  # units, lexicon, search; the LM's text beside
 
     write_dir_atomically(dst, fill)  # a crash leaves the old directory or none, never half of one
-    print(f"{dst}: lexicon of {len(old['lexicon'])} -> {len(state['lexicon'])} phone words")
+    same = sorted(map(tuple, state["lexicon"])) == sorted(map(tuple, old["lexicon"]))
+    print(
+        f"{dst}: lexicon of {len(old['lexicon'])} -> {len(state['lexicon'])} phone words ({'the same' if same else 'changed'}); "
+        f"search {old.get('search', 'greedy')} -> {state['search']} (LM over {len(state.get('lm_text', []))} sentences)"
+    )
 
 
 if __name__ == "__main__":
