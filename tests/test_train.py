@@ -459,6 +459,12 @@ def test_ctc_over_phones_trains_saves_its_lexicon_and_restarts_from_it(tmp_path,
     assert ckpt_cfg["ctc_head"] == {"kind": "phones", "embed_dim": model.translator.embed_dim, "vocab_size": head.vocab_size}
     words = set(head.lexicon.table.values())
     assert {"bicycle", "railway"} <= words  # from the lexicon text
+    # the read-out: the default lexicon search, its word LM over the same text, both in the checkpoint and card
+    from sltalign.connectors.phones import LM_FILE
+
+    assert state["search"]["beam"] > 0 and state["search"]["lm_weight"] > 0 and (out / "best" / LM_FILE).is_file()
+    assert "Where is the railway station?" in head.lm_text
+    assert "(read-out: lexicon search (beam" in (out / "best" / "README.md").read_text()
     assert "dog" in words  # from the training transcripts (dev is part of train in this tiny corpus)
     assert head.decode(head.encode(["a red bicycle"])) == ["A red bicycle."]
     # the public API loads and translates through the phones (the MT path itself: test_model.py)

@@ -224,7 +224,8 @@ def save_connector(
             model.ctc_head.write_data(tmp)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
-        write_model_card(tmp, cfg, recipe=Path(path).parent / RECIPE, name=Path(path).name)  # README.md, the model card
+        read_out = model.ctc_head.read_out() if model.ctc_head is not None else None
+        write_model_card(tmp, cfg, recipe=Path(path).parent / RECIPE, name=Path(path).name, read_out=read_out)  # README.md
 
     return write_dir_atomically(Path(path), fill)
 

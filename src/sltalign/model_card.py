@@ -56,9 +56,15 @@ def _fmt(x: Any) -> str:
 
 
 def render_card(
-    cfg: dict[str, Any], *, name: str = "connector", recipe: dict[str, Any] | None = None, versions: dict[str, str] | None = None
+    cfg: dict[str, Any],
+    *,
+    name: str = "connector",
+    recipe: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
+    read_out: str | None = None,
 ) -> str:
-    """The card's Markdown for a checkpoint config (``checkpoint.model_config`` plus ``training``)."""
+    """The card's Markdown for a checkpoint config (``checkpoint.model_config`` plus ``training``); ``read_out``:
+    how the CTC head reads its posteriors (``CTCHead.read_out``), when known."""
     from .api import target_language
 
     se = cfg.get("speech_encoder") or {}
@@ -98,7 +104,9 @@ def render_card(
         "",
         "## Connector",
         f"- {conn.get('name', '?')}: " + ", ".join(f"{k} {v}" for k, v in conn.items() if k != "name"),
-        f"- CTC head: {head or 'none'}; compression: {cfg.get('compression') or 'none'}; prompt: {cfg.get('prompt')!r}",
+        f"- CTC head: {head or 'none'}"
+        + (f" (read-out: {read_out})" if read_out else "")
+        + f"; compression: {cfg.get('compression') or 'none'}; prompt: {cfg.get('prompt')!r}",
         f"- parameters: {params.get('trainable', '?'):,} trainable, {params.get('frozen', '?'):,} frozen"
         + (f" (connector share {params['connector_share']:.2%})" if isinstance(params.get("connector_share"), float) else ""),
         "",
@@ -169,13 +177,20 @@ def render_card(
 
 
 def write_model_card(
-    directory: str | Path, cfg: dict[str, Any], *, recipe: str | Path | None = None, name: str | None = None
+    directory: str | Path,
+    cfg: dict[str, Any],
+    *,
+    recipe: str | Path | None = None,
+    name: str | None = None,
+    read_out: str | None = None,
 ) -> Path | None:
     """Write ``directory/README.md`` for the checkpoint config ``cfg``; ``recipe``: the run's config.yaml, if any.
     Returns the path, or None when the card could not be written (logged; the caller's checkpoint goes on)."""
     directory = Path(directory)
     try:
-        text = render_card(cfg, name=name or directory.name, recipe=_read_recipe(Path(recipe) if recipe else None))
+        text = render_card(
+            cfg, name=name or directory.name, recipe=_read_recipe(Path(recipe) if recipe else None), read_out=read_out
+        )
         path = directory / CARD
         path.write_text(text, encoding="utf-8")
         return path

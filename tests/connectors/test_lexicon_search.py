@@ -209,3 +209,11 @@ def test_a_new_head_takes_its_search_from_the_config(tmp_path):
     assert state["lm_text"] == ["The call was answered.", "We like green tea.", "The speaker is muted."]
     cfg.phone_search = {"beam": 0}
     assert "lm_text" not in PhoneCTCHead.prepare(model_cfg=cfg, train_utts=[utt], held_out=[], seed=0)
+
+
+def test_the_read_out_is_said_in_words(lexicon_and_units):
+    """What the model card says (tests/test_train.py checks a trained checkpoint's card carries it)."""
+    lex, units = lexicon_and_units
+    assert PhoneCTCHead(embed_dim=4, units=units, lexicon=lex).read_out().startswith("greedy")
+    searching = PhoneCTCHead(embed_dim=4, units=units, lexicon=lex, search=SEARCH, lm_text=TEXTS).read_out()
+    assert searching.startswith("lexicon search (beam 16, a word trigram over 5 sentences, weight 1")

@@ -101,6 +101,10 @@ class CTCHead(nn.Module):
         """Greedy label rows -> text."""
         raise NotImplementedError
 
+    def read_out(self) -> str:
+        """How this head reads its posteriors, in words (the model card says it)."""
+        return "greedy"
+
     def warm_up(self) -> None:
         """Build what the read-out needs before the first utterance asks (a server calls this at start)."""
 

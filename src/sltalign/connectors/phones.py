@@ -460,6 +460,13 @@ class PhoneCTCHead(CTCHead):
             )
         return self._searcher
 
+    def read_out(self) -> str:
+        o = self.search
+        if not o.beam:
+            return "greedy, each phone word spelled as its nearest lexicon entry"
+        lm = f"a word trigram over {len(self.lm_text):,} sentences, weight {o.lm_weight:g}" if o.lm_weight > 0 else "no word LM"
+        return f"lexicon search (beam {o.beam}, {lm}, word score {o.word_score:g}); greedy where flashlight-text is missing"
+
     def warm_up(self) -> None:
         self.searcher()
 
