@@ -33,6 +33,9 @@ from sltalign.config import ConfigError, load_config
         (["model.prompt=[a"], "override model.prompt: the value '[a' is not valid YAML"),
         (["data..batch_size=1"], "override 'data..batch_size': expected a dotted key"),
         (["label_smoothing=1.5"], "label_smoothing: expected a number in [0, 1)"),
+        (["model.phone_search={bem: 4}"], "model.phone_search: search: unknown option(s) ['bem']"),
+        (["model.phone_search.lm_weight=-1"], "model.phone_search: search.lm_weight: expected >= 0, got -1"),
+        (["model.phone_search.beam=two"], "model.phone_search: search.beam: expected an integer >= 0, got 'two'"),
     ],
 )
 def test_bad_values_are_named_before_models_load(overrides, message):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import replace
@@ -334,6 +335,13 @@ def write_outputs(
         f"{summary['minutes']:.1f} min (best dev BLEU {summary['best_dev_bleu']:.1f} at step {summary['best_step']}).",
         f"Total demo time {timings['total_seconds'] / 60:.1f} min.",
     ]
+    read_out = (
+        re.search(r"\(read-out: (.*)\); compression", (connector / "README.md").read_text(encoding="utf-8"))
+        if (connector / "README.md").is_file()
+        else None
+    )
+    if read_out:  # what the model card says the CTC head's read-out is
+        notes.insert(1, f"CTC read-out: {read_out.group(1)}.")
     curve = doc["real_dev_curve"]
     at_best = [c for c in curve if c["step"] == summary["best_step"]]
     if at_best:
