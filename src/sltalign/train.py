@@ -345,6 +345,10 @@ def setup(cfg: TrainConfig, accelerator: Accelerator, model: AlignedST | None = 
         train_set.lengths, max_frames=cfg.data.max_frames, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed
     )
 
+    if model.ctc_head is not None and dev_set is not None:
+        # what the read-out needs (the phone head's lexicon search and word LM: seconds) is built before the
+        # clock starts, not inside the first dev evaluation, where it would shorten a short budget's training
+        model.ctc_head.warm_up()
     state, trainer = checkpoints.start(model)
     metrics = MetricsLog(out / "metrics.csv", main)
     # Rows logged after the state we start from (a kill came after them) would be logged again: drop them.
