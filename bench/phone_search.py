@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--grid", default="zero", help="zero | lm | both")
     ap.add_argument("--zero_ws", nargs="+", type=float, default=[-2.0, 0.0, 2.0], help="word scores without an LM")
     ap.add_argument("--lm_pairs", nargs="+", default=["0.3,0", "0.5,1", "0.8,2"], help="lm_weight,word_score pairs")
+    ap.add_argument("--beams", nargs="+", type=int, default=[32], help="beam sizes (each config is tried with each)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tr = SpeechTranslator.from_pretrained(args.model)
@@ -189,9 +190,11 @@ def main() -> None:
             (f"lm a={a} ws={ws}", dict(lm=lm, lm_weight=a, word_score=ws, sil_score=0.0))
             for a, ws in (tuple(map(float, p.split(","))) for p in args.lm_pairs)
         ]
+    if args.beams != [32]:
+        configs = [configs[0]] + [(f"{n} beam={b}", {**kw, "beam": b}) for n, kw in configs[1:] for b in args.beams]
     rows = {}
     for name, kw in configs:
-        search = None if kw is None else Search(head, kw.pop("lm"), beam=32, **kw)
+        search = None if kw is None else Search(head, kw.pop("lm"), **{"beam": 32, **kw})
         row = {}
         for m, (utts, lps, limit) in sets.items():
             t0 = time.perf_counter()
