@@ -142,6 +142,11 @@ def test_head_searches_in_a_batch_and_padding_does_not_change_a_reading(lexicon_
         for i in range(3)
     ]
     assert alone == read
+    # phones no sequence of lexicon words fits: the search spells nothing, the greedy reading stands
+    lp = torch.from_numpy(posteriors(units, ["ð", "ð", "ð"]))[None]
+    whole = torch.ones(1, lp.shape[1], dtype=torch.bool)
+    assert head.searcher()(lp[0].numpy()) == []
+    assert head.read_logits(lp, whole, None) == greedy_head.read_logits(lp, whole, None) == ["The."]
     silent = torch.zeros(1, 6, len(units) + 1)
     silent[..., len(units)] = 10.0  # every frame blank: nothing heard, nothing spelled
     assert head.read_logits(silent, torch.ones(1, 6, dtype=torch.bool), None) == greedy_head.read_logits(

@@ -475,17 +475,27 @@ class PhoneCTCHead(CTCHead):
         """logits (B, S, U + 1), mask (B, S) -> the transcript of each utterance: greedy, or the lexicon search
         where ``search.beam`` > 0. An utterance the greedy path hears nothing in stays empty; one the search
         spells no word for falls back to the greedy reading."""
-        greedy = super().read_logits(logits, mask, translator)
         search = self.searcher()
         if search is None:
-            return greedy
+            return super().read_logits(logits, mask, translator)
+        from .compress import ctc_segments
+
+        seg = ctc_segments(logits, mask)  # the greedy path: where it hears nothing, nothing is spelled
         log_probs = torch.log_softmax(logits.detach().float(), -1).cpu().numpy()
         lengths = mask.sum(1).tolist()
         out = []
         with _search_lock:
-            for i, text in enumerate(greedy):
-                words = search(log_probs[i, : int(lengths[i])]) if text else []
-                out.append(Lexicon.sentence(words) if words else text)
+            for i in range(mask.shape[0]):
+                if bool(seg.no_speech[i]):
+                    out.append("")
+                    continue
+                words = search(log_probs[i, : int(lengths[i])])
+                # the greedy reading (nearest lexicon entries: the slow part, so only where needed)
+                out.append(
+                    Lexicon.sentence(words)
+                    if words
+                    else self.read([seg.labels[i, : int(seg.num_segments[i])].tolist()], translator)[0]
+                )
         return out
 
     # -- the CTC-head interface (connectors/ctc_head.py) -------------------------------------------
