@@ -127,6 +127,50 @@ def test_watch_sets_are_logged_and_select_nothing(tmp_path, tiny_whisper_dir, sh
         assert torch.equal(pa, pb), name
 
 
+def test_select_on_a_watch_set(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    """``select: people.chrf`` keeps the evaluation with the highest chrF on the watched set in OUT/best (the
+    first of equals), records what chose it, and reports the score and dev BLEU there."""
+    utts = []
+    for i in range(3):
+        wav = speechlike(0.7 + 0.1 * i, seed=200 + i)
+        sf.write(tmp_path / f"w{i}.wav", wav, 16000)
+        en, pt = TEXTS[i % len(TEXTS)]
+        utts.append(
+            Utterance(id=f"w{i}", audio=str(tmp_path / f"w{i}.wav"), duration=len(wav) / 16000, transcript=en, translation=pt)
+        )
+    watch_m = write_manifest(tmp_path / "watch.jsonl", utts)
+    cfg = config(
+        tmp_path,
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run",
+        **{"data.watch": f"{{people: {watch_m}}}", "select": "people.chrf", "patience": "0"},
+    )
+    summary = train(cfg, progress=False)
+    rows = list(csv.DictReader((Path(cfg.out) / "metrics.csv").open()))
+    people = [(int(r["step"]), float(r["value"])) for r in rows if r["split"] == "people" and r["name"] == "chrf"]
+    dev = {int(r["step"]): float(r["value"]) for r in rows if r["split"] == "dev" and r["name"] == "bleu"}
+    assert len(people) >= 2
+    best_step, best = max(people, key=lambda sv: (sv[1], -sv[0]))
+    assert summary["select"] == "people.chrf" and summary["best_step"] == best_step
+    assert summary["best_score"] == pytest.approx(best, abs=1e-4)
+    assert summary["best_dev_bleu"] == pytest.approx(dev[best_step], abs=1e-4)
+    _, saved = load_connector(Path(cfg.out) / "best")
+    assert saved["training"]["select"] == "people.chrf"
+    assert saved["training"]["step"] == best_step
+    assert saved["training"]["watched"]["people"]["chrf"] == pytest.approx(best, abs=1e-4)
+    card = (Path(cfg.out) / "best" / "README.md").read_text()
+    assert "| people |" in card and "chosen on: `people.chrf`" in card
+
+
+def test_loop_state_from_before_select():
+    """A trainer state saved before ``select`` existed resumes with its dev BLEU as the best score."""
+    from sltalign.training_state import LoopState
+
+    state = LoopState.from_dict({"global_step": 40, "best_bleu": 12.5, "best_step": 30})
+    assert (state.best_score, state.best_dev_bleu, state.best_on, state.best_step) == (12.5, 12.5, "dev.bleu", 30)
+
+
 def test_watch_needs_dev_and_utterances(tmp_path, tiny_whisper_dir, sharp_marian_dir):
     cfg = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run", **{"data.watch": "{people: nowhere.jsonl}"})
     with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
@@ -142,6 +186,12 @@ def test_watch_needs_dev_and_utterances(tmp_path, tiny_whisper_dir, sharp_marian
         train(too_short, progress=False)
     with pytest.raises(Exception, match="data.watch: expected names"):
         config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run3", **{"data.watch": "{dev: x.jsonl}"})
+    with pytest.raises(Exception, match=r"select: expected 'SPLIT.METRIC' .*\['people'\].*got 'others.chrf'"):
+        config(
+            tmp_path, tiny_whisper_dir, sharp_marian_dir, "run4", **{"data.watch": "{people: x.jsonl}", "select": "others.chrf"}
+        )
+    with pytest.raises(Exception, match=r"select: .*got 'dev.wer'"):
+        config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run5", **{"select": "dev.wer"})
 
 
 def train_killed_at_step(cfg, step: int, monkeypatch) -> None:

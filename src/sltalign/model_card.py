@@ -131,22 +131,33 @@ def render_card(
     if loop:
         L.append(
             f"- training state: stage {loop.get('stage')}, step {loop.get('global_step')}, {_fmt(loop.get('minutes'))} min"
-            + (f", best dev BLEU {_fmt(loop.get('best_bleu'))} at step {loop.get('best_step')}" if loop.get("best_step") else "")
+            + (
+                f", best {loop.get('best_on', 'dev.bleu')} {_fmt(loop.get('best_score', loop.get('best_bleu')))}"
+                f" at step {loop.get('best_step')}"
+                if loop.get("best_step")
+                else ""
+            )
         )
     dev = training.get("dev") or {}
     L += ["", "## Scores"]
     if dev:
+        rows = {"dev": dev, **(training.get("watched") or {})}
         L += [
             "| set | n | BLEU | chrF | CTC WER |",
             "| --- | --- | --- | --- | --- |",
-            f"| dev | {dev.get('n', '')} | {_fmt(dev.get('bleu'))} | {_fmt(dev.get('chrf'))} | {_fmt(dev.get('ctc_wer'))} |",
+            *(
+                f"| {name} | {r.get('n', '')} | {_fmt(r.get('bleu'))} | {_fmt(r.get('chrf'))} | {_fmt(r.get('ctc_wer'))} |"
+                for name, r in rows.items()
+            ),
             "",
         ]
+        if training.get("select"):
+            L.append(f"- chosen on: `{training['select']}`")
         for k in ("bleu_signature", "chrf_signature"):
             if dev.get(k):
                 L.append(f"- {k.replace('_', ' ')}: `{dev[k]}`")
         L.append("")
-        L.append("Dev scores select the checkpoint, so they flatter it; score a held-out test set with `sltalign evaluate`.")
+        L.append("The score that chose the checkpoint flatters it; score a held-out test set with `sltalign evaluate`.")
     else:
         L.append("No scores recorded with this checkpoint; measure it with `sltalign evaluate --model DIR --manifest M.jsonl`.")
     dec = cfg.get("decoding") or {}

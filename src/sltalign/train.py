@@ -11,9 +11,9 @@ What happens, in order:
 2. ``fit``: stages run in order (e.g. CTC pre-training, then translation); each has its objectives, steps,
    learning rate with linear warmup and linear decay, and an optional time limit.
 3. AdamW sees only parameters that require grad (the connector and CTC head), gradients are clipped,
-   dev BLEU is measured every ``eval_every`` steps, the best connector is kept in OUT/best, and a stage ends
-   early after ``patience`` evaluations without improvement. The ``data.watch`` sets (say, real speech beside
-   a synthetic dev) are scored at the same moments and only logged.
+   dev and the ``data.watch`` sets (say, real speech beside a synthetic dev) are scored every ``eval_every``
+   steps; the score ``select`` names (dev BLEU by default) keeps the best connector in OUT/best, and a stage
+   ends early after ``patience`` evaluations without its improvement.
 4. OUT/last holds the full trainer state, written atomically every ``save_every`` steps: a killed run
    started again with the same command resumes from it (same batches, same RNG). A run holds OUT/.lock
    (a second run on the same OUT fails at once), finishes or undoes a checkpoint write a kill interrupted
@@ -392,8 +392,10 @@ def fit(run: Run, *, progress: bool = True) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "steps": state.global_step,
         "minutes": run.minutes(),
-        "best_dev_bleu": state.best_bleu,
+        "best_dev_bleu": state.best_dev_bleu,
         "best_step": state.best_step,
+        "select": cfg.select,
+        "best_score": state.best_score,
     }
     if run.main:
         if run.dev_set is None or state.best_step < 0:  # no dev set: the final weights are the result
@@ -429,20 +431,27 @@ def save_last(run: Run, optimizer: Any = None, scheduler: Any = None, objectives
 
 
 def evaluate_and_select(run: Run) -> None:
-    """Dev BLEU (and CTC WER) now, logged; a better connector replaces OUT/best. The data.watch sets are
-    scored and logged beside it, and select nothing."""
+    """Dev and data.watch scores (BLEU, chrF, CTC WER) now, logged; if the score ``cfg.select`` names beats the
+    best so far, this connector replaces OUT/best, else the evaluation counts against ``patience``."""
     if run.dev_set is None or not run.main:
         return
     cfg, state = run.cfg, run.state
+    if state.best_on != cfg.select:  # a run resumed under another rule: its old best is not comparable
+        log.warning("select changed from %s to %s: the next evaluation replaces OUT/best", state.best_on, cfg.select)
+        state.best_on, state.best_score, state.bad_evals = cfg.select, -1.0, 0
+    results: dict[str, dict[str, Any]] = {}
     for split, dataset in (*run.watch_sets.items(), ("dev", run.dev_set)):
-        res = evaluate_dev(run.model, dataset, beam=cfg.eval_beam, max_len=cfg.max_len)
+        res = results[split] = evaluate_dev(run.model, dataset, beam=cfg.eval_beam, max_len=cfg.max_len)
         values = {k: res[k] for k in ("bleu", "chrf", "ctc_wer") if k in res}
         run.metrics.write(state.global_step, run.minutes(), split, values)
         log.info("step %d %s %s", state.global_step, split, " ".join(f"{k} {v:.3g}" for k, v in values.items()))
-    # dev came last: ``res`` is dev's
-    if res["bleu"] > state.best_bleu:
-        state.best_bleu, state.best_step, state.bad_evals = res["bleu"], state.global_step, 0
-        run.checkpoints.save_best(run.model, state.global_step, res)
+    split, _, metric = cfg.select.rpartition(".")
+    value = float(results[split][metric])
+    if value > state.best_score:
+        state.best_score, state.best_step, state.bad_evals = value, state.global_step, 0
+        state.best_dev_bleu = float(results["dev"]["bleu"])
+        watched = {k: v for k, v in results.items() if k != "dev"}
+        run.checkpoints.save_best(run.model, state.global_step, results["dev"], watched=watched, select=cfg.select)
     else:
         state.bad_evals += 1
 

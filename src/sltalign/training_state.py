@@ -43,7 +43,10 @@ class LoopState:
     global_step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    best_bleu: float = -1.0
+    #: the best value so far of the score named by ``best_on`` (the config's ``select``), and dev BLEU there
+    best_score: float = -1.0
+    best_on: str = "dev.bleu"
+    best_dev_bleu: float = -1.0
     best_step: int = -1
     bad_evals: int = 0
     minutes: float = 0.0
@@ -52,6 +55,14 @@ class LoopState:
     #: data rows metrics.csv held when this state was saved (-1: unknown, from a checkpoint older than this
     #: field); a resumed run cuts the file back to them, so steps logged after the save are not logged twice
     metrics_rows: int = -1
+
+    @classmethod
+    def from_dict(cls, loop: dict[str, Any]) -> LoopState:
+        """The state a trainer checkpoint saved; one from before ``select`` kept dev BLEU as ``best_bleu``."""
+        loop = dict(loop)
+        if "best_bleu" in loop:
+            loop["best_score"] = loop["best_dev_bleu"] = loop.pop("best_bleu")
+        return cls(**loop)
 
 
 class MetricsLog:
@@ -209,7 +220,7 @@ class RunCheckpoints:
         if self.resumable:
             trainer = torch.load(self.last / TRAINER_STATE, weights_only=False)
             copy_trained_weights(model, self.last)
-            state = LoopState(**trainer["loop"])
+            state = LoopState.from_dict(trainer["loop"])
             log.info("resuming from %s at stage %d step %d", self.last, state.stage, state.stage_step)
             return state, trainer
         if self.init_from:
@@ -241,5 +252,22 @@ class RunCheckpoints:
         }
         self.save(model, self.last, trainer_state=trainer_state, extra={"loop": vars(state).copy()})
 
-    def save_best(self, model: AlignedST, step: int, dev: dict[str, Any] | None = None) -> None:
-        self.save(model, self.best, extra={"step": step} if dev is None else {"step": step, "dev": dev})
+    def save_best(
+        self,
+        model: AlignedST,
+        step: int,
+        dev: dict[str, Any] | None = None,
+        *,
+        watched: dict[str, dict[str, Any]] | None = None,
+        select: str | None = None,
+    ) -> None:
+        """Write OUT/best with the step and, where an evaluation chose it, its dev scores, the data.watch sets'
+        scores and the rule (``select``) that chose it."""
+        extra: dict[str, Any] = {"step": step}
+        if dev is not None:
+            extra["dev"] = dev
+        if watched:
+            extra["watched"] = watched
+        if select:
+            extra["select"] = select
+        self.save(model, self.best, extra=extra)
