@@ -52,7 +52,7 @@ FULL = {
     "n_dev": 100,
     "n_test": 100,
     "minutes": 16.0,
-    "lexicon_text": ["trans-de-en:sentences", "trans-de-en:phrases"],
+    "lexicon_text": ["trans-de-en:sentences", "trans-de-en:phrases", "wordnet:examples", "fortunes:sentences"],
     "warmup": 300,
 }
 # quick: the lexicon reads the dictionary's sentences only (phonemising its 60k phrase lines takes ~25 s), and

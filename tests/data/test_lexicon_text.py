@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,59 @@ def test_dictionary_sources_hold_out_sentences_and_are_deterministic():
     assert a == phrase_lines(200, set(), seed=1) != phrase_lines(200, set(), seed=2)
     assert all(3 <= len(x.split(", ")) and x.endswith(".") and x[0].isupper() for x in a)
     assert not set(a[:5]) & set(phrase_lines(200, set(a[:5]), seed=1))
+
+
+def test_held_out_drops_lines_that_contain_a_held_sentence(tmp_path):
+    from sltalign.data.lexicon_text import HeldOut
+
+    held = HeldOut({"Please check the number and dial again.", "Front left."})
+    assert "Please check the number and dial again." in held
+    # a quotation that quotes a held prompt, in other case and punctuation
+    assert "The operator said: please CHECK the number, and dial again or ask for help." in held
+    assert "Please check the number and call again." not in held
+    # held sentences under 4 words are dropped only as whole lines: "front left" is everyday English
+    assert "Front left." in held and "The front left wheel came off." not in held
+    f = tmp_path / "text.txt"
+    f.write_text("Please check the number and dial again or ask your operator.\nA line to keep.\n")
+    assert lexicon_lines([str(f)], {"Please check the number and dial again."}) == ["A line to keep."]
+
+
+def test_wordnet_and_fortune_readers(tmp_path):
+    from sltalign.data.lexicon_text import fortune_sentences, wordnet_examples
+
+    wn = tmp_path / "wordnet"
+    wn.mkdir()
+    (wn / "data.noun").write_text(
+        "  1 This software and database is provided under a licence\n"
+        '00001 03 n 01 bus 0 000 | a vehicle; "he ran to catch the bus"; "the bus was late"\n'
+        '00002 03 n 01 hat 0 000 | a covering; "<b>no</b> markup here"\n',
+        encoding="latin-1",
+    )
+    (wn / "data.verb").write_text('00003 29 v 01 sleep 0 000 | rest; "she sleeps well at night"\n', encoding="latin-1")
+    assert wordnet_examples(str(wn)) == ("he ran to catch the bus", "she sleeps well at night", "the bus was late")
+    fo = tmp_path / "fortunes"
+    fo.mkdir()
+    (fo / "wisdom").write_text("Look before you leap. Then leap anyway.\n\t-- Someone\n%\n  /\\_/\\  ( o.o )  > ^ <\n%\nOk.\n")
+    (fo / "wisdom.dat").write_bytes(b"\x00\x01")
+    (fo / "wisdom.u8").symlink_to(fo / "wisdom")
+    assert fortune_sentences(str(fo)) == ("Look before you leap.", "Then leap anyway.")
+    with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
+        wordnet_examples(str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="apt-get install fortunes-min fortunes"):
+        fortune_sentences(str(tmp_path / "none"))
+    with pytest.raises(ValueError, match="unknown source 'wordnet:glosses'"):
+        lexicon_lines(["wordnet:glosses"], set())
+
+
+@pytest.mark.skipif(
+    not (Path("/usr/share/wordnet/data.noun").is_file() and Path("/usr/share/games/fortunes/fortunes").is_file()),
+    reason="Debian's wordnet-base and fortunes are not installed (scripts/setup.sh installs them)",
+)
+def test_packaged_wordnet_and_fortunes_give_everyday_english():
+    wn = lexicon_lines(["wordnet:examples"], set())
+    fo = lexicon_lines(["fortunes:sentences"], set())
+    assert len(wn) > 30_000 and len(fo) > 10_000
+    assert "The children ran to the store" in wn
+    assert all(3 <= len(t.split()) <= 40 for t in wn + fo)
+    kept = lexicon_lines(["wordnet:examples"], {"The children ran to the store"})
+    assert kept == [t for t in wn if t != "The children ran to the store"]

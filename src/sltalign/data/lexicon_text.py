@@ -7,11 +7,16 @@ write. Sources (``model.lexicon_text`` in a training config), each one of:
   speaks by default), 3-40 words, cleaned as the synthesiser cleans them;
 - ``trans-de-en:phrases``: pseudo-sentences of 3-6 English phrase entries of the same dictionary ("Carpenter's
   plane, credit point, sales policy, at legal interest."): ~60k lines of words the sentences lack;
+- ``wordnet:examples``: the ~42k quoted usage examples of WordNet 3.0's glosses (Debian's wordnet-base;
+  "he ran to catch the bus"): everyday English the dictionary sentences lack;
+- ``fortunes:sentences``: the ~20k sentences of fortune-mod's quotation databases (Debian's fortunes-min and
+  fortunes; the offensive ones are a separate package and not read): conversational and literary English;
 - a path: a UTF-8 file, one line of English text per line.
 
 Every sentence of the held-out manifests (dev, test) is removed from all sources, sentence by sentence (long
-clips join several sentences; the synthesiser's record beside each clip lists them), so a dev or test score
-never reads a lexicon built from its own references' sources.
+clips join several sentences; the synthesiser's record beside each clip lists them), and so is every line
+that contains a held-out sentence of 4 words or more (a quotation can quote a telephone prompt), so a dev or
+test score never reads a lexicon built from its own references.
 """
 
 from __future__ import annotations
@@ -26,7 +31,17 @@ from pathlib import Path
 from .manifest import Utterance
 from .synth import _ANNOTATION, DEFAULT_SENTENCES, _clean, load_sentences
 
-SOURCES = ("trans-de-en:sentences", "trans-de-en:phrases")
+SOURCES = ("trans-de-en:sentences", "trans-de-en:phrases", "wordnet:examples", "fortunes:sentences")
+#: where Debian's wordnet-base and fortunes packages put their data
+WORDNET_DIR = Path("/usr/share/wordnet")
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+#: a line of another source is used if it has this many words and plain characters only (no markup, no
+#: digits-and-symbols lines of ASCII art)
+_LINE_WORDS = (3, 40)
+_PLAIN = re.compile(r"[A-Za-z0-9 ,.'!?;:-]+")
+_QUOTED = re.compile(r'"([^"]+)"')
+_ATTRIBUTION = re.compile(r"\s+--\s.*$")
+_WORDS = re.compile(r"[a-z0-9']+")
 #: pseudo-sentences drawn from the dictionary's phrase entries for ``trans-de-en:phrases``
 PHRASE_LINES = 60_000
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -88,7 +103,7 @@ def _phrase_pool(path: str) -> tuple[str, ...]:
     return pool
 
 
-def phrase_lines(n: int, held: set[str], *, seed: int = 0, path: str | Path = DEFAULT_SENTENCES) -> list[str]:
+def phrase_lines(n: int, held: set[str] | HeldOut, *, seed: int = 0, path: str | Path = DEFAULT_SENTENCES) -> list[str]:
     """``n`` pseudo-sentences of 3-6 English phrase entries of a Ding dictionary (deterministic per seed)."""
     pool = list(_phrase_pool(str(path)))
     rng = random.Random(seed)
@@ -108,16 +123,96 @@ def phrase_lines(n: int, held: set[str], *, seed: int = 0, path: str | Path = DE
     return out
 
 
-def lexicon_lines(sources: Sequence[str], held: set[str], *, seed: int = 0) -> list[str]:
-    """The lines of ``sources`` (see the module docstring) minus ``held``, in order. A missing file or an
-    unknown source name is an error naming it."""
+class HeldOut:
+    """Held-out sentences, as a ``line in held`` test: true for a held sentence itself and for a line that
+    contains one of ``MIN_WORDS`` words or more (compared as lower-case words, punctuation ignored)."""
+
+    MIN_WORDS = 4
+
+    def __init__(self, sentences: Iterable[str]) -> None:
+        self.exact = set(sentences)
+        # every long held sentence under its first MIN_WORDS words: a line is checked at each of its word
+        # positions by one dictionary lookup, not against every held sentence
+        self.by_start: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+        for sentence in self.exact:
+            w = tuple(_WORDS.findall(sentence.lower()))
+            if len(w) >= self.MIN_WORDS:
+                self.by_start.setdefault(w[: self.MIN_WORDS], []).append(w)
+
+    def __contains__(self, line: object) -> bool:
+        if line in self.exact:
+            return True
+        if not self.by_start or not isinstance(line, str):
+            return False
+        w = tuple(_WORDS.findall(line.lower()))
+        k = self.MIN_WORDS
+        return any(w[i : i + len(c)] == c for i in range(len(w) - k + 1) for c in self.by_start.get(w[i : i + k], ()))
+
+    def __len__(self) -> int:
+        return len(self.exact)
+
+
+def _usable(line: str) -> bool:
+    return _LINE_WORDS[0] <= len(line.split()) <= _LINE_WORDS[1] and bool(_PLAIN.fullmatch(line))
+
+
+@functools.lru_cache(maxsize=2)
+def wordnet_examples(path: str = str(WORDNET_DIR)) -> tuple[str, ...]:
+    """The quoted usage examples in WordNet's glosses (``data.noun`` ... ``data.adv``), sorted, usable lines only."""
+    files = sorted(Path(path).glob("data.*"))
+    if not files:
+        raise FileNotFoundError(f"{path}: WordNet's data files are missing (apt-get install wordnet-base)")
+    out: set[str] = set()
+    for f in files:
+        with f.open(encoding="latin-1") as fh:
+            for line in fh:
+                if line.startswith("  ") or " | " not in line:  # the licence header, or no gloss
+                    continue
+                for quoted in _QUOTED.findall(line.split(" | ", 1)[1]):
+                    t = _clean(quoted)
+                    if _usable(t):
+                        out.add(t)
+    return tuple(sorted(out))
+
+
+@functools.lru_cache(maxsize=2)
+def fortune_sentences(path: str = str(FORTUNES_DIR)) -> tuple[str, ...]:
+    """The sentences of the fortune databases in ``path`` (its files; the ``.dat`` indexes and ``.u8`` links
+    skipped), attributions ("-- Author") dropped, sorted, usable lines only."""
+    d = Path(path)
+    files = (
+        sorted(f for f in d.iterdir() if f.is_file() and not f.is_symlink() and f.suffix not in (".dat", ".u8"))
+        if d.is_dir()
+        else []
+    )
+    if not files:
+        raise FileNotFoundError(f"{path}: the fortune databases are missing (apt-get install fortunes-min fortunes)")
+    out: set[str] = set()
+    for f in files:
+        for entry in f.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+            text = _ATTRIBUTION.sub("", " ".join(entry.split()))
+            for sentence in _SENTENCE_END.split(text):
+                t = _clean(sentence)
+                if _usable(t):
+                    out.add(t)
+    return tuple(sorted(out))
+
+
+def lexicon_lines(sources: Sequence[str], held: set[str] | HeldOut, *, seed: int = 0) -> list[str]:
+    """The lines of ``sources`` (see the module docstring) minus ``held`` (its sentences and the lines that
+    contain one, ``HeldOut``), in order. A missing file or an unknown source name is an error naming it."""
+    held = held if isinstance(held, HeldOut) else HeldOut(held)
     lines: list[str] = []
     for src in sources:
         if src == "trans-de-en:sentences":
             lines += [s for s, _ in load_sentences(None) if s not in held]
         elif src == "trans-de-en:phrases":
             lines += phrase_lines(PHRASE_LINES, held, seed=seed)
-        elif ":" in src and not Path(src).exists() and src.split(":", 1)[0] == "trans-de-en":
+        elif src == "wordnet:examples":
+            lines += [s for s in wordnet_examples() if s not in held]
+        elif src == "fortunes:sentences":
+            lines += [s for s in fortune_sentences() if s not in held]
+        elif ":" in src and not Path(src).exists() and src.split(":", 1)[0] in ("trans-de-en", "wordnet", "fortunes"):
             raise ValueError(f"model.lexicon_text: unknown source {src!r}; known: {list(SOURCES)} or a text file")
         else:
             p = Path(src).expanduser()
