@@ -5,10 +5,12 @@ from text (``model.lexicon_text``). This copies RUN/best to RUN/best_relex with 
 run's own config (plus ``key=value`` overrides, e.g. other ``model.lexicon_text``), so two lexicons can be
 compared on one connector, or a checkpoint from before the lexicon search gets the current search options
 (``model.phone_search``) and its word LM. The phone units must come out the same (they depend on the same
-phonemisation).
+phonemisation), or, with ``--keep_units``, entries that need units the checkpoint lacks are dropped.
 
     python3 bench/rebuild_lexicon.py runs/pkg_ph12k
     sltalign evaluate --model runs/pkg_ph12k/best_relex --manifest corpus/test.jsonl --out eval/relex
+    python3 bench/rebuild_lexicon.py runs/demo/train --keep_units \
+        'model.lexicon_text=[trans-de-en:sentences,trans-de-en:phrases,wordnet:examples,fortunes:sentences]'
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     ap.add_argument("--out", default=None, help="default: RUN/best_relex")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument(
+        "--keep_units",
+        action="store_true",
+        help="where new text brings phone units the checkpoint lacks, keep its units and drop the lexicon entries that "
+        "need others (the connector cannot emit them anyway)",
+    )
     args = ap.parse_args()
     run = Path(args.run)
     cfg = load_config(run / "config.yaml", args.overrides)
@@ -36,6 +44,12 @@ def main() -> None:
         raise SystemExit(f"{run}: its config has model.ctc_head={cfg.model.ctc_head!r}; this rebuilds phone heads only")
     state = prepare_head_data(cfg)  # made from the run's data and lexicon text, as at the start of training
     old = PhoneCTCHead.read_data(run / "best")
+    if args.keep_units and state["units"] != old["units"]:
+        known = set(old["units"])
+        n = len(state["lexicon"])
+        state["lexicon"] = [e for e in state["lexicon"] if set(e[0].split()) <= known]
+        print(f"--keep_units: {n - len(state['lexicon'])} of {n} lexicon entries need units the checkpoint lacks; dropped")
+        state["units"] = old["units"]
     if state["units"] != old["units"]:
         raise SystemExit(
             f"the rebuilt head has {len(state['units'])} units, the checkpoint {len(old['units'])}: not the same phonemisation"
