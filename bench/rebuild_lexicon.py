@@ -9,8 +9,8 @@ phonemisation), or, with ``--keep_units``, entries that need units the checkpoin
 
     python3 bench/rebuild_lexicon.py runs/pkg_ph12k
     sltalign evaluate --model runs/pkg_ph12k/best_relex --manifest corpus/test.jsonl --out eval/relex
-    python3 bench/rebuild_lexicon.py runs/demo/train --keep_units \
-        'model.lexicon_text=[trans-de-en:sentences,trans-de-en:phrases,wordnet:examples,fortunes:sentences]'
+    python3 bench/rebuild_lexicon.py runs/demo/train \
+        'model.lexicon_text=[trans-de-en:sentences,trans-de-en:phrases,wordnet:examples,fortunes:sentences]' --keep_units
 """
 
 from __future__ import annotations
