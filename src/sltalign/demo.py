@@ -146,6 +146,10 @@ def run_demo(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
+    if not soft:  # the lexicon is read after synthesis and encoding: a missing package should fail now
+        from .data.lexicon_text import check_sources
+
+        check_sources(p["lexicon_text"])
     t = time.perf_counter()
     mt = load_translator(MT)
     manifests = synthesize(out, p, mt, soft=soft, workers=workers)

@@ -112,3 +112,21 @@ def test_packaged_wordnet_and_fortunes_give_everyday_english():
     assert all(3 <= len(t.split()) <= 40 for t in wn + fo)
     kept = lexicon_lines(["wordnet:examples"], {"The children ran to the store"})
     assert kept == [t for t in wn if t != "The children ran to the store"]
+
+
+def test_check_sources_names_the_missing_package(tmp_path, monkeypatch):
+    from sltalign.data import lexicon_text
+
+    monkeypatch.setattr(lexicon_text, "WORDNET_DIR", tmp_path / "wordnet")
+    monkeypatch.setattr(lexicon_text, "FORTUNES_DIR", tmp_path / "fortunes")
+    with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
+        lexicon_text.check_sources(["wordnet:examples"])
+    with pytest.raises(FileNotFoundError, match="apt-get install fortunes-min fortunes"):
+        lexicon_text.check_sources(["fortunes:sentences"])
+    with pytest.raises(FileNotFoundError, match="nowhere.txt is not a file"):
+        lexicon_text.check_sources([str(tmp_path / "nowhere.txt")])
+    (tmp_path / "wordnet").mkdir()
+    (tmp_path / "wordnet" / "data.noun").write_text("")
+    (tmp_path / "fortunes").mkdir()
+    (tmp_path / "mine.txt").write_text("A line.\n")
+    lexicon_text.check_sources(["wordnet:examples", "fortunes:sentences", str(tmp_path / "mine.txt")])

@@ -198,6 +198,22 @@ def fortune_sentences(path: str = str(FORTUNES_DIR)) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
+def check_sources(sources: Sequence[str]) -> None:
+    """Fail now, not after synthesis and encoding, where a named source's data is not installed: the same
+    errors ``lexicon_lines`` would raise (a source name's package, a file path)."""
+    for src in sources:
+        if src.startswith("trans-de-en:") and not Path(DEFAULT_SENTENCES).is_file():
+            raise FileNotFoundError(f"{DEFAULT_SENTENCES}: the Ding dictionary is missing (apt-get install trans-de-en)")
+        if src == "wordnet:examples" and not any(WORDNET_DIR.glob("data.*")):
+            raise FileNotFoundError(f"{WORDNET_DIR}: WordNet's data files are missing (apt-get install wordnet-base)")
+        if src == "fortunes:sentences" and not FORTUNES_DIR.is_dir():
+            raise FileNotFoundError(f"{FORTUNES_DIR}: the fortune databases are missing (apt-get install fortunes-min fortunes)")
+        if src not in SOURCES and ":" not in src and not Path(src).expanduser().is_file():
+            raise FileNotFoundError(
+                f"model.lexicon_text: {src} is not a file (expected one English line per line, or one of {list(SOURCES)})"
+            )
+
+
 def lexicon_lines(sources: Sequence[str], held: set[str] | HeldOut, *, seed: int = 0) -> list[str]:
     """The lines of ``sources`` (see the module docstring) minus ``held`` (its sentences and the lines that
     contain one, ``HeldOut``), in order. A missing file or an unknown source name is an error naming it."""
