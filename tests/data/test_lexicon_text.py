@@ -125,6 +125,8 @@ def test_check_sources_names_the_missing_package(tmp_path, monkeypatch):
         lexicon_text.check_sources(["fortunes:sentences"])
     with pytest.raises(FileNotFoundError, match="nowhere.txt is not a file"):
         lexicon_text.check_sources([str(tmp_path / "nowhere.txt")])
+    with pytest.raises(ValueError, match="unknown source 'fortunes:jokes'"):
+        lexicon_text.check_sources(["fortunes:jokes"])
     (tmp_path / "wordnet").mkdir()
     (tmp_path / "wordnet" / "data.noun").write_text("")
     (tmp_path / "fortunes").mkdir()

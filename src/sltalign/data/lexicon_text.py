@@ -202,6 +202,9 @@ def check_sources(sources: Sequence[str]) -> None:
     """Fail now, not after synthesis and encoding, where a named source's data is not installed: the same
     errors ``lexicon_lines`` would raise (a source name's package, a file path)."""
     for src in sources:
+        if src not in SOURCES and ":" in src and src.split(":", 1)[0] in ("trans-de-en", "wordnet", "fortunes"):
+            if not Path(src).exists():
+                raise ValueError(f"model.lexicon_text: unknown source {src!r}; known: {list(SOURCES)} or a text file")
         if src.startswith("trans-de-en:") and not Path(DEFAULT_SENTENCES).is_file():
             raise FileNotFoundError(f"{DEFAULT_SENTENCES}: the Ding dictionary is missing (apt-get install trans-de-en)")
         if src == "wordnet:examples" and not any(WORDNET_DIR.glob("data.*")):
