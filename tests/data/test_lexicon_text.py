@@ -130,5 +130,6 @@ def test_check_sources_names_the_missing_package(tmp_path, monkeypatch):
     (tmp_path / "wordnet").mkdir()
     (tmp_path / "wordnet" / "data.noun").write_text("")
     (tmp_path / "fortunes").mkdir()
+    (tmp_path / "fortunes" / "wisdom").write_text("Look before you leap.\n")
     (tmp_path / "mine.txt").write_text("A line.\n")
     lexicon_text.check_sources(["wordnet:examples", "fortunes:sentences", str(tmp_path / "mine.txt")])

@@ -42,6 +42,9 @@ _PLAIN = re.compile(r"[A-Za-z0-9 ,.'!?;:-]+")
 _QUOTED = re.compile(r'"([^"]+)"')
 _ATTRIBUTION = re.compile(r"\s+--\s.*$")
 _WORDS = re.compile(r"[a-z0-9']+")
+#: the prefixes of the named sources: "wordnet:x" is a misspelt source name, not a file name
+_FAMILIES = ("trans-de-en", "wordnet", "fortunes")
+_DING_MISSING = "{}: the Ding dictionary is missing (apt-get install trans-de-en)"
 #: pseudo-sentences drawn from the dictionary's phrase entries for ``trans-de-en:phrases``
 PHRASE_LINES = 60_000
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -84,7 +87,7 @@ def _phrase_pool(path: str) -> tuple[str, ...]:
     """The dictionary's English phrase entries of 1-6 words, letters only (sorted; read once per path)."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: the Ding dictionary is missing (apt-get install trans-de-en)")
+        raise FileNotFoundError(_DING_MISSING.format(p))
     phrases: set[str] = set()
     with p.open(encoding="utf-8") as f:
         for line in f:
@@ -148,9 +151,6 @@ class HeldOut:
         k = self.MIN_WORDS
         return any(w[i : i + len(c)] == c for i in range(len(w) - k + 1) for c in self.by_start.get(w[i : i + k], ()))
 
-    def __len__(self) -> int:
-        return len(self.exact)
-
 
 def _usable(line: str) -> bool:
     return _LINE_WORDS[0] <= len(line.split()) <= _LINE_WORDS[1] and bool(_PLAIN.fullmatch(line))
@@ -159,11 +159,8 @@ def _usable(line: str) -> bool:
 @functools.lru_cache(maxsize=2)
 def wordnet_examples(path: str = str(WORDNET_DIR)) -> tuple[str, ...]:
     """The quoted usage examples in WordNet's glosses (``data.noun`` ... ``data.adv``), sorted, usable lines only."""
-    files = sorted(Path(path).glob("data.*"))
-    if not files:
-        raise FileNotFoundError(f"{path}: WordNet's data files are missing (apt-get install wordnet-base)")
     out: set[str] = set()
-    for f in files:
+    for f in _wordnet_files(path):
         with f.open(encoding="latin-1") as fh:
             for line in fh:
                 if line.startswith("  ") or " | " not in line:  # the licence header, or no gloss
@@ -179,16 +176,8 @@ def wordnet_examples(path: str = str(WORDNET_DIR)) -> tuple[str, ...]:
 def fortune_sentences(path: str = str(FORTUNES_DIR)) -> tuple[str, ...]:
     """The sentences of the fortune databases in ``path`` (its files; the ``.dat`` indexes and ``.u8`` links
     skipped), attributions ("-- Author") dropped, sorted, usable lines only."""
-    d = Path(path)
-    files = (
-        sorted(f for f in d.iterdir() if f.is_file() and not f.is_symlink() and f.suffix not in (".dat", ".u8"))
-        if d.is_dir()
-        else []
-    )
-    if not files:
-        raise FileNotFoundError(f"{path}: the fortune databases are missing (apt-get install fortunes-min fortunes)")
     out: set[str] = set()
-    for f in files:
+    for f in _fortune_files(path):
         for entry in f.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
             text = _ATTRIBUTION.sub("", " ".join(entry.split()))
             for sentence in _SENTENCE_END.split(text):
@@ -198,23 +187,49 @@ def fortune_sentences(path: str = str(FORTUNES_DIR)) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-def check_sources(sources: Sequence[str]) -> None:
-    """Fail now, not after synthesis and encoding, where a named source's data is not installed: the same
-    errors ``lexicon_lines`` would raise (a source name's package, a file path)."""
-    for src in sources:
-        if src not in SOURCES and ":" in src and src.split(":", 1)[0] in ("trans-de-en", "wordnet", "fortunes"):
-            if not Path(src).exists():
-                raise ValueError(f"model.lexicon_text: unknown source {src!r}; known: {list(SOURCES)} or a text file")
+def _wordnet_files(path: str | Path) -> list[Path]:
+    files = sorted(Path(path).glob("data.*"))
+    if not files:
+        raise FileNotFoundError(f"{path}: WordNet's data files are missing (apt-get install wordnet-base)")
+    return files
+
+
+def _fortune_files(path: str | Path) -> list[Path]:
+    """The databases in ``path``: its files less the ``.dat`` indexes and the ``.u8`` links."""
+    d = Path(path)
+    files = (
+        sorted(f for f in d.iterdir() if f.is_file() and not f.is_symlink() and f.suffix not in (".dat", ".u8"))
+        if d.is_dir()
+        else []
+    )
+    if not files:
+        raise FileNotFoundError(f"{path}: the fortune databases are missing (apt-get install fortunes-min fortunes)")
+    return files
+
+
+def _check_source(src: str) -> None:
+    """What a source can get wrong before it is read: an unknown source name, a package's missing data, a
+    missing file; each raised naming it."""
+    if src in SOURCES:
         if src.startswith("trans-de-en:") and not Path(DEFAULT_SENTENCES).is_file():
-            raise FileNotFoundError(f"{DEFAULT_SENTENCES}: the Ding dictionary is missing (apt-get install trans-de-en)")
-        if src == "wordnet:examples" and not any(WORDNET_DIR.glob("data.*")):
-            raise FileNotFoundError(f"{WORDNET_DIR}: WordNet's data files are missing (apt-get install wordnet-base)")
-        if src == "fortunes:sentences" and not FORTUNES_DIR.is_dir():
-            raise FileNotFoundError(f"{FORTUNES_DIR}: the fortune databases are missing (apt-get install fortunes-min fortunes)")
-        if src not in SOURCES and ":" not in src and not Path(src).expanduser().is_file():
-            raise FileNotFoundError(
-                f"model.lexicon_text: {src} is not a file (expected one English line per line, or one of {list(SOURCES)})"
-            )
+            raise FileNotFoundError(_DING_MISSING.format(DEFAULT_SENTENCES))
+        if src == "wordnet:examples":
+            _wordnet_files(WORDNET_DIR)
+        if src == "fortunes:sentences":
+            _fortune_files(FORTUNES_DIR)
+        return
+    if ":" in src and not Path(src).exists() and src.split(":", 1)[0] in _FAMILIES:
+        raise ValueError(f"model.lexicon_text: unknown source {src!r}; known: {list(SOURCES)} or a text file")
+    if not Path(src).expanduser().is_file():
+        raise FileNotFoundError(
+            f"model.lexicon_text: {Path(src).expanduser()} is not a file (expected one English line per line, or one of {list(SOURCES)})"
+        )
+
+
+def check_sources(sources: Sequence[str]) -> None:
+    """Fail now, not after synthesis and encoding, where ``lexicon_lines`` would fail on these sources."""
+    for src in sources:
+        _check_source(src)
 
 
 def lexicon_lines(sources: Sequence[str], held: set[str] | HeldOut, *, seed: int = 0) -> list[str]:
@@ -223,6 +238,7 @@ def lexicon_lines(sources: Sequence[str], held: set[str] | HeldOut, *, seed: int
     held = held if isinstance(held, HeldOut) else HeldOut(held)
     lines: list[str] = []
     for src in sources:
+        _check_source(src)
         if src == "trans-de-en:sentences":
             lines += [s for s, _ in load_sentences(None) if s not in held]
         elif src == "trans-de-en:phrases":
@@ -231,14 +247,7 @@ def lexicon_lines(sources: Sequence[str], held: set[str] | HeldOut, *, seed: int
             lines += [s for s in wordnet_examples() if s not in held]
         elif src == "fortunes:sentences":
             lines += [s for s in fortune_sentences() if s not in held]
-        elif ":" in src and not Path(src).exists() and src.split(":", 1)[0] in ("trans-de-en", "wordnet", "fortunes"):
-            raise ValueError(f"model.lexicon_text: unknown source {src!r}; known: {list(SOURCES)} or a text file")
-        else:
-            p = Path(src).expanduser()
-            if not p.is_file():
-                raise FileNotFoundError(
-                    f"model.lexicon_text: {p} is not a file (expected one English line per line, or one of {list(SOURCES)})"
-                )
-            with p.open(encoding="utf-8") as f:
+        else:  # a text file (_check_source found it)
+            with Path(src).expanduser().open(encoding="utf-8") as f:
                 lines += [t for t in (_clean(ln) for ln in f) if t and t not in held]
     return lines
