@@ -29,6 +29,7 @@ TINY = {
     "ste-0-stages": dict(d=16, layers=1, heads=2, ffn=32, conv_stages=0),
     "ste-1-stage": dict(d=16, layers=1, heads=2, ffn=32, conv_stages=1),
     "ste-input-norm": dict(d=16, layers=1, heads=2, ffn=32, conv_stages=1, input_norm=True),  # the "phones" preset's shape
+    "ste-utterance-norm": dict(d=16, layers=1, heads=2, ffn=32, conv_stages=1, input_norm=True, utterance_norm=True),
     "ste-3-stages": dict(d=16, layers=1, heads=2, ffn=32, conv_channels=8, conv_stages=3),
     "qformer": dict(n_queries=7, d=16, layers=2, heads=2, ffn=32),
     "qformer-post-norm": dict(n_queries=5, d=16, layers=2, heads=2, ffn=32, norm_first=False),
@@ -105,6 +106,19 @@ def test_ste_lengths_match_conv_arithmetic(stages):
         with torch.no_grad():
             out, out_mask = conn(states, mask)
         assert out.shape[1] == out_mask.sum() == int(conn.output_lengths(torch.tensor([length]))[0])
+
+
+def test_ste_utterance_norm_ignores_a_per_utterance_offset():
+    """utterance_norm: adding one vector to every real frame of an utterance (a voice or a channel that shifts
+    the whole clip) leaves its outputs unchanged; without it they change."""
+    states, mask = batch([13, 41, 6], width=45)
+    offset = 3.0 * torch.randn(3, 1, IN_DIM, generator=torch.Generator().manual_seed(5))
+    shifted = torch.where(mask[..., None], states + offset, states)
+    with torch.no_grad():
+        on = make("ste-utterance-norm").eval()
+        torch.testing.assert_close(on(shifted, mask)[0], on(states, mask)[0], rtol=1e-4, atol=1e-4)
+        off = make("ste-input-norm").eval()
+        assert not torch.allclose(off(shifted, mask)[0], off(states, mask)[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -45,7 +45,7 @@ class STEConnector(Connector):
     Sizes: ``d`` Transformer width, ``layers``, ``heads``, ``ffn`` (feed-forward width), ``conv_channels``
     (channels after GLU of every conv stage but the last, which outputs ``d``), ``conv_stages`` (0-3;
     0 = no subsampling, a Linear D_s -> d instead), ``dropout``, ``norm_first`` (pre-norm), ``input_norm``
-    (a LayerNorm over the speech states first).
+    (a LayerNorm over the speech states first), ``utterance_norm`` (subtract each utterance's mean state first).
     Defaults are the paper's sizes.
     """
 
@@ -74,6 +74,7 @@ class STEConnector(Connector):
         dropout: float = 0.1,
         norm_first: bool = True,
         input_norm: bool = False,
+        utterance_norm: bool = False,
     ) -> None:
         super().__init__(in_dim=in_dim, out_dim=out_dim)
         check_int(self, "d", d)
@@ -86,9 +87,11 @@ class STEConnector(Connector):
         dropout = check_dropout(self, dropout)
         check_bool(self, "norm_first", norm_first)
         check_bool(self, "input_norm", input_norm)
+        check_bool(self, "utterance_norm", utterance_norm)
         self.sizes = dict(
             d=d, layers=layers, heads=heads, ffn=ffn, conv_channels=conv_channels,
             conv_stages=conv_stages, dropout=dropout, norm_first=norm_first, input_norm=input_norm,
+            utterance_norm=utterance_norm,
         )  # fmt: skip
         # LayerNorm over D_s first: Whisper's states have a few channels of large magnitude; normalising them
         # lets a small connector learn phones faster (bench/phoneme_probe.py's recogniser had it)
@@ -118,7 +121,16 @@ class STEConnector(Connector):
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # states (B, T_s, D_s), mask (B, T_s) -> out (B, S, D_m), out_mask (B, S)
         lengths = self.check_inputs(states, mask)
-        x = states if self.input_norm is None else self.input_norm(states)
+        x = states
+        if self.sizes["utterance_norm"]:
+            # Subtract each utterance's mean state over its own frames (cepstral mean normalisation, on the
+            # encoder's states): a voice or a channel shifts every frame of a clip alike, so removing the
+            # per-clip offset leaves the connector less to learn about the few voices it trains on.
+            keep = mask[..., None].to(x.dtype)  # (B, T_s, 1)
+            mean = (x * keep).sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp_min(1.0)
+            x = (x - mean) * keep
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         for conv in self.convs:
             # Zero the padded frames first: the kernel then sees exactly the zeros that Conv1d's own
             # padding gives an utterance processed alone, so batching never changes real outputs.
