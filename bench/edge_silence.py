@@ -15,29 +15,29 @@ duration grows by twice the padding.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from sltalign.audio import SAMPLE_RATE, load_audio
+from sltalign.audio import SAMPLE_RATE
+from sltalign.data.manifest import read_manifest, write_manifest
+from sltalign.systems import load_utterances
 
 
 def pad_manifest(manifest: Path, out: Path, seconds: float) -> int:
     """Write ``out``/manifest.jsonl with each clip of ``manifest`` padded by ``seconds`` of zeros at both ends."""
     (out / "audio").mkdir(parents=True, exist_ok=True)
     zeros = np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32)
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    with (out / "manifest.jsonl").open("w") as f:
-        for r in rows:
-            src = Path(r["audio"]) if Path(r["audio"]).is_absolute() else manifest.parent / r["audio"]
-            wav = np.asarray(load_audio(src), dtype=np.float32)
-            dst = (out / "audio" / f"{r['id']}.wav").resolve()
-            sf.write(dst, np.concatenate([zeros, wav, zeros]), SAMPLE_RATE)
-            r = {**r, "audio": str(dst), "duration": round(len(wav) / SAMPLE_RATE + 2 * seconds, 3)}
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return len(rows)
+    padded = []
+    for u in read_manifest(manifest):
+        wav = load_utterances([u])[0]  # the row's [offset, offset + duration) span, as evaluation reads it
+        dst = (out / "audio" / f"{u.id}.wav").resolve()
+        sf.write(dst, np.concatenate([zeros, wav, zeros]), SAMPLE_RATE)
+        padded.append(dataclasses.replace(u, audio=str(dst), offset=0.0, duration=round(len(wav) / SAMPLE_RATE + 2 * seconds, 3)))
+    write_manifest(out / "manifest.jsonl", padded)
+    return len(padded)
 
 
 def main() -> None:

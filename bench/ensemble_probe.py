@@ -20,14 +20,14 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sltalign.api import SpeechTranslator
-from sltalign.audio import load_audio
 from sltalign.checkpoint import load_connector
+from sltalign.data.manifest import read_manifest
 from sltalign.evaluate import score
 from sltalign.progress import progress_bar
+from sltalign.systems import load_utterances
 
 
 def main() -> None:
@@ -46,15 +46,13 @@ def main() -> None:
     if any(u != units[0] for u in units):
         raise SystemExit("the checkpoints' phone heads have different units: their posteriors cannot be averaged")
     head = models[0].ctc_head
-    manifest = Path(args.manifest)
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    utts = read_manifest(args.manifest)  # validated; relative audio paths resolved
     emb = mt.source_embedding_matrix()
     names = ["single"] + [f"ens{k}" for k in range(2, len(models) + 1)]
     heard: dict[str, list[str]] = {n: [] for n in names}
     with torch.inference_mode():
-        for r in progress_bar(rows, enabled=True, desc="hear", unit="clip"):
-            audio = Path(r["audio"]) if Path(r["audio"]).is_absolute() else manifest.parent / r["audio"]
-            states, mask = enc.encode([np.asarray(load_audio(audio), dtype=np.float32)])  # (1, T_s, D_s), (1, T_s)
+        for u in progress_bar(utts, enabled=True, desc="hear", unit="clip"):
+            states, mask = enc.encode(load_utterances([u]))  # (1, T_s, D_s), (1, T_s)
             log_probs = []
             for m in models:
                 out, out_mask = m.connector(m._speech_states(states), mask)  # (1, S, D_m), (1, S)
@@ -62,18 +60,18 @@ def main() -> None:
             for k, name in enumerate(names, start=1):
                 avg = torch.logsumexp(torch.stack(log_probs[:k]), 0) - math.log(k)  # log of the mean probability
                 heard[name].append(head.read_logits(avg, out_mask, mt)[0])
-    refs = [r["translation"] for r in rows]
+    refs = [u.translation for u in utts]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
+    for k, name in enumerate(names, start=1):
         hyps = mt.translate_text(heard[name], beam=4)
         m = score(hyps, refs)
         print(f"{name}: BLEU {m['bleu']:.1f} chrF {m['chrf']:.1f}")
-        m["checkpoints"] = args.checkpoints[: names.index(name) + 1]
+        m["checkpoints"] = args.checkpoints[:k]
         (out_dir / f"{name}.metrics.json").write_text(json.dumps(m, indent=1))
         with (out_dir / f"{name}.jsonl").open("w") as f:
-            for r, h, t in zip(rows, heard[name], hyps):
-                f.write(json.dumps({"id": r["id"], "heard": h, "hyp": t, "ref": r["translation"]}, ensure_ascii=False) + "\n")
+            for u, h, t in zip(utts, heard[name], hyps):
+                f.write(json.dumps({"id": u.id, "heard": h, "hyp": t, "ref": u.translation}, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
