@@ -156,7 +156,7 @@ def _umask_permissions(directory: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(directory, 0o777 & ~mask)
-    for f in directory.iterdir():
+    for f in directory.rglob("*"):
         os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
 
 
@@ -176,7 +176,10 @@ def write_dir_atomically(path: Path, fill: Callable[[Path], None]) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         fill(tmp)
         _umask_permissions(tmp)
-        for f in tmp.iterdir():  # data reaches the disk before the rename makes it visible
+        for f in sorted(tmp.rglob("*"), reverse=True):  # data reaches the disk before the rename makes it visible
+            if f.is_dir():  # an ensemble's member directories: their entries too
+                _fsync_dir(f)
+                continue
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if not path.exists() and old.is_dir():  # an earlier write was killed between its renames
@@ -475,5 +478,9 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
             model.ctc_head.load_state_dict(head, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{wfile}: weights do not match the connector described in {CONFIG}: {e}") from e
+    if cfg.get("ensemble"):  # more connectors whose posteriors are averaged with this one's (sltalign.ensemble)
+        from .ensemble import attach_members
+
+        attach_members(model, path, cfg)
     model.eval()
     return model, cfg

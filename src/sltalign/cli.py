@@ -3,6 +3,7 @@
     sltalign demo [--out DIR] [--quick]
     sltalign data synth --out DIR [--n_train N ...] | kaldi | mustc | covost | realspeech | gettext
     sltalign train CONFIG [key=value ...]
+    sltalign ensemble --out DIR CKPT CKPT [CKPT ...]   (phone connectors' posteriors averaged: one checkpoint)
     sltalign evaluate --model CKPT --manifest M.jsonl --out DIR
     sltalign evaluate --cascade --asr NAME --mt NAME --manifest M.jsonl --out DIR
     sltalign evaluate --mt-on-gold --mt NAME --manifest M.jsonl --out DIR
@@ -88,6 +89,14 @@ def _parser() -> ArgumentParser:
         help="print every config key with its value (the preset, the overrides, the defaults of the rest) and exit",
     )
     sub.add_subcommand("train", train, help="train a connector (resumable)")
+
+    ens = ArgumentParser(
+        description="Join phone connectors of one recipe (other seeds or data, same foundations) into one checkpoint "
+        "directory whose phone posteriors are averaged before the first one's lexicon read-out."
+    )
+    ens.add_argument("checkpoints", type=str, nargs="+", help="two or more connector checkpoint directories (phone heads)")
+    ens.add_argument("--out", type=str, required=True, help="the ensemble's directory (a checkpoint: translate, evaluate, serve)")
+    sub.add_subcommand("ensemble", ens, help="join phone connectors into one checkpoint that averages their posteriors")
 
     sub.add_subcommand("evaluate", _evaluate_parser(), help="score a system on a manifest")
     sub.add_subcommand("translate", _translate_parser(), help="translate audio (txt/json/srt/vtt/tsv outputs)")

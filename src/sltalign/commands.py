@@ -301,6 +301,14 @@ def _report_skipped(paths: list, errors: dict[int, str]) -> int:
     return 1 if errors else 0
 
 
+def ensemble(args: Any) -> int:
+    from .ensemble import make_ensemble
+
+    out = make_ensemble(list(args.checkpoints), args.out)
+    print(f"ensemble of {len(args.checkpoints)} connectors: {out}")
+    return 0
+
+
 def info(args: Any) -> int:
     from .checkpoint import read_config
     from .model_card import read_model_card, render_card
@@ -319,8 +327,9 @@ def info(args: Any) -> int:
         "decoding",
         "parameters",
         "training",
+        "ensemble",
     )
-    summary = {k: cfg.get(k) for k in keys}
+    summary = {k: cfg.get(k) for k in keys if k != "ensemble" or cfg.get(k)}
     if args.json:
         print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
         return 0

@@ -21,6 +21,7 @@ that text back; the connector sees the decoder states only, and a connector with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,6 +113,9 @@ class AlignedST(nn.Module):
         self.compression = compression
         self.compression_temperature = compression_temperature
         self.hypothesis = hypothesis
+        # more connectors of the same recipe whose CTC posteriors are averaged with this one's (an ensemble,
+        # ``add_members``); inference only: they never train and stay in eval mode
+        self.members = nn.ModuleList()
         for frozen in (speech_encoder, translator):
             if frozen is not None:
                 frozen.freeze()
@@ -123,6 +127,35 @@ class AlignedST(nn.Module):
         self.register_buffer("prompt_embeddings", prompt_emb, persistent=False)  # (L_p, D_m)
 
     # ------------------------------------------------------------------------------------------
+    def add_members(self, members: Sequence[tuple[Connector, CTCHead]]) -> None:
+        """Make this model an ensemble: the phone posteriors of ``members`` (connector, CTC head) pairs are
+        averaged with its own (the log of the mean probability per frame) before the head's read-out.
+
+        Every member must have this model's connector sizes (so its frames line up) and a phone head over the
+        same units in the same order; the read-out (lexicon, word LM, search) is this model's head's. Members
+        are for inference: they get no gradient, stay in eval mode, and checkpoints of this model keep only
+        its own weights (``sltalign.ensemble`` writes and reads ensemble directories)."""
+        head = self.ctc_head
+        if head is None or head.KIND != "phones" or self.compression != "hard" or self.hypothesis is not None:
+            raise ValueError(
+                "an ensemble averages phone posteriors before the lexicon read-out: it needs a phone CTC head with "
+                "compression 'hard' on the Whisper encoder's states"
+            )
+        for i, (conn, member_head) in enumerate(members, start=1):
+            if conn.config() != self.connector.config():
+                raise ValueError(f"ensemble member {i}: its connector {conn.config()} differs from {self.connector.config()}")
+            if getattr(member_head, "KIND", None) != "phones" or member_head.units != head.units:
+                raise ValueError(f"ensemble member {i}: its CTC head is not over the same phone units, in the same order")
+            conn.requires_grad_(False)
+            member_head.requires_grad_(False)
+            self.members.append(nn.ModuleDict({"connector": conn.eval(), "ctc_head": member_head.eval()}))
+
+    def train(self, mode: bool = True) -> AlignedST:
+        """As nn.Module.train, except that ensemble members stay in eval mode (they never train)."""
+        super().train(mode)
+        self.members.eval()
+        return self
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -158,11 +191,7 @@ class AlignedST(nn.Module):
                 f"expected states (B, T_s, D_s) and mask (B, T_s), got {tuple(states.shape)} and {tuple(mask.shape)}"
             )
         hyp_texts = self.hypothesis.texts(states, mask) if hasattr(self.connector, "fuse") else None
-        states = self._speech_states(states)
-        out, out_mask = self.connector(states, mask)  # (B, S, D_m), (B, S)
-        ctc_logits = None
-        if self.ctc_head is not None:
-            ctc_logits = self.ctc_head(out, self.translator.source_embedding_matrix())  # (B, S, V+1)
+        out, out_mask, ctc_logits = self._connect(self._speech_states(states), mask)
         x, x_mask = out, out_mask
         if hyp_texts is not None:
             q, x_mask = self._text_embeddings(hyp_texts, out_mask.device)  # the cascade's MT input (B, L, D_m)
@@ -227,8 +256,8 @@ class AlignedST(nn.Module):
         states (B, T_s, D_s), mask (B, T_s) -> B strings ("" where the head emits only blanks)."""
         if self.ctc_head is None:
             raise ValueError("ctc_transcribe needs a CTC head: build the model with a ctc_head")
-        out, out_mask = self.connector(self._speech_states(states), mask)  # (B, S, D_m); the MT is not needed to read the head
-        return self._read_ctc(self.ctc_head(out, self.translator.source_embedding_matrix()), out_mask)
+        _, out_mask, ctc_logits = self._connect(self._speech_states(states), mask)  # the MT is not needed to read the head
+        return self._read_ctc(ctc_logits, out_mask)
 
     @torch.no_grad()
     def translate_and_transcribe(
@@ -240,6 +269,25 @@ class AlignedST(nn.Module):
         bridged = self.bridge(states, mask)
         ids = self._search(bridged, beam=beam, max_len=max_len)
         return self.translator.detokenize(ids), self._read_ctc(bridged.ctc_logits, bridged.connector_mask)
+
+    def _connect(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Connector (and CTC head): states (B, T_s, D_s), mask (B, T_s) -> out (B, S, D_m), out_mask (B, S) and
+        CTC logits (B, S, V+1) or None. With ensemble members the logits are the log of the members' and this
+        model's mean CTC probabilities (normalised log-probabilities: every read-out takes them as logits)."""
+        out, out_mask = self.connector(states, mask)  # (B, S, D_m), (B, S)
+        if self.ctc_head is None:
+            return out, out_mask, None
+        emb = self.translator.source_embedding_matrix()
+        logits = self.ctc_head(out, emb)  # (B, S, V+1)
+        if len(self.members):
+            log_probs = [torch.log_softmax(logits.float(), -1)]
+            for m in self.members:
+                m_out, m_mask = m["connector"](states, mask)
+                if not torch.equal(m_mask, out_mask):  # same sizes, so only a bug gets here
+                    raise RuntimeError("an ensemble member's connector output does not line up with the first member's")
+                log_probs.append(torch.log_softmax(m["ctc_head"](m_out, emb).float(), -1))
+            logits = (torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(log_probs))).to(logits.dtype)
+        return out, out_mask, logits
 
     def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:
         return self.ctc_head.read_logits(ctc_logits, out_mask, self.translator)  # (B, S, V+1) -> texts

@@ -139,6 +139,9 @@ def check_command_paths(command: str, ns: Any) -> None:
             check_checkpoint_dir(ns.model)
     elif command in ("info", "serve"):
         check_checkpoint_dir(ns.model)
+    elif command == "ensemble":
+        for c in ns.checkpoints:
+            check_checkpoint_dir(c)
     elif command == "train" and not _get(ns, "show_config"):
         config = None if ns.config == "defaults" else ns.config
         for manifest in _train_manifests(config, list(_get(ns, "overrides") or [])) if config else []:

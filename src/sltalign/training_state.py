@@ -177,6 +177,8 @@ def init_from_checkpoint(model: AlignedST, path: str | Path) -> None:
     A different connector (name or sizes), a missing/extra CTC head or a head over other pieces/phones is
     refused, naming both, because a partial copy would silently train something else."""
     cfg = read_config(path)
+    if cfg.get("ensemble"):
+        raise ValueError(f"init_from {path}: it is an ensemble of connectors; name one of its members instead")
     # rebuilt from its config first: sizes added since it was written take their defaults
     want, have = connector_from_config(cfg["connector"]).config(), model.connector.config()
     if want != have:

@@ -1,0 +1,212 @@
+"""Connector ensembles: several phone connectors of one recipe, their CTC posteriors averaged before the read-out.
+
+Connectors trained with different seeds on the same data mishear people's speech partly in their own ways:
+three demo connectors' posteriors averaged scored 57.0 chrF on the 121 real recordings against 55.8 for the
+first alone (docs/RESULTS.md, "Four more probes on hearing people"). An ensemble directory is an ordinary
+checkpoint directory (its first member, whose head data is the read-out: units, lexicon, word LM) with the
+other members inside it, so everything that loads a checkpoint (``SpeechTranslator.from_pretrained``,
+``sltalign translate / evaluate / serve / info``) loads an ensemble::
+
+    DIR/config.json              the first member's config, plus "ensemble": {"members": [...], "combine": ...}
+    DIR/connector.safetensors    the first member's weights; its ctc_phones.json and word LM beside them
+    DIR/members/1/config.json    each further member's config, weights and phone units (its class order,
+    DIR/members/1/connector.safetensors    checked against the first member's when loading)
+    DIR/members/1/units.json
+
+Made by ``make_ensemble`` (``sltalign ensemble --out DIR CKPT CKPT ...``). Members must share the frozen
+foundations (spec, weight fingerprint, encoder mode), the connector sizes, the arrangement and the phone units;
+they may differ in seed, data and training length. Cost: one connector pass per member per clip (the encoder
+and the MT run once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from .checkpoint import (
+    CONFIG,
+    TRAINER_STATE,
+    WEIGHTS,
+    CheckpointError,
+    model_config_of,
+    read_config,
+    read_head_data,
+    write_dir_atomically,
+)
+from .connectors import build_connector
+from .model import AlignedST
+
+log = logging.getLogger(__name__)
+
+#: the config.json key that makes a checkpoint directory an ensemble
+KEY = "ensemble"
+MEMBERS_DIR = "members"
+UNITS_FILE = "units.json"
+#: how posteriors are combined: the log of the members' mean probability per frame and class
+COMBINE = "mean_probability"
+
+
+def is_ensemble(cfg: dict[str, Any]) -> bool:
+    return bool(cfg.get(KEY))
+
+
+def _units(path: Path, cfg: dict[str, Any]) -> list[str]:
+    """The phone units of a phone-head checkpoint, in class order (CheckpointError for any other head)."""
+    head = cfg.get("ctc_head") or {}
+    if head.get("kind") != "phones":
+        raise CheckpointError(
+            f"checkpoint {path}: an ensemble averages phone posteriors, but its CTC head is {head.get('kind') or 'none'!r} "
+            "(expected 'phones': a checkpoint of the phone recipe)"
+        )
+    return list(read_head_data(path, cfg)["units"])
+
+
+#: fields every member must share with the first: (config key, sub-key or None, what it is)
+SHARED = (
+    ("speech_encoder", "spec", "speech encoder"),
+    ("speech_encoder", "fingerprint", "speech encoder weights"),
+    ("speech_encoder", "mode", "speech encoder mode"),
+    ("translator", "spec", "translator"),
+    ("translator", "fingerprint", "translator weights"),
+    ("connector", None, "connector sizes"),
+    ("arrangement", None, "arrangement"),
+    ("compression", None, "compression"),
+)
+
+
+def _field(cfg: dict[str, Any], key: str, sub: str | None) -> Any:
+    v = cfg.get(key)
+    return (v or {}).get(sub) if sub else v
+
+
+def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
+    """Write an ensemble directory ``out`` of the phone-connector checkpoints ``checkpoints`` (two or more; the
+    first one's read-out is the ensemble's). Refuses, naming the checkpoint and field, members that do not
+    share the foundations, connector sizes, arrangement or phone units, and checkpoints that are ensembles
+    themselves. Written atomically (a crash leaves no half-written ``out``). Returns ``out``."""
+    paths = [Path(c) for c in checkpoints]
+    if len(paths) < 2:
+        raise ValueError(f"an ensemble needs two or more checkpoints, got {len(paths)}")
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ValueError("an ensemble's checkpoints must be different directories (one is named twice)")
+    out = Path(out)
+    if out.resolve() in {p.resolve() for p in paths}:
+        raise ValueError(f"--out {out} is one of the checkpoints: write the ensemble to a new directory")
+    cfgs = [read_config(p) for p in paths]
+    for p, cfg in zip(paths, cfgs):
+        if is_ensemble(cfg):
+            raise CheckpointError(f"checkpoint {p} is an ensemble already: name its members instead")
+        if cfg.get("speech_encoder") is None:
+            raise CheckpointError(f"checkpoint {p} has no speech encoder: an ensemble reads audio")
+    first_units = _units(paths[0], cfgs[0])
+    for p, cfg in zip(paths[1:], cfgs[1:]):
+        for key, sub, what in SHARED:
+            a, b = _field(cfgs[0], key, sub), _field(cfg, key, sub)
+            if a != b:
+                field = f"{key}.{sub}" if sub else key
+                raise CheckpointError(
+                    f"checkpoint {p}: field {field!r} ({what}) is {b!r}, the first member's ({paths[0]}) is {a!r}"
+                )
+        if _units(p, cfg) != first_units:
+            raise CheckpointError(f"checkpoint {p}: its phone head's units differ from the first member's ({paths[0]})")
+        if not (p / WEIGHTS).is_file():
+            raise CheckpointError(f"checkpoint {p} has no {WEIGHTS}")
+
+    def fill(tmp: Path) -> None:
+        for f in paths[0].iterdir():  # the first member whole (its head data is the read-out), not its trainer state
+            if f.is_file() and f.name != TRAINER_STATE:
+                shutil.copy2(f, tmp / f.name)
+        members = []
+        for i, (p, cfg) in enumerate(zip(paths[1:], cfgs[1:]), start=1):
+            d = tmp / MEMBERS_DIR / str(i)
+            d.mkdir(parents=True)
+            shutil.copy2(p / WEIGHTS, d / WEIGHTS)
+            (d / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+            (d / UNITS_FILE).write_text(json.dumps(first_units))
+            members.append(f"{MEMBERS_DIR}/{i}")
+        cfg = dict(cfgs[0])
+        cfg[KEY] = {"members": members, "combine": COMBINE, "sources": [str(p) for p in paths]}
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
+        card = tmp / "README.md"
+        head = (
+            f"# Ensemble of {len(paths)} phone connectors\n\n"
+            f"The phone posteriors of {len(paths)} connectors are averaged (the log of their mean probability per frame) "
+            "and read out by the first one's lexicon search. Members, in order:\n\n"
+            + "".join(f"{k}. `{p}`\n" for k, p in enumerate(paths))
+            + "\nThe first member's card follows.\n\n"
+        )
+        card.write_text(head + (card.read_text(encoding="utf-8") if card.is_file() else ""), encoding="utf-8")
+
+    write_dir_atomically(out, fill)
+    log.info("ensemble of %d connectors written to %s", len(paths), out)
+    return out
+
+
+def check_ensemble_block(cfg: dict[str, Any], where: Path) -> list[str]:
+    """The member directories an ensemble's config.json names (relative to it), checked: a list of strings
+    inside the directory, and a combine rule this version knows. CheckpointError names the field."""
+    block = cfg[KEY]
+    members = block.get("members") if isinstance(block, dict) else None
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) and m for m in members):
+        raise CheckpointError(
+            f"{where / CONFIG}: field 'ensemble.members': expected a list of member directories, got {members!r}"
+        )
+    if block.get("combine", COMBINE) != COMBINE:
+        raise CheckpointError(f"{where / CONFIG}: field 'ensemble.combine': expected {COMBINE!r}, got {block.get('combine')!r}")
+    for m in members:
+        if Path(m).is_absolute() or ".." in Path(m).parts:
+            raise CheckpointError(f"{where / CONFIG}: field 'ensemble.members': {m!r} must be a directory inside the ensemble")
+    return members
+
+
+def attach_members(model: AlignedST, path: str | Path, cfg: dict[str, Any]) -> AlignedST:
+    """Load the members an ensemble directory's config names into ``model`` (its first member, loaded by
+    ``load_connector``); each member's head reads the first member's units, checked against its own."""
+    from .connectors.phones import PhoneCTCHead
+
+    path = Path(path)
+    first = model.ctc_head
+    if not isinstance(first, PhoneCTCHead):
+        raise CheckpointError(f"ensemble {path}: its first member has no phone head")
+    members = []
+    for rel in check_ensemble_block(cfg, path):
+        d = path / rel
+        m_cfg = read_config(d)
+        units_file = d / UNITS_FILE
+        if not units_file.is_file():
+            raise CheckpointError(f"ensemble member {d}: {UNITS_FILE} is missing")
+        try:
+            units = json.loads(units_file.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"ensemble member {units_file}: not JSON ({e})") from e
+        if units != first.units:
+            raise CheckpointError(f"ensemble member {d}: its phone units differ from the first member's")
+        for key, sub, what in SHARED:
+            if _field(m_cfg, key, sub) != _field(cfg, key, sub):
+                field = f"{key}.{sub}" if sub else key
+                raise CheckpointError(f"ensemble member {d}: field {field!r} ({what}) differs from the first member's")
+        mc = model_config_of(m_cfg)
+        conn = build_connector(
+            mc.connector, in_dim=m_cfg["connector"]["in_dim"], out_dim=model.translator.embed_dim, **mc.connector_args
+        )
+        # a member's head only computes posteriors: it shares the first member's lexicon and never reads
+        head = PhoneCTCHead(embed_dim=model.translator.embed_dim, units=units, lexicon=first.lexicon)
+        wfile = d / WEIGHTS
+        try:
+            state = load_file(str(wfile))
+            conn.load_state_dict({k[len("connector.") :]: v for k, v in state.items() if k.startswith("connector.")}, strict=True)
+            head.load_state_dict({k[len("ctc_head.") :]: v for k, v in state.items() if k.startswith("ctc_head.")}, strict=True)
+        except FileNotFoundError as e:
+            raise CheckpointError(f"ensemble member {d} has no {WEIGHTS}") from e
+        except Exception as e:  # safetensors raises several types for a damaged file; torch a RuntimeError on shapes
+            raise CheckpointError(f"{wfile}: cannot load the member's weights ({e})") from e
+        members.append((conn, head))
+    model.add_members(members)
+    return model

@@ -1,0 +1,177 @@
+"""Connector ensembles: phone posteriors of several connectors averaged before one read-out, written as one
+checkpoint directory that every loader reads; refusals name the checkpoint and what differs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from sltalign import SpeechTranslator
+from sltalign.checkpoint import CheckpointError, load_connector, save_connector
+from sltalign.cli import main
+from sltalign.connectors import build_connector
+from sltalign.connectors.phones import Lexicon, PhoneCTCHead, build_phone_inventory, phonemize
+from sltalign.ensemble import MEMBERS_DIR, UNITS_FILE, make_ensemble
+from sltalign.foundation import load_speech_encoder, load_translator
+from sltalign.model import AlignedST
+from sltalign.training_state import init_from_checkpoint
+from tests.conftest import speechlike
+
+TEXTS = ["the cat sat on the mat", "a dog runs in the park", "we like green tea"]
+STE = dict(d=32, layers=1, heads=2, ffn=64, conv_channels=32)
+
+
+@pytest.fixture(scope="module")
+def speech(tiny_whisper_dir):
+    return load_speech_encoder(str(tiny_whisper_dir), mode="trim")
+
+
+@pytest.fixture(scope="module")
+def marian(sharp_marian_dir):
+    return load_translator(str(sharp_marian_dir))
+
+
+@pytest.fixture(scope="module")
+def lexicon_units():
+    phones = phonemize(TEXTS, "en-us")
+    return Lexicon.from_text(TEXTS, phones), build_phone_inventory(phones)
+
+
+def phone_model(speech, marian, lexicon_units, *, seed: int, units=None, d: int = 32) -> AlignedST:
+    lexicon, base_units = lexicon_units
+    torch.manual_seed(seed)
+    conn = build_connector("ste", in_dim=speech.dim, out_dim=marian.embed_dim, **{**STE, "d": d})
+    head = PhoneCTCHead(embed_dim=marian.embed_dim, units=units or base_units, lexicon=lexicon)
+    return AlignedST(speech_encoder=speech, connector=conn, translator=marian, ctc_head=head, compression="hard").eval()
+
+
+@pytest.fixture(scope="module")
+def members(speech, marian, lexicon_units, tmp_path_factory):
+    root = tmp_path_factory.mktemp("members")
+    return [save_connector(phone_model(speech, marian, lexicon_units, seed=s), root / f"seed{s}") for s in range(3)]
+
+
+def states_of(model: AlignedST):
+    return model.encode_audio([speechlike(1.3, seed=1), speechlike(0.8, seed=2)])
+
+
+def log_probs(model: AlignedST, states, mask) -> torch.Tensor:
+    out, out_mask = model.connector(states, mask)
+    return torch.log_softmax(model.ctc_head(out).float(), -1), out_mask
+
+
+def test_posteriors_are_the_log_of_the_members_mean_probability(members, speech, marian, tmp_path):
+    ens_dir = make_ensemble(members, tmp_path / "ens")
+    ens, cfg = load_connector(ens_dir, speech_encoder=speech, translator=marian)
+    assert cfg["ensemble"]["members"] == [f"{MEMBERS_DIR}/1", f"{MEMBERS_DIR}/2"] and len(ens.members) == 2
+    alone = [load_connector(m, speech_encoder=speech, translator=marian)[0] for m in members]
+    states, mask = states_of(ens)
+    parts = [log_probs(m, states, mask) for m in alone]
+    want = torch.logsumexp(torch.stack([p for p, _ in parts]), 0) - math.log(3)
+    with torch.no_grad():
+        _, out_mask, got = ens._connect(states, mask)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(out_mask, parts[0][1])
+    # the members differ (different seeds), so the average is none of them
+    assert not torch.allclose(got, parts[0][0], atol=1e-3)
+    # what the ensemble hears is the first member's head reading the averaged posteriors
+    assert ens.ctc_transcribe(states, mask) == alone[0].ctc_head.read_logits(want, out_mask, marian)
+
+
+def test_an_ensemble_of_copies_is_the_connector_alone(members, speech, marian, tmp_path):
+    shutil.copytree(members[0], tmp_path / "copy")
+    ens, _ = load_connector(
+        make_ensemble([members[0], tmp_path / "copy"], tmp_path / "ens"), speech_encoder=speech, translator=marian
+    )
+    one, _ = load_connector(members[0], speech_encoder=speech, translator=marian)
+    states, mask = states_of(ens)
+    with torch.no_grad():
+        torch.testing.assert_close(ens._connect(states, mask)[2], log_probs(one, states, mask)[0], atol=1e-6, rtol=1e-6)
+        assert ens.translate_states(states, mask, beam=2, max_len=8) == one.translate_states(states, mask, beam=2, max_len=8)
+
+
+def test_members_never_train_and_only_the_first_is_saved(members, speech, marian, tmp_path):
+    ens, _ = load_connector(make_ensemble(members, tmp_path / "ens"), speech_encoder=speech, translator=marian)
+    before = {k: v.clone() for k, v in ens.members.state_dict().items()}
+    ens.train()
+    assert ens.connector.training and all(not m.training for m in ens.members.modules())
+    assert not any(p.requires_grad for p in ens.members.parameters())
+    trainable = {id(p) for p in ens.trainable_parameters()}
+    assert trainable == {id(p) for p in [*ens.connector.parameters(), *ens.ctc_head.parameters()]}
+    states, mask = states_of(ens)
+    ens.bridge(states, mask).connector_out.sum().backward()  # a step's backward reaches no member
+    assert all(p.grad is None for p in ens.members.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in ens.members.state_dict().items())
+    saved, _ = load_connector(save_connector(ens, tmp_path / "resaved"), speech_encoder=speech, translator=marian)
+    assert len(saved.members) == 0  # a training checkpoint of the model is its own connector, not the ensemble
+
+
+def test_the_public_loader_reads_an_ensemble_directory(members, speech, marian, tmp_path):
+    ens_dir = make_ensemble(members, tmp_path / "ens")
+    st = SpeechTranslator.from_pretrained(ens_dir, speech_encoder=speech, translator=marian, max_len=8)
+    assert len(st.model.members) == 2
+    wavs = [speechlike(1.1, seed=3), speechlike(0.6, seed=4)]
+    ens, _ = load_connector(ens_dir, speech_encoder=speech, translator=marian)
+    states, mask = ens.encode_audio(wavs[:1])
+    assert st.translate(wavs[:1]) == ens.translate_states(states, mask, beam=st.beam, max_len=8)
+    assert "Ensemble of 3 phone connectors" in (ens_dir / "README.md").read_text()
+    assert not (ens_dir / "trainer_state.pt").exists()
+
+
+def test_make_ensemble_refuses_what_cannot_be_averaged(members, speech, marian, lexicon_units, tmp_path):
+    with pytest.raises(ValueError, match="two or more"):
+        make_ensemble(members[:1], tmp_path / "one")
+    with pytest.raises(ValueError, match="named twice"):
+        make_ensemble([members[0], members[0]], tmp_path / "twice")
+    other_units = save_connector(
+        phone_model(speech, marian, lexicon_units, seed=5, units=sorted(lexicon_units[1] + ["zz"])), tmp_path / "units"
+    )
+    with pytest.raises(CheckpointError, match=r"checkpoint .*units: its phone head's units differ"):
+        make_ensemble([members[0], other_units], tmp_path / "e1")
+    wider = save_connector(phone_model(speech, marian, lexicon_units, seed=6, d=16), tmp_path / "wider")
+    with pytest.raises(CheckpointError, match=r"wider: field 'connector' \(connector sizes\)"):
+        make_ensemble([members[0], wider], tmp_path / "e2")
+    torch.manual_seed(0)
+    tied = AlignedST(
+        speech_encoder=speech,
+        connector=build_connector("ste", in_dim=speech.dim, out_dim=marian.embed_dim, **STE),
+        translator=marian,
+    )
+    with pytest.raises(CheckpointError, match="averages phone posteriors, but its CTC head is 'none'"):
+        make_ensemble([save_connector(tied, tmp_path / "none"), members[0]], tmp_path / "e3")
+    ens = make_ensemble(members[:2], tmp_path / "ens")
+    with pytest.raises(CheckpointError, match="is an ensemble already"):
+        make_ensemble([ens, members[2]], tmp_path / "e4")
+    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 5))
+
+
+def test_a_damaged_ensemble_names_the_member_and_file(members, speech, marian, tmp_path):
+    ens_dir = make_ensemble(members, tmp_path / "ens")
+    (ens_dir / MEMBERS_DIR / "2" / UNITS_FILE).unlink()
+    with pytest.raises(CheckpointError, match=rf"ensemble member .*{MEMBERS_DIR}/2: {UNITS_FILE} is missing"):
+        load_connector(ens_dir, speech_encoder=speech, translator=marian)
+    cfg = json.loads((ens_dir / "config.json").read_text())
+    cfg["ensemble"]["members"] = ["../seed0"]
+    (ens_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="'ensemble.members': '../seed0' must be a directory inside the ensemble"):
+        load_connector(ens_dir, speech_encoder=speech, translator=marian)
+
+
+def test_init_from_an_ensemble_is_refused(members, speech, marian, lexicon_units, tmp_path):
+    ens = make_ensemble(members, tmp_path / "ens")
+    with pytest.raises(ValueError, match="is an ensemble of connectors; name one of its members"):
+        init_from_checkpoint(phone_model(speech, marian, lexicon_units, seed=0), ens)
+
+
+def test_command_line(members, tmp_path, capsys):
+    assert main(["ensemble", "--out", str(tmp_path / "ens"), *map(str, members)]) == 0
+    assert "ensemble of 3 connectors" in capsys.readouterr().out
+    assert main(["info", "--model", str(tmp_path / "ens"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ensemble"]["members"] == ["members/1", "members/2"]
+    assert main(["ensemble", "--out", str(tmp_path / "e2"), str(members[0]), str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sltalign ensemble: error:") and "missing" in err and err.count("\n") == 1
