@@ -1,5 +1,6 @@
-"""Connector ensembles: phone posteriors of several connectors averaged before one read-out, written as one
-checkpoint directory that every loader reads; refusals name the checkpoint and what differs."""
+"""Connector ensembles: what several phone connectors hear, combined before one MT input (the medoid transcript,
+or frame posteriors averaged), written as one checkpoint directory that every loader reads; refusals name the
+checkpoint and what differs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sltalign.checkpoint import CheckpointError, load_connector, save_connector
 from sltalign.cli import main
 from sltalign.connectors import build_connector
 from sltalign.connectors.phones import Lexicon, PhoneCTCHead, build_phone_inventory, phonemize
-from sltalign.ensemble import MEMBERS_DIR, UNITS_FILE, make_ensemble
+from sltalign.ensemble import MEMBERS_DIR, UNITS_FILE, make_ensemble, medoid_transcripts
 from sltalign.foundation import load_speech_encoder, load_translator
 from sltalign.model import AlignedST
 from sltalign.training_state import init_from_checkpoint
@@ -64,8 +65,42 @@ def log_probs(model: AlignedST, states, mask) -> torch.Tensor:
     return torch.log_softmax(model.ctc_head(out).float(), -1), out_mask
 
 
-def test_posteriors_are_the_log_of_the_members_mean_probability(members, speech, marian, tmp_path):
+def test_medoid_keeps_the_transcript_nearest_the_others():
+    readings = [
+        ["The cat sat.", "a dog", "one"],
+        ["the cat sat", "a frog", "two"],
+        ["the hat sat", "a dog runs", "three"],
+    ]
+    # utterance 0: members 0 and 1 agree (case and punctuation aside); 1: "a dog" is 1 word from each other;
+    # 2: all tie, the first member wins
+    assert medoid_transcripts(readings) == ["The cat sat.", "a dog", "one"]
+    assert medoid_transcripts([["x y"]]) == ["x y"]
+
+
+def test_medoid_ensemble_translates_each_members_nearest_reading(members, speech, marian, tmp_path):
     ens_dir = make_ensemble(members, tmp_path / "ens")
+    ens, cfg = load_connector(ens_dir, speech_encoder=speech, translator=marian)
+    assert cfg["ensemble"]["combine"] == "medoid" and ens.member_combine == "medoid"
+    alone = [load_connector(m, speech_encoder=speech, translator=marian)[0] for m in members]
+    states, mask = states_of(ens)
+    # each member read by the first member's read-out (its lexicon), then the medoid
+    readings = []
+    for m in alone:
+        lp, out_mask = log_probs(m, states, mask)
+        readings.append(alone[0].ctc_head.read_logits(lp, out_mask, marian))
+    assert len({tuple(r) for r in readings}) == 3 and all(all(r) for r in readings)  # three different hearings
+    want = medoid_transcripts(readings)
+    assert ens.ctc_transcribe(states, mask) == want
+    ids = marian.tokenize_source(want)
+    got = ens.bridge(states, mask)
+    for b, row in enumerate(ids):
+        n = len(row)
+        mem = marian.encode_ids(torch.tensor([row]), torch.ones(1, n, dtype=torch.bool))[0]
+        torch.testing.assert_close(got.memory[b, :n], mem, atol=1e-5, rtol=1e-5)  # the MT reads the medoid text
+
+
+def test_posteriors_are_the_log_of_the_members_mean_probability(members, speech, marian, tmp_path):
+    ens_dir = make_ensemble(members, tmp_path / "ens", combine="mean_probability")
     ens, cfg = load_connector(ens_dir, speech_encoder=speech, translator=marian)
     assert cfg["ensemble"]["members"] == [f"{MEMBERS_DIR}/1", f"{MEMBERS_DIR}/2"] and len(ens.members) == 2
     alone = [load_connector(m, speech_encoder=speech, translator=marian)[0] for m in members]
@@ -73,7 +108,7 @@ def test_posteriors_are_the_log_of_the_members_mean_probability(members, speech,
     parts = [log_probs(m, states, mask) for m in alone]
     want = torch.logsumexp(torch.stack([p for p, _ in parts]), 0) - math.log(3)
     with torch.no_grad():
-        _, out_mask, got = ens._connect(states, mask)
+        _, out_mask, got, _ = ens._connect(states, mask)
     torch.testing.assert_close(got, want)
     assert torch.equal(out_mask, parts[0][1])
     # the members differ (different seeds), so the average is none of them
@@ -82,16 +117,52 @@ def test_posteriors_are_the_log_of_the_members_mean_probability(members, speech,
     assert ens.ctc_transcribe(states, mask) == alone[0].ctc_head.read_logits(want, out_mask, marian)
 
 
-def test_an_ensemble_of_copies_is_the_connector_alone(members, speech, marian, tmp_path):
+@pytest.mark.parametrize("combine", ["medoid", "mean_probability"])
+def test_an_ensemble_of_copies_is_the_connector_alone(members, speech, marian, tmp_path, combine):
     shutil.copytree(members[0], tmp_path / "copy")
     ens, _ = load_connector(
-        make_ensemble([members[0], tmp_path / "copy"], tmp_path / "ens"), speech_encoder=speech, translator=marian
+        make_ensemble([members[0], tmp_path / "copy"], tmp_path / "ens", combine=combine),
+        speech_encoder=speech,
+        translator=marian,
     )
     one, _ = load_connector(members[0], speech_encoder=speech, translator=marian)
     states, mask = states_of(ens)
     with torch.no_grad():
-        torch.testing.assert_close(ens._connect(states, mask)[2], log_probs(one, states, mask)[0], atol=1e-6, rtol=1e-6)
+        got = torch.log_softmax(ens._connect(states, mask)[2], -1)  # medoid: the first member's own logits
+        torch.testing.assert_close(got, log_probs(one, states, mask)[0], atol=1e-6, rtol=1e-6)
         assert ens.translate_states(states, mask, beam=2, max_len=8) == one.translate_states(states, mask, beam=2, max_len=8)
+
+
+def test_units_are_matched_by_name(speech, marian, lexicon_units, tmp_path):
+    """Heads of one recipe with other seeds differ in a few rare units: a member's classes are moved to the
+    first head's order; a unit a member lacks gets no probability from it, one the first head lacks is left out."""
+    units = lexicon_units[1]
+    first = save_connector(phone_model(speech, marian, lexicon_units, seed=0), tmp_path / "first")
+    # the same weights over the same units with one unit renamed and the class order reversed
+    j = max(i for i, u in enumerate(units) if u != "|")  # any unit but the word boundary
+    renamed = [*units[:j], "zz", *units[j + 1 :]]
+    other = phone_model(speech, marian, lexicon_units, seed=0, units=renamed)
+    perm = list(reversed(range(len(renamed)))) + [len(renamed)]  # new class k is old class perm[k]; blank stays last
+    other.ctc_head.units = [renamed[k] for k in perm[:-1]]
+    other.ctc_head.unit_ids = {u: i for i, u in enumerate(other.ctc_head.units)}
+    with torch.no_grad():
+        other.ctc_head.proj.weight.copy_(other.ctc_head.proj.weight[perm])
+        other.ctc_head.proj.bias.copy_(other.ctc_head.proj.bias[perm])
+    ens, _ = load_connector(
+        make_ensemble([first, save_connector(other, tmp_path / "other")], tmp_path / "ens", combine="mean_probability"),
+        speech_encoder=speech,
+        translator=marian,
+    )
+    one, _ = load_connector(first, speech_encoder=speech, translator=marian)
+    states, mask = states_of(ens)
+    lp, _ = log_probs(one, states, mask)
+    with torch.no_grad():
+        got = ens._connect(states, mask)[2]
+    p = lp.exp()
+    member = p.clone()
+    member[..., j] = 0  # the member has no class for the first head's unit j
+    member = member / member.sum(-1, keepdim=True)  # its "zz" mass is left out and the rest renormalised
+    torch.testing.assert_close(got, ((p + member) / 2).log(), atol=1e-5, rtol=1e-5)
 
 
 def test_members_never_train_and_only_the_first_is_saved(members, speech, marian, tmp_path):
@@ -127,11 +198,12 @@ def test_make_ensemble_refuses_what_cannot_be_averaged(members, speech, marian, 
         make_ensemble(members[:1], tmp_path / "one")
     with pytest.raises(ValueError, match="named twice"):
         make_ensemble([members[0], members[0]], tmp_path / "twice")
-    other_units = save_connector(
-        phone_model(speech, marian, lexicon_units, seed=5, units=sorted(lexicon_units[1] + ["zz"])), tmp_path / "units"
-    )
-    with pytest.raises(CheckpointError, match=r"checkpoint .*units: its phone head's units differ"):
+    far = sorted(f"x{i}" for i in range(len(lexicon_units[1]))) + ["|"]
+    other_units = save_connector(phone_model(speech, marian, lexicon_units, seed=5, units=far), tmp_path / "units")
+    with pytest.raises(CheckpointError, match=r"checkpoint .*units: its phone head shares 1 of the first member's"):
         make_ensemble([members[0], other_units], tmp_path / "e1")
+    with pytest.raises(ValueError, match="combine must be one of"):
+        make_ensemble(members, tmp_path / "e0", combine="max")
     wider = save_connector(phone_model(speech, marian, lexicon_units, seed=6, d=16), tmp_path / "wider")
     with pytest.raises(CheckpointError, match=r"wider: field 'connector' \(connector sizes\)"):
         make_ensemble([members[0], wider], tmp_path / "e2")
@@ -146,7 +218,7 @@ def test_make_ensemble_refuses_what_cannot_be_averaged(members, speech, marian, 
     ens = make_ensemble(members[:2], tmp_path / "ens")
     with pytest.raises(CheckpointError, match="is an ensemble already"):
         make_ensemble([ens, members[2]], tmp_path / "e4")
-    assert not any((tmp_path / f"e{i}").exists() for i in range(1, 5))
+    assert not any((tmp_path / f"e{i}").exists() for i in range(5))
 
 
 def test_a_damaged_ensemble_names_the_member_and_file(members, speech, marian, tmp_path):
@@ -168,10 +240,11 @@ def test_init_from_an_ensemble_is_refused(members, speech, marian, lexicon_units
 
 
 def test_command_line(members, tmp_path, capsys):
-    assert main(["ensemble", "--out", str(tmp_path / "ens"), *map(str, members)]) == 0
+    assert main(["ensemble", "--out", str(tmp_path / "ens"), "--combine", "mean_probability", *map(str, members)]) == 0
     assert "ensemble of 3 connectors" in capsys.readouterr().out
     assert main(["info", "--model", str(tmp_path / "ens"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["ensemble"]["members"] == ["members/1", "members/2"]
+    block = json.loads(capsys.readouterr().out)["ensemble"]
+    assert block["members"] == ["members/1", "members/2"] and block["combine"] == "mean_probability"
     assert main(["ensemble", "--out", str(tmp_path / "e2"), str(members[0]), str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sltalign ensemble: error:") and "missing" in err and err.count("\n") == 1

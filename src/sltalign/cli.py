@@ -3,7 +3,7 @@
     sltalign demo [--out DIR] [--quick]
     sltalign data synth --out DIR [--n_train N ...] | kaldi | mustc | covost | realspeech | gettext
     sltalign train CONFIG [key=value ...]
-    sltalign ensemble --out DIR CKPT CKPT [CKPT ...]   (phone connectors' posteriors averaged: one checkpoint)
+    sltalign ensemble --out DIR CKPT CKPT [CKPT ...] [--combine medoid|mean_probability]   (one checkpoint)
     sltalign evaluate --model CKPT --manifest M.jsonl --out DIR
     sltalign evaluate --cascade --asr NAME --mt NAME --manifest M.jsonl --out DIR
     sltalign evaluate --mt-on-gold --mt NAME --manifest M.jsonl --out DIR
@@ -92,11 +92,18 @@ def _parser() -> ArgumentParser:
 
     ens = ArgumentParser(
         description="Join phone connectors of one recipe (other seeds or data, same foundations) into one checkpoint "
-        "directory whose phone posteriors are averaged before the first one's lexicon read-out."
+        "directory that combines what they hear before the first one's MT input."
     )
     ens.add_argument("checkpoints", type=str, nargs="+", help="two or more connector checkpoint directories (phone heads)")
     ens.add_argument("--out", type=str, required=True, help="the ensemble's directory (a checkpoint: translate, evaluate, serve)")
-    sub.add_subcommand("ensemble", ens, help="join phone connectors into one checkpoint that averages their posteriors")
+    ens.add_argument(
+        "--combine",
+        type=Literal["medoid", "mean_probability"],
+        default="medoid",
+        help="medoid: each member's transcript read, the one nearest the others kept (any members); mean_probability: "
+        "frame posteriors averaged (snapshots of one training run only: other seeds' CTC spikes fall on other frames)",
+    )
+    sub.add_subcommand("ensemble", ens, help="join phone connectors into one checkpoint that combines what they hear")
 
     sub.add_subcommand("evaluate", _evaluate_parser(), help="score a system on a manifest")
     sub.add_subcommand("translate", _translate_parser(), help="translate audio (txt/json/srt/vtt/tsv outputs)")

@@ -304,7 +304,7 @@ def _report_skipped(paths: list, errors: dict[int, str]) -> int:
 def ensemble(args: Any) -> int:
     from .ensemble import make_ensemble
 
-    out = make_ensemble(list(args.checkpoints), args.out)
+    out = make_ensemble(list(args.checkpoints), args.out, combine=args.combine)
     print(f"ensemble of {len(args.checkpoints)} connectors: {out}")
     return 0
 

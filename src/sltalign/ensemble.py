@@ -9,12 +9,12 @@ other members inside it, so everything that loads a checkpoint (``SpeechTranslat
 
     DIR/config.json              the first member's config, plus "ensemble": {"members": [...], "combine": ...}
     DIR/connector.safetensors    the first member's weights; its ctc_phones.json and word LM beside them
-    DIR/members/1/config.json    each further member's config, weights and phone units (its class order,
-    DIR/members/1/connector.safetensors    checked against the first member's when loading)
+    DIR/members/1/config.json    each further member's config, weights and phone units (its class order;
+    DIR/members/1/connector.safetensors    matched to the first member's by name, see AlignedST.add_members)
     DIR/members/1/units.json
 
 Made by ``make_ensemble`` (``sltalign ensemble --out DIR CKPT CKPT ...``). Members must share the frozen
-foundations (spec, weight fingerprint, encoder mode), the connector sizes, the arrangement and the phone units;
+foundations (spec, weight fingerprint, encoder mode), the connector sizes, the arrangement and nearly all phone units;
 they may differ in seed, data and training length. Cost: one connector pass per member per clip (the encoder
 and the MT run once).
 """
@@ -41,7 +41,7 @@ from .checkpoint import (
     write_dir_atomically,
 )
 from .connectors import build_connector
-from .model import AlignedST
+from .model import MEMBER_COMBINE, MIN_SHARED_UNITS, AlignedST
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 KEY = "ensemble"
 MEMBERS_DIR = "members"
 UNITS_FILE = "units.json"
-#: how posteriors are combined: the log of the members' mean probability per frame and class
-COMBINE = "mean_probability"
+#: the default combination (``AlignedST.add_members`` has both): the medoid transcript, right for any members
+COMBINE = "medoid"
 
 
 def is_ensemble(cfg: dict[str, Any]) -> bool:
@@ -86,11 +86,31 @@ def _field(cfg: dict[str, Any], key: str, sub: str | None) -> Any:
     return (v or {}).get(sub) if sub else v
 
 
-def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
+def _words(text: str) -> list[str]:
+    return [w for w in (t.strip(".,;:!?\"'()").lower() for t in text.split()) if w]
+
+
+def medoid_transcripts(readings: Sequence[Sequence[str]]) -> list[str]:
+    """``readings[k][b]``: member k's transcript of utterance b -> per utterance, the transcript whose summed word
+    edit distance to the other members' is least (case and punctuation aside); ties go to the earlier member.
+    Hypothesis-level minimum Bayes risk: a word one member mishears is outvoted when the others agree."""
+    from rapidfuzz.distance import Levenshtein
+
+    out = []
+    for hyps in zip(*readings):
+        words = [_words(h) for h in hyps]
+        cost = [sum(Levenshtein.distance(w, v) for v in words) for w in words]
+        out.append(hyps[min(range(len(hyps)), key=lambda k: (cost[k], k))])
+    return out
+
+
+def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, combine: str = COMBINE) -> Path:
     """Write an ensemble directory ``out`` of the phone-connector checkpoints ``checkpoints`` (two or more; the
     first one's read-out is the ensemble's). Refuses, naming the checkpoint and field, members that do not
-    share the foundations, connector sizes, arrangement or phone units, and checkpoints that are ensembles
+    share the foundations, connector sizes, arrangement or 90% of the phone units, and checkpoints that are ensembles
     themselves. Written atomically (a crash leaves no half-written ``out``). Returns ``out``."""
+    if combine not in MEMBER_COMBINE:
+        raise ValueError(f"combine must be one of {MEMBER_COMBINE}, got {combine!r}")
     paths = [Path(c) for c in checkpoints]
     if len(paths) < 2:
         raise ValueError(f"an ensemble needs two or more checkpoints, got {len(paths)}")
@@ -106,6 +126,7 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
         if cfg.get("speech_encoder") is None:
             raise CheckpointError(f"checkpoint {p} has no speech encoder: an ensemble reads audio")
     first_units = _units(paths[0], cfgs[0])
+    member_units = []
     for p, cfg in zip(paths[1:], cfgs[1:]):
         for key, sub, what in SHARED:
             a, b = _field(cfgs[0], key, sub), _field(cfg, key, sub)
@@ -114,8 +135,14 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
                 raise CheckpointError(
                     f"checkpoint {p}: field {field!r} ({what}) is {b!r}, the first member's ({paths[0]}) is {a!r}"
                 )
-        if _units(p, cfg) != first_units:
-            raise CheckpointError(f"checkpoint {p}: its phone head's units differ from the first member's ({paths[0]})")
+        units = _units(p, cfg)
+        shared = len(set(units) & set(first_units))
+        if shared < MIN_SHARED_UNITS * len(first_units):
+            raise CheckpointError(
+                f"checkpoint {p}: its phone head shares {shared} of the first member's {len(first_units)} units "
+                f"({paths[0]}); at least {MIN_SHARED_UNITS:.0%} expected: a connector of the same recipe"
+            )
+        member_units.append(units)
         if not (p / WEIGHTS).is_file():
             raise CheckpointError(f"checkpoint {p} has no {WEIGHTS}")
 
@@ -129,16 +156,22 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
             d.mkdir(parents=True)
             shutil.copy2(p / WEIGHTS, d / WEIGHTS)
             (d / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
-            (d / UNITS_FILE).write_text(json.dumps(first_units))
+            (d / UNITS_FILE).write_text(json.dumps(member_units[i - 1], ensure_ascii=False))
             members.append(f"{MEMBERS_DIR}/{i}")
         cfg = dict(cfgs[0])
-        cfg[KEY] = {"members": members, "combine": COMBINE, "sources": [str(p) for p in paths]}
+        cfg[KEY] = {"members": members, "combine": combine, "sources": [str(p) for p in paths]}
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str))
         card = tmp / "README.md"
+        how = (
+            "each member's phone posteriors are read by the first one's lexicon search and, per utterance, the transcript "
+            "nearest the others' by word edit distance is translated"
+            if combine == "medoid"
+            else "the members' phone posteriors are averaged (the log of their mean probability per frame) and read by "
+            "the first one's lexicon search"
+        )
         head = (
             f"# Ensemble of {len(paths)} phone connectors\n\n"
-            f"The phone posteriors of {len(paths)} connectors are averaged (the log of their mean probability per frame) "
-            "and read out by the first one's lexicon search. Members, in order:\n\n"
+            f"Combined by `{combine}`: {how}. Members, in order:\n\n"
             + "".join(f"{k}. `{p}`\n" for k, p in enumerate(paths))
             + "\nThe first member's card follows.\n\n"
         )
@@ -149,7 +182,7 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path) -> Path:
     return out
 
 
-def check_ensemble_block(cfg: dict[str, Any], where: Path) -> list[str]:
+def check_ensemble_block(cfg: dict[str, Any], where: Path) -> tuple[list[str], str]:
     """The member directories an ensemble's config.json names (relative to it), checked: a list of strings
     inside the directory, and a combine rule this version knows. CheckpointError names the field."""
     block = cfg[KEY]
@@ -158,12 +191,13 @@ def check_ensemble_block(cfg: dict[str, Any], where: Path) -> list[str]:
         raise CheckpointError(
             f"{where / CONFIG}: field 'ensemble.members': expected a list of member directories, got {members!r}"
         )
-    if block.get("combine", COMBINE) != COMBINE:
-        raise CheckpointError(f"{where / CONFIG}: field 'ensemble.combine': expected {COMBINE!r}, got {block.get('combine')!r}")
+    combine = block.get("combine", COMBINE)
+    if combine not in MEMBER_COMBINE:
+        raise CheckpointError(f"{where / CONFIG}: field 'ensemble.combine': expected one of {MEMBER_COMBINE}, got {combine!r}")
     for m in members:
         if Path(m).is_absolute() or ".." in Path(m).parts:
             raise CheckpointError(f"{where / CONFIG}: field 'ensemble.members': {m!r} must be a directory inside the ensemble")
-    return members
+    return members, combine
 
 
 def attach_members(model: AlignedST, path: str | Path, cfg: dict[str, Any]) -> AlignedST:
@@ -176,7 +210,8 @@ def attach_members(model: AlignedST, path: str | Path, cfg: dict[str, Any]) -> A
     if not isinstance(first, PhoneCTCHead):
         raise CheckpointError(f"ensemble {path}: its first member has no phone head")
     members = []
-    for rel in check_ensemble_block(cfg, path):
+    names, combine = check_ensemble_block(cfg, path)
+    for rel in names:
         d = path / rel
         m_cfg = read_config(d)
         units_file = d / UNITS_FILE
@@ -186,8 +221,8 @@ def attach_members(model: AlignedST, path: str | Path, cfg: dict[str, Any]) -> A
             units = json.loads(units_file.read_text())
         except json.JSONDecodeError as e:
             raise CheckpointError(f"ensemble member {units_file}: not JSON ({e})") from e
-        if units != first.units:
-            raise CheckpointError(f"ensemble member {d}: its phone units differ from the first member's")
+        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+            raise CheckpointError(f"ensemble member {units_file}: expected a JSON list of phone units")
         for key, sub, what in SHARED:
             if _field(m_cfg, key, sub) != _field(cfg, key, sub):
                 field = f"{key}.{sub}" if sub else key
@@ -197,7 +232,10 @@ def attach_members(model: AlignedST, path: str | Path, cfg: dict[str, Any]) -> A
             mc.connector, in_dim=m_cfg["connector"]["in_dim"], out_dim=model.translator.embed_dim, **mc.connector_args
         )
         # a member's head only computes posteriors: it shares the first member's lexicon and never reads
-        head = PhoneCTCHead(embed_dim=model.translator.embed_dim, units=units, lexicon=first.lexicon)
+        try:
+            head = PhoneCTCHead(embed_dim=model.translator.embed_dim, units=units, lexicon=first.lexicon)
+        except ValueError as e:
+            raise CheckpointError(f"ensemble member {units_file}: {e}") from e
         wfile = d / WEIGHTS
         try:
             state = load_file(str(wfile))
@@ -208,5 +246,8 @@ def attach_members(model: AlignedST, path: str | Path, cfg: dict[str, Any]) -> A
         except Exception as e:  # safetensors raises several types for a damaged file; torch a RuntimeError on shapes
             raise CheckpointError(f"{wfile}: cannot load the member's weights ({e})") from e
         members.append((conn, head))
-    model.add_members(members)
+    try:
+        model.add_members(members, combine=combine)
+    except ValueError as e:
+        raise CheckpointError(f"ensemble {path}: {e}") from e
     return model

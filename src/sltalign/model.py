@@ -39,6 +39,12 @@ ARRANGEMENTS = ("ecd", "eced")
 #: padding value of target and source token batches (PyTorch's ignore index)
 IGNORE = -100
 COMPRESSION_MODES = (None, "hard", "soft", "posterior")
+#: an ensemble member's phone head must share at least this share of the first head's units (``add_members``)
+MIN_SHARED_UNITS = 0.9
+#: how an ensemble combines its members (``add_members``): "mean_probability" averages the frame posteriors
+#: (members of one training run, whose CTC spikes fall on the same frames); "medoid" reads each member's
+#: posteriors and keeps, per utterance, the transcript nearest the others by word edit distance (any members)
+MEMBER_COMBINE = ("mean_probability", "medoid")
 
 
 @dataclass
@@ -50,6 +56,9 @@ class BridgeOutput:
     connector_out: torch.Tensor  # (B, S, D_m) raw connector output
     connector_mask: torch.Tensor  # (B, S)
     ctc_logits: torch.Tensor | None  # (B, S, V+1), blank last; None without a CTC head
+    #: an ensemble that combines transcripts (``member_combine`` "medoid"): the other members' CTC log-probs,
+    #: each (B, S, V+1) over this head's classes; None otherwise
+    ctc_alternatives: list[torch.Tensor] | None = None
 
 
 class AlignedST(nn.Module):
@@ -116,6 +125,7 @@ class AlignedST(nn.Module):
         # more connectors of the same recipe whose CTC posteriors are averaged with this one's (an ensemble,
         # ``add_members``); inference only: they never train and stay in eval mode
         self.members = nn.ModuleList()
+        self.member_combine = "mean_probability"
         for frozen in (speech_encoder, translator):
             if frozen is not None:
                 frozen.freeze()
@@ -127,14 +137,24 @@ class AlignedST(nn.Module):
         self.register_buffer("prompt_embeddings", prompt_emb, persistent=False)  # (L_p, D_m)
 
     # ------------------------------------------------------------------------------------------
-    def add_members(self, members: Sequence[tuple[Connector, CTCHead]]) -> None:
+    def add_members(self, members: Sequence[tuple[Connector, CTCHead]], *, combine: str = "mean_probability") -> None:
         """Make this model an ensemble: the phone posteriors of ``members`` (connector, CTC head) pairs are
         averaged with its own (the log of the mean probability per frame) before the head's read-out.
 
-        Every member must have this model's connector sizes (so its frames line up) and a phone head over the
-        same units in the same order; the read-out (lexicon, word LM, search) is this model's head's. Members
-        are for inference: they get no gradient, stay in eval mode, and checkpoints of this model keep only
-        its own weights (``sltalign.ensemble`` writes and reads ensemble directories)."""
+        Every member must have this model's connector sizes (so its frames line up) and a phone head; its units
+        are matched to this head's by name. Heads of one recipe trained with other seeds differ in a few rare
+        units (the lexicon text's accents are drawn by the seed): a unit a member lacks has probability 0 in
+        that member, and a member's units this head lacks are left out before the average is renormalised;
+        members sharing under ``MIN_SHARED_UNITS`` of the units are refused. The read-out (lexicon, word LM,
+        search) is this model's head's. ``combine``: one of ``MEMBER_COMBINE``; frame averaging needs members
+        whose CTC spikes fall on the same frames (snapshots of one run): connectors trained with other seeds
+        place them on neighbouring frames, and their average is mostly blank (docs/RESULTS.md, "Ensembles of
+        connectors"). Members are for inference: they get no gradient, stay in eval mode,
+        and checkpoints of this model keep only its own weights (``sltalign.ensemble`` writes and reads
+        ensemble directories)."""
+        if combine not in MEMBER_COMBINE:
+            raise ValueError(f"combine must be one of {MEMBER_COMBINE}, got {combine!r}")
+        self.member_combine = combine
         head = self.ctc_head
         if head is None or head.KIND != "phones" or self.compression != "hard" or self.hypothesis is not None:
             raise ValueError(
@@ -144,11 +164,22 @@ class AlignedST(nn.Module):
         for i, (conn, member_head) in enumerate(members, start=1):
             if conn.config() != self.connector.config():
                 raise ValueError(f"ensemble member {i}: its connector {conn.config()} differs from {self.connector.config()}")
-            if getattr(member_head, "KIND", None) != "phones" or member_head.units != head.units:
-                raise ValueError(f"ensemble member {i}: its CTC head is not over the same phone units, in the same order")
+            if getattr(member_head, "KIND", None) != "phones":
+                raise ValueError(f"ensemble member {i}: its CTC head is not over phones")
+            ids = {u: k for k, u in enumerate(member_head.units)}
+            shared = sum(u in ids for u in head.units)
+            if shared < MIN_SHARED_UNITS * len(head.units):
+                raise ValueError(
+                    f"ensemble member {i}: its phone head shares {shared} of the first head's {len(head.units)} units "
+                    f"(at least {MIN_SHARED_UNITS:.0%} expected: a head of the same recipe)"
+                )
+            # the member's class of each of this head's classes (blank last); -1 where the member has none
+            index = torch.tensor([ids.get(u, -1) for u in head.units] + [member_head.vocab_size])
             conn.requires_grad_(False)
             member_head.requires_grad_(False)
-            self.members.append(nn.ModuleDict({"connector": conn.eval(), "ctc_head": member_head.eval()}))
+            member = nn.ModuleDict({"connector": conn.eval(), "ctc_head": member_head.eval()})
+            member.register_buffer("class_index", index, persistent=False)
+            self.members.append(member)
 
     def train(self, mode: bool = True) -> AlignedST:
         """As nn.Module.train, except that ensemble members stay in eval mode (they never train)."""
@@ -191,13 +222,13 @@ class AlignedST(nn.Module):
                 f"expected states (B, T_s, D_s) and mask (B, T_s), got {tuple(states.shape)} and {tuple(mask.shape)}"
             )
         hyp_texts = self.hypothesis.texts(states, mask) if hasattr(self.connector, "fuse") else None
-        out, out_mask, ctc_logits = self._connect(self._speech_states(states), mask)
+        out, out_mask, ctc_logits, alternatives = self._connect(self._speech_states(states), mask)
         x, x_mask = out, out_mask
         if hyp_texts is not None:
             q, x_mask = self._text_embeddings(hyp_texts, out_mask.device)  # the cascade's MT input (B, L, D_m)
             x = self.connector.fuse(q.to(out.dtype), x_mask, out, out_mask)
         elif self.compression is not None and self.ctc_head.TEXT:
-            x, x_mask = self._pieces_to_embeddings(ctc_logits, out_mask)  # (B, S', D_m)
+            x, x_mask = self._pieces_to_embeddings(ctc_logits, out_mask, alternatives)  # (B, S', D_m)
         elif self.compression is not None:
             x, x_mask = compress(
                 out,
@@ -215,7 +246,7 @@ class AlignedST(nn.Module):
             memory = self.translator.encode_embeddings(x, x_mask)
         else:
             memory = x
-        return BridgeOutput(memory, x_mask, out, out_mask, ctc_logits)
+        return BridgeOutput(memory, x_mask, out, out_mask, ctc_logits, alternatives)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, BridgeOutput]:
         """Teacher-forced: -> logits (B, L, V) over target tokens, and the bridge output."""
@@ -256,8 +287,8 @@ class AlignedST(nn.Module):
         states (B, T_s, D_s), mask (B, T_s) -> B strings ("" where the head emits only blanks)."""
         if self.ctc_head is None:
             raise ValueError("ctc_transcribe needs a CTC head: build the model with a ctc_head")
-        _, out_mask, ctc_logits = self._connect(self._speech_states(states), mask)  # the MT is not needed to read the head
-        return self._read_ctc(ctc_logits, out_mask)
+        _, out_mask, ctc_logits, alternatives = self._connect(self._speech_states(states), mask)  # no MT needed here
+        return self._read_ctc(ctc_logits, out_mask, alternatives)
 
     @torch.no_grad()
     def translate_and_transcribe(
@@ -268,15 +299,20 @@ class AlignedST(nn.Module):
             raise ValueError("translate_and_transcribe needs a CTC head: build the model with a ctc_head")
         bridged = self.bridge(states, mask)
         ids = self._search(bridged, beam=beam, max_len=max_len)
-        return self.translator.detokenize(ids), self._read_ctc(bridged.ctc_logits, bridged.connector_mask)
+        return self.translator.detokenize(ids), self._read_ctc(
+            bridged.ctc_logits, bridged.connector_mask, bridged.ctc_alternatives
+        )
 
-    def _connect(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Connector (and CTC head): states (B, T_s, D_s), mask (B, T_s) -> out (B, S, D_m), out_mask (B, S) and
-        CTC logits (B, S, V+1) or None. With ensemble members the logits are the log of the members' and this
-        model's mean CTC probabilities (normalised log-probabilities: every read-out takes them as logits)."""
+    def _connect(
+        self, states: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[torch.Tensor] | None]:
+        """Connector (and CTC head): states (B, T_s, D_s), mask (B, T_s) -> out (B, S, D_m), out_mask (B, S),
+        CTC logits (B, S, V+1) or None, and the other ensemble members' log-probs where they are read one by one.
+        With members combined by "mean_probability" the logits are the log of the members' and this model's
+        mean CTC probabilities (normalised log-probabilities: every read-out takes them as logits)."""
         out, out_mask = self.connector(states, mask)  # (B, S, D_m), (B, S)
         if self.ctc_head is None:
-            return out, out_mask, None
+            return out, out_mask, None, None
         emb = self.translator.source_embedding_matrix()
         logits = self.ctc_head(out, emb)  # (B, S, V+1)
         if len(self.members):
@@ -285,15 +321,33 @@ class AlignedST(nn.Module):
                 m_out, m_mask = m["connector"](states, mask)
                 if not torch.equal(m_mask, out_mask):  # same sizes, so only a bug gets here
                     raise RuntimeError("an ensemble member's connector output does not line up with the first member's")
-                log_probs.append(torch.log_softmax(m["ctc_head"](m_out, emb).float(), -1))
-            logits = (torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(log_probs))).to(logits.dtype)
-        return out, out_mask, logits
+                lp = torch.log_softmax(m["ctc_head"](m_out, emb).float(), -1)  # (B, S, U_m + 1)
+                index = m.class_index
+                lp = lp[..., index.clamp(min=0)].masked_fill(index < 0, -math.inf)  # (B, S, U + 1)
+                log_probs.append(torch.log_softmax(lp, -1))  # renormalised: the member's units this head lacks
+            if self.member_combine == "medoid":
+                return out, out_mask, logits, log_probs[1:]
+            mean = torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(log_probs))
+            logits = mean.to(logits.dtype)
+        return out, out_mask, logits, None
 
-    def _read_ctc(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> list[str]:
-        return self.ctc_head.read_logits(ctc_logits, out_mask, self.translator)  # (B, S, V+1) -> texts
+    def _read_ctc(
+        self, ctc_logits: torch.Tensor, out_mask: torch.Tensor, alternatives: list[torch.Tensor] | None = None
+    ) -> list[str]:
+        """(B, S, V+1) -> texts; with ``alternatives`` (an ensemble's other members) each member's reading is
+        made and the medoid transcript of each utterance kept."""
+        texts = self.ctc_head.read_logits(ctc_logits, out_mask, self.translator)
+        if not alternatives:
+            return texts
+        from .ensemble import medoid_transcripts
+
+        readings = [texts] + [self.ctc_head.read_logits(a, out_mask, self.translator) for a in alternatives]
+        return medoid_transcripts(readings)
 
     @torch.no_grad()
-    def _pieces_to_embeddings(self, ctc_logits: torch.Tensor, out_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pieces_to_embeddings(
+        self, ctc_logits: torch.Tensor, out_mask: torch.Tensor, alternatives: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hard compression through text: greedy piece (or phone) transcript -> written text -> MT source
         tokens -> their embedding rows.
 
@@ -301,7 +355,7 @@ class AlignedST(nn.Module):
         text path embeds for the transcript (same tokenizer, same EOS), so ECED's MT encoder reads input
         from its training distribution. No gradient: use it for inference and dev evaluation.
         """
-        x, x_mask = self._text_embeddings(self._read_ctc(ctc_logits, out_mask), out_mask.device)
+        x, x_mask = self._text_embeddings(self._read_ctc(ctc_logits, out_mask, alternatives), out_mask.device)
         return x.to(ctc_logits.dtype), x_mask
 
     def _speech_states(self, states: torch.Tensor) -> torch.Tensor:
