@@ -16,7 +16,7 @@ from sltalign.checkpoint import CheckpointError, load_connector, save_connector
 from sltalign.cli import main
 from sltalign.connectors import build_connector
 from sltalign.connectors.phones import Lexicon, PhoneCTCHead, build_phone_inventory, phonemize
-from sltalign.ensemble import MEMBERS_DIR, UNITS_FILE, make_ensemble, medoid_transcripts
+from sltalign.ensemble import MEMBERS_DIR, UNITS_FILE, make_ensemble, medoid_transcripts, vote_transcripts
 from sltalign.foundation import load_speech_encoder, load_translator
 from sltalign.model import AlignedST
 from sltalign.training_state import init_from_checkpoint
@@ -75,6 +75,38 @@ def test_medoid_keeps_the_transcript_nearest_the_others():
     # 2: all tie, the first member wins
     assert medoid_transcripts(readings) == ["The cat sat.", "a dog", "one"]
     assert medoid_transcripts([["x y"]]) == ["x y"]
+
+
+def test_vote_takes_each_words_majority():
+    readings = [
+        ["The cat sat on the mat.", "Mr john dash would had then.", "", "Hello."],
+        ["The hat sat on mat.", "At missed John dash would had then.", "Hello there.", ""],
+        ["A cat sat on the mat today.", "Mr hardwood had then.", "", "Hello."],
+    ]
+    assert vote_transcripts(readings) == [
+        "The cat sat on the mat.",  # "cat" 2:1, "the" 2:1 kept, "today" 1:2 dropped
+        "Mr john dash would had then.",  # each word as the earliest member wrote it inside a sentence
+        "",  # two members heard nothing
+        "Hello.",
+    ]
+    # three different words in a slot: the first member's
+    assert vote_transcripts([["Red car."], ["Blue car."], ["Green car."]]) == ["Red car."]
+    # a word only ever first in its sentence keeps that capital; one seen inside a sentence takes that form
+    assert vote_transcripts([["Cat sat."], ["Cat sat."], ["The cat sat."]]) == ["Cat sat."]
+    assert vote_transcripts([["Dog ran."], ["The dog."], ["The dog ran."]]) == ["The dog ran."]
+
+
+@pytest.mark.parametrize("combine, pick", [("medoid", medoid_transcripts), ("vote", vote_transcripts)])
+def test_reading_ensembles_translate_their_combined_reading(members, speech, marian, tmp_path, combine, pick):
+    ens, cfg = load_connector(make_ensemble(members, tmp_path / "ens", combine=combine), speech_encoder=speech, translator=marian)
+    assert cfg["ensemble"]["combine"] == combine == ens.member_combine
+    alone = [load_connector(m, speech_encoder=speech, translator=marian)[0] for m in members]
+    states, mask = states_of(ens)
+    readings = []
+    for m in alone:
+        lp, out_mask = log_probs(m, states, mask)
+        readings.append(alone[0].ctc_head.read_logits(lp, out_mask, marian))
+    assert ens.ctc_transcribe(states, mask) == pick(readings)
 
 
 def test_medoid_ensemble_translates_each_members_nearest_reading(members, speech, marian, tmp_path):

@@ -3,7 +3,7 @@
     sltalign demo [--out DIR] [--quick]
     sltalign data synth --out DIR [--n_train N ...] | kaldi | mustc | covost | realspeech | gettext
     sltalign train CONFIG [key=value ...]
-    sltalign ensemble --out DIR CKPT CKPT [CKPT ...] [--combine medoid|mean_probability]   (one checkpoint)
+    sltalign ensemble --out DIR CKPT CKPT [CKPT ...] [--combine medoid|vote|mean_probability]   (one checkpoint)
     sltalign evaluate --model CKPT --manifest M.jsonl --out DIR
     sltalign evaluate --cascade --asr NAME --mt NAME --manifest M.jsonl --out DIR
     sltalign evaluate --mt-on-gold --mt NAME --manifest M.jsonl --out DIR
@@ -98,9 +98,10 @@ def _parser() -> ArgumentParser:
     ens.add_argument("--out", type=str, required=True, help="the ensemble's directory (a checkpoint: translate, evaluate, serve)")
     ens.add_argument(
         "--combine",
-        type=Literal["medoid", "mean_probability"],
+        type=Literal["medoid", "vote", "mean_probability"],
         default="medoid",
-        help="medoid: each member's transcript read, the one nearest the others kept (any members); mean_probability: "
+        help="medoid: each member's transcript read, the one nearest the others kept (any members); vote: a word-by-word "
+        "majority of the members' transcripts (ROVER); mean_probability: "
         "frame posteriors averaged (snapshots of one training run only: other seeds' CTC spikes fall on other frames)",
     )
     sub.add_subcommand("ensemble", ens, help="join phone connectors into one checkpoint that combines what they hear")

@@ -104,6 +104,87 @@ def medoid_transcripts(readings: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
+SUB, INDEL = 4, 3
+
+
+def _align_to_network(slots: list[list[str | None]], words: list[str]) -> list[tuple[int | None, int | None]]:
+    """Word edit-distance alignment of ``words`` to the slots of a voting network: -> (slot, word) pairs in
+    order, None on either side for a deletion or an insertion. sclite's weights (substitution 4, insertion and
+    deletion 3), so that aligning matching words beats shifting every word by one; a word matching any vote of its
+    slot costs 0, and so does leaving a slot that already holds an empty vote (ROVER's null arcs)."""
+    n, m = len(slots), len(words)
+    inf = float("inf")
+    cost = [[inf] * (m + 1) for _ in range(n + 1)]
+    back: list[list[tuple[int, int] | None]] = [[None] * (m + 1) for _ in range(n + 1)]
+    cost[0][0] = 0
+    for i in range(n + 1):
+        for j in range(m + 1):
+            c = cost[i][j]
+            if c == inf:
+                continue
+            if i < n and j < m:
+                step = c + (0 if words[j] in slots[i] else SUB)
+                if step < cost[i + 1][j + 1]:
+                    cost[i + 1][j + 1], back[i + 1][j + 1] = step, (i, j)
+            if i < n:
+                step = c + (0 if None in slots[i] else INDEL)
+                if step < cost[i + 1][j]:
+                    cost[i + 1][j], back[i + 1][j] = step, (i, j)
+            if j < m and c + INDEL < cost[i][j + 1]:
+                cost[i][j + 1], back[i][j + 1] = c + INDEL, (i, j)
+    pairs = []
+    i, j = n, m
+    while (i, j) != (0, 0):
+        pi, pj = back[i][j]
+        pairs.append((pi if pi < i else None, pj if pj < j else None))
+        i, j = pi, pj
+    return pairs[::-1]
+
+
+def vote_transcripts(readings: Sequence[Sequence[str]]) -> list[str]:
+    """``readings[k][b]``: member k's transcript of utterance b -> per utterance, a word-by-word majority vote
+    (ROVER): the members' words are aligned into slots, one member at a time, and each slot keeps the word (or
+    the gap) most members put there; ties go to the earliest member's choice. Words compare without case or
+    punctuation; the result is written as the lexicon writes sentences (first word capitalised, full stop)."""
+    from .connectors.phones import Lexicon
+
+    out = []
+    for hyps in zip(*readings):
+        slots: list[list[str | None]] = []  # per slot, each member's word so far (None: a gap)
+        # each word's written form: the earliest member's, from inside a sentence where any member has it there
+        # (a sentence's first word carries the capital Lexicon.sentence gave it)
+        surface: dict[str, str] = {}
+        initial: set[str] = set()
+        for k, h in enumerate(hyps):
+            words = _words(h)
+            for pos, t in enumerate(h.split()):
+                w = _words(t)
+                if w and (w[0] not in surface or (w[0] in initial and pos > 0)):
+                    surface[w[0]] = t.strip(".,;:!?\"'()")
+                    (initial.add if pos == 0 else initial.discard)(w[0])
+            if k == 0:
+                slots = [[w] for w in words]
+                continue
+            merged: list[list[str | None]] = []
+            for si, wi in _align_to_network(slots, words):
+                if si is None:
+                    merged.append([None] * k + [words[wi]])
+                else:
+                    merged.append(slots[si] + [None if wi is None else words[wi]])
+            slots = merged
+        chosen = []
+        for votes in slots:
+            counts: dict[str | None, int] = {}
+            for v in votes:
+                counts[v] = counts.get(v, 0) + 1
+            best = max(counts.values())
+            pick = next(v for v in votes if counts[v] == best)  # the earliest member's among the most voted
+            if pick is not None:
+                chosen.append(surface[pick])
+        out.append(Lexicon.sentence(chosen))
+    return out
+
+
 def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, combine: str = COMBINE) -> Path:
     """Write an ensemble directory ``out`` of the phone-connector checkpoints ``checkpoints`` (two or more; the
     first one's read-out is the ensemble's). Refuses, naming the checkpoint and field, members that do not

@@ -43,8 +43,9 @@ COMPRESSION_MODES = (None, "hard", "soft", "posterior")
 MIN_SHARED_UNITS = 0.9
 #: how an ensemble combines its members (``add_members``): "mean_probability" averages the frame posteriors
 #: (members of one training run, whose CTC spikes fall on the same frames); "medoid" reads each member's
-#: posteriors and keeps, per utterance, the transcript nearest the others by word edit distance (any members)
-MEMBER_COMBINE = ("mean_probability", "medoid")
+#: posteriors and keeps, per utterance, the transcript nearest the others by word edit distance (any members);
+#: "vote" reads each member too and takes a word-by-word majority (ROVER)
+MEMBER_COMBINE = ("mean_probability", "medoid", "vote")
 
 
 @dataclass
@@ -325,7 +326,7 @@ class AlignedST(nn.Module):
                 index = m.class_index
                 lp = lp[..., index.clamp(min=0)].masked_fill(index < 0, -math.inf)  # (B, S, U + 1)
                 log_probs.append(torch.log_softmax(lp, -1))  # renormalised: the member's units this head lacks
-            if self.member_combine == "medoid":
+            if self.member_combine != "mean_probability":
                 return out, out_mask, logits, log_probs[1:]
             mean = torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(log_probs))
             logits = mean.to(logits.dtype)
@@ -339,10 +340,10 @@ class AlignedST(nn.Module):
         texts = self.ctc_head.read_logits(ctc_logits, out_mask, self.translator)
         if not alternatives:
             return texts
-        from .ensemble import medoid_transcripts
+        from .ensemble import medoid_transcripts, vote_transcripts
 
         readings = [texts] + [self.ctc_head.read_logits(a, out_mask, self.translator) for a in alternatives]
-        return medoid_transcripts(readings)
+        return (vote_transcripts if self.member_combine == "vote" else medoid_transcripts)(readings)
 
     @torch.no_grad()
     def _pieces_to_embeddings(
