@@ -9,6 +9,11 @@ one recipe on one corpus do); the first checkpoint's lexicon search reads the av
     PYTHONPATH=src python3 bench/ensemble_probe.py --manifest rs/manifest.jsonl --out runs/ens \\
         runs/demo/connector runs/seed1/train/best runs/seed2/train/best
 
+Frame averaging needs members whose CTC spikes fall on the same frames: checkpoints of one run, or runs that share
+the seed (and so the initialisation and data order), as this probe's did. Connectors trained with other seeds
+average to mostly blank frames; the shipped form, ``sltalign ensemble`` (``sltalign.ensemble``), reads each
+member on its own and translates the medoid transcript by default (docs/RESULTS.md, "Ensembles of connectors").
+
 Prints corpus BLEU / chrF (sacrebleu, beam 4 for the MT) of the first connector alone and of the first K
 averaged for K = 2..N, and writes what each heard and its translation to OUT/{single,ens2,...}.jsonl.
 """
