@@ -50,6 +50,16 @@ def phone_model(speech, marian, lexicon_units, *, seed: int, units=None, d: int 
     return AlignedST(speech_encoder=speech, connector=conn, translator=marian, ctc_head=head, compression="hard").eval()
 
 
+def member_readings(members, speech, marian, states, mask) -> list[list[str]]:
+    """Each member checkpoint loaded alone and its posteriors read by the first member's read-out (its lexicon)."""
+    alone = [load_connector(m, speech_encoder=speech, translator=marian)[0] for m in members]
+    readings = []
+    for m in alone:
+        lp, out_mask = log_probs(m, states, mask)
+        readings.append(alone[0].ctc_head.read_logits(lp, out_mask, marian))
+    return readings
+
+
 @pytest.fixture(scope="module")
 def members(speech, marian, lexicon_units, tmp_path_factory):
     root = tmp_path_factory.mktemp("members")
@@ -100,26 +110,16 @@ def test_vote_takes_each_words_majority():
 def test_reading_ensembles_translate_their_combined_reading(members, speech, marian, tmp_path, combine, pick):
     ens, cfg = load_connector(make_ensemble(members, tmp_path / "ens", combine=combine), speech_encoder=speech, translator=marian)
     assert cfg["ensemble"]["combine"] == combine == ens.member_combine
-    alone = [load_connector(m, speech_encoder=speech, translator=marian)[0] for m in members]
     states, mask = states_of(ens)
-    readings = []
-    for m in alone:
-        lp, out_mask = log_probs(m, states, mask)
-        readings.append(alone[0].ctc_head.read_logits(lp, out_mask, marian))
-    assert ens.ctc_transcribe(states, mask) == pick(readings)
+    assert ens.ctc_transcribe(states, mask) == pick(member_readings(members, speech, marian, states, mask))
 
 
 def test_medoid_ensemble_translates_each_members_nearest_reading(members, speech, marian, tmp_path):
     ens_dir = make_ensemble(members, tmp_path / "ens")
     ens, cfg = load_connector(ens_dir, speech_encoder=speech, translator=marian)
     assert cfg["ensemble"]["combine"] == "medoid" and ens.member_combine == "medoid"
-    alone = [load_connector(m, speech_encoder=speech, translator=marian)[0] for m in members]
     states, mask = states_of(ens)
-    # each member read by the first member's read-out (its lexicon), then the medoid
-    readings = []
-    for m in alone:
-        lp, out_mask = log_probs(m, states, mask)
-        readings.append(alone[0].ctc_head.read_logits(lp, out_mask, marian))
+    readings = member_readings(members, speech, marian, states, mask)
     assert len({tuple(r) for r in readings}) == 3 and all(all(r) for r in readings)  # three different hearings
     want = medoid_transcripts(readings)
     assert ens.ctc_transcribe(states, mask) == want

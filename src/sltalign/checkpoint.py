@@ -478,7 +478,7 @@ def load_connector(path: str | Path, *, speech_encoder=None, translator=None, lo
             model.ctc_head.load_state_dict(head, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{wfile}: weights do not match the connector described in {CONFIG}: {e}") from e
-    if cfg.get("ensemble"):  # more connectors whose posteriors are averaged with this one's (sltalign.ensemble)
+    if cfg.get("ensemble"):  # more connectors whose hearing is combined with this one's (sltalign.ensemble)
         from .ensemble import attach_members
 
         attach_members(model, path, cfg)

@@ -1,11 +1,9 @@
-"""Connector ensembles: several phone connectors of one recipe, their CTC posteriors averaged before the read-out.
+"""Connector ensembles: several phone connectors of one recipe, what they hear combined before the MT reads it.
 
-Connectors trained with different seeds on the same data mishear people's speech partly in their own ways:
-three demo connectors' posteriors averaged scored 57.0 chrF on the 121 real recordings against 55.8 for the
-first alone (docs/RESULTS.md, "Four more probes on hearing people"). An ensemble directory is an ordinary
-checkpoint directory (its first member, whose head data is the read-out: units, lexicon, word LM) with the
-other members inside it, so everything that loads a checkpoint (``SpeechTranslator.from_pretrained``,
-``sltalign translate / evaluate / serve / info``) loads an ensemble::
+Connectors trained with different seeds on the same data mishear people's speech partly in their own ways. An
+ensemble directory is an ordinary checkpoint directory (its first member, whose head data is the read-out: units,
+lexicon, word LM) with the other members inside it, so everything that loads a checkpoint
+(``SpeechTranslator.from_pretrained``, ``sltalign translate / evaluate / serve / info``) loads an ensemble::
 
     DIR/config.json              the first member's config, plus "ensemble": {"members": [...], "combine": ...}
     DIR/connector.safetensors    the first member's weights; its ctc_phones.json and word LM beside them
@@ -13,10 +11,16 @@ other members inside it, so everything that loads a checkpoint (``SpeechTranslat
     DIR/members/1/connector.safetensors    matched to the first member's by name, see AlignedST.add_members)
     DIR/members/1/units.json
 
+``combine`` (``model.MEMBER_COMBINE``): "medoid" (default) reads each member's posteriors with the first member's
+lexicon search and keeps, per utterance, the transcript nearest the others; "vote" takes a word-by-word majority;
+"mean_probability" averages frame posteriors, for checkpoints of one run only (other seeds' CTC spikes fall on
+other frames). On three seeds of the demo's recipe: medoid 58.3 chrF on the 121 real recordings, members alone
+55.0-56.7, frame averaging 48.2 (docs/RESULTS.md, "Ensembles of connectors").
+
 Made by ``make_ensemble`` (``sltalign ensemble --out DIR CKPT CKPT ...``). Members must share the frozen
-foundations (spec, weight fingerprint, encoder mode), the connector sizes, the arrangement and nearly all phone units;
-they may differ in seed, data and training length. Cost: one connector pass per member per clip (the encoder
-and the MT run once).
+foundations (spec, weight fingerprint, encoder mode), the connector sizes, the arrangement and nearly all phone
+units; they may differ in seed, data and training length. Cost: one connector pass and one read-out per member
+per clip (the encoder and the MT run once).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ log = logging.getLogger(__name__)
 KEY = "ensemble"
 MEMBERS_DIR = "members"
 UNITS_FILE = "units.json"
-#: the default combination (``AlignedST.add_members`` has both): the medoid transcript, right for any members
+#: the default combination (``AlignedST.add_members`` has all of ``MEMBER_COMBINE``): right for any members
 COMBINE = "medoid"
 
 
@@ -84,6 +88,17 @@ SHARED = (
 def _field(cfg: dict[str, Any], key: str, sub: str | None) -> Any:
     v = cfg.get(key)
     return (v or {}).get(sub) if sub else v
+
+
+def _check_shared(first: dict[str, Any], cfg: dict[str, Any], where: str, first_name: str = "") -> None:
+    """CheckpointError naming ``where`` and the field where ``cfg`` differs from the first member's ``first``
+    (``first_name``: where the first member is, when it is a checkpoint of its own)."""
+    for key, sub, what in SHARED:
+        a, b = _field(first, key, sub), _field(cfg, key, sub)
+        if a != b:
+            field = f"{key}.{sub}" if sub else key
+            named = f" ({first_name})" if first_name else ""
+            raise CheckpointError(f"{where}: field {field!r} ({what}) is {b!r}, the first member's{named} is {a!r}")
 
 
 def _words(text: str) -> list[str]:
@@ -209,13 +224,7 @@ def make_ensemble(checkpoints: Sequence[str | Path], out: str | Path, *, combine
     first_units = _units(paths[0], cfgs[0])
     member_units = []
     for p, cfg in zip(paths[1:], cfgs[1:]):
-        for key, sub, what in SHARED:
-            a, b = _field(cfgs[0], key, sub), _field(cfg, key, sub)
-            if a != b:
-                field = f"{key}.{sub}" if sub else key
-                raise CheckpointError(
-                    f"checkpoint {p}: field {field!r} ({what}) is {b!r}, the first member's ({paths[0]}) is {a!r}"
-                )
+        _check_shared(cfgs[0], cfg, f"checkpoint {p}", str(paths[0]))
         units = _units(p, cfg)
         shared = len(set(units) & set(first_units))
         if shared < MIN_SHARED_UNITS * len(first_units):
@@ -304,10 +313,7 @@ def attach_members(model: AlignedST, path: str | Path, cfg: dict[str, Any]) -> A
             raise CheckpointError(f"ensemble member {units_file}: not JSON ({e})") from e
         if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
             raise CheckpointError(f"ensemble member {units_file}: expected a JSON list of phone units")
-        for key, sub, what in SHARED:
-            if _field(m_cfg, key, sub) != _field(cfg, key, sub):
-                field = f"{key}.{sub}" if sub else key
-                raise CheckpointError(f"ensemble member {d}: field {field!r} ({what}) differs from the first member's")
+        _check_shared(cfg, m_cfg, f"ensemble member {d}")
         mc = model_config_of(m_cfg)
         conn = build_connector(
             mc.connector, in_dim=m_cfg["connector"]["in_dim"], out_dim=model.translator.embed_dim, **mc.connector_args

@@ -57,7 +57,7 @@ class BridgeOutput:
     connector_out: torch.Tensor  # (B, S, D_m) raw connector output
     connector_mask: torch.Tensor  # (B, S)
     ctc_logits: torch.Tensor | None  # (B, S, V+1), blank last; None without a CTC head
-    #: an ensemble that combines transcripts (``member_combine`` "medoid"): the other members' CTC log-probs,
+    #: an ensemble that combines transcripts (``member_combine`` "medoid" or "vote"): the other members' CTC log-probs,
     #: each (B, S, V+1) over this head's classes; None otherwise
     ctc_alternatives: list[torch.Tensor] | None = None
 
@@ -123,7 +123,7 @@ class AlignedST(nn.Module):
         self.compression = compression
         self.compression_temperature = compression_temperature
         self.hypothesis = hypothesis
-        # more connectors of the same recipe whose CTC posteriors are averaged with this one's (an ensemble,
+        # more connectors of the same recipe whose hearing is combined with this one's (an ensemble,
         # ``add_members``); inference only: they never train and stay in eval mode
         self.members = nn.ModuleList()
         self.member_combine = "mean_probability"
@@ -139,8 +139,8 @@ class AlignedST(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def add_members(self, members: Sequence[tuple[Connector, CTCHead]], *, combine: str = "mean_probability") -> None:
-        """Make this model an ensemble: the phone posteriors of ``members`` (connector, CTC head) pairs are
-        averaged with its own (the log of the mean probability per frame) before the head's read-out.
+        """Make this model an ensemble: what ``members`` (connector, CTC head) pairs hear is combined with what it
+        hears before the MT reads it, as ``combine`` says (``MEMBER_COMBINE``).
 
         Every member must have this model's connector sizes (so its frames line up) and a phone head; its units
         are matched to this head's by name. Heads of one recipe trained with other seeds differ in a few rare
@@ -336,7 +336,7 @@ class AlignedST(nn.Module):
         self, ctc_logits: torch.Tensor, out_mask: torch.Tensor, alternatives: list[torch.Tensor] | None = None
     ) -> list[str]:
         """(B, S, V+1) -> texts; with ``alternatives`` (an ensemble's other members) each member's reading is
-        made and the medoid transcript of each utterance kept."""
+        made and combined per utterance (``member_combine``: the medoid transcript or a word vote)."""
         texts = self.ctc_head.read_logits(ctc_logits, out_mask, self.translator)
         if not alternatives:
             return texts
