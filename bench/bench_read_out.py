@@ -6,7 +6,10 @@ word LM against the greedy read-out, on the same connector and audio.
 Prints the one-time cost of the search (building the word LM and the lexicon trie; resident memory before and
 after) and, for each of ``--repeats`` rounds, the wall time of ``SpeechTranslator.translate`` over the
 manifest's audio with the search and then greedily, and their ratio. Whole translations are timed (encoder,
-connector, read-out, MT), so the ratio is what a user sees.
+connector, read-out, MT), so the ratio is what a user sees. Each round also times
+``translate_segments(sources=True)`` (the translation and the transcript the connector heard) against the
+search's ``translate``: the transcript is the text the MT translated, so its ratio should stay near 1 (an
+ensemble's members are each searched once, not twice).
 """
 
 from __future__ import annotations
@@ -54,13 +57,17 @@ def main() -> None:
         t0 = time.perf_counter()
         tr.translate(audio)
         t_search = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tr.translate_segments(audio, sources=True)  # the translation and what was heard: `sltalign translate`
+        t_sources = time.perf_counter() - t0
         head.search = SearchOptions()  # beam 0: greedy
         t0 = time.perf_counter()
         tr.translate(audio)
         t_greedy = time.perf_counter() - t0
         print(
             f"round {r + 1}: search {t_search:.1f} s (RTF {t_search / seconds:.3f}), greedy {t_greedy:.1f} s "
-            f"(RTF {t_greedy / seconds:.3f}); search / greedy {t_search / t_greedy:.2f}x",
+            f"(RTF {t_greedy / seconds:.3f}); search / greedy {t_search / t_greedy:.2f}x; search with the sources "
+            f"{t_sources:.1f} s, {t_sources / t_search:.2f}x the search alone",
             flush=True,
         )
     head.search = searching

@@ -237,6 +237,14 @@ def test_phone_head_reads_through_its_lexicon_into_the_mt_text_path(speech, mari
     assert states.shape[1] // SIZES["mlp"]["stack"] >= len(path)
     assert model.ctc_transcribe(states, mask) == ["The cat sat.", ""]
     bridged = model.bridge(states, mask)
+    assert bridged.texts == ["The cat sat.", ""]  # the transcript the MT reads, kept for the caller
+    searches = []
+    read = scripted.read_logits
+    scripted.read_logits = lambda *a, **k: searches.append(1) or read(*a, **k)
+    translated, transcribed = model.translate_and_transcribe(states, mask, beam=2, max_len=6)
+    assert transcribed == ["The cat sat.", ""]
+    assert len(searches) == 1  # one search of the posteriors serves the translation and the transcript
+    assert translated == model.translate_states(states, mask, beam=2, max_len=6)
     ids = marian.tokenize_source(["The cat sat."])[0]
     n = len(ids)
     want = marian.encode_ids(torch.tensor([ids]), torch.ones(1, n, dtype=torch.bool))[0]

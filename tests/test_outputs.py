@@ -145,6 +145,9 @@ def test_short_input_is_one_segment_and_silence_none(st):
     with pytest.warns(UserWarning, match="no audio"):
         assert st.translate_segments([np.zeros(100, np.float32)])[0].segments == []
     assert st.translate_segments(wav, sources=False).segments[0].source is None
+    # the source comes from the translation's own connector pass: what ctc_transcribe reads on its own
+    assert tr.segments[0].source == st.model.ctc_transcribe(*st.model.encode_audio([wav]))[0]
+    assert st.translate_segments(wav, sources=False).text == tr.text
 
 
 def test_arrays_at_any_sampling_rate(st):

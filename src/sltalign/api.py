@@ -313,7 +313,7 @@ class SpeechTranslator:
         Each segment is a piece the audio was cut into (at pauses, see ``max_piece_seconds``) with its start
         and end in seconds and its translation; ``Translation.text`` is exactly what ``translate`` returns.
         ``sources`` (default: where the model has a CTC head) adds what the connector heard to each segment
-        (``Segment.source``, its greedy CTC transcript), at the cost of a second connector pass.
+        (``Segment.source``, the transcript its CTC head reads), from the same connector pass as the translation.
         ``errors``: as for ``translate`` ("skip": a bad input gives None)."""
         single = isinstance(inputs, (str, Path, np.ndarray, torch.Tensor))
         if sources is None:
@@ -391,12 +391,13 @@ class SpeechTranslator:
         with torch.inference_mode():
             for idx in progress_bar(batches, enabled=progress, desc="translate", unit="batch"):
                 states, mask = self.model.encode_audio([pieces[j][1] for j in idx])
-                out = self.model.translate_states(
-                    states, mask, beam=beam or self.beam, max_len=limit[idx[0]], length_penalty=self.length_penalty
-                )
+                kw = {"beam": beam or self.beam, "max_len": limit[idx[0]], "length_penalty": self.length_penalty}
+                if sources:  # one connector pass (and one search of its posteriors) gives both
+                    out, said = self.model.translate_and_transcribe(states, mask, **kw)
+                    heard.update(zip(idx, said))
+                else:
+                    out = self.model.translate_states(states, mask, **kw)
                 texts.update(zip(idx, out))
-                if sources:
-                    heard.update(zip(idx, self.model.ctc_transcribe(states, mask)))
         results = [Translation(text="", duration=d, language=self.language) for d in durations]
         for j, (i, _) in enumerate(pieces):
             a, b = spans[j]

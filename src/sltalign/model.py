@@ -60,6 +60,10 @@ class BridgeOutput:
     #: an ensemble that combines transcripts (``member_combine`` "medoid" or "vote"): the other members' CTC log-probs,
     #: each (B, S, V+1) over this head's classes; None otherwise
     ctc_alternatives: list[torch.Tensor] | None = None
+    #: the transcript the MT translates where the bridge goes through text (a text head with compression: one
+    #: string per utterance, what ``ctc_transcribe`` reads); None otherwise. Kept so that a caller who wants
+    #: both the translation and what was heard does not search the CTC posteriors a second time.
+    texts: list[str] | None = None
 
 
 class AlignedST(nn.Module):
@@ -224,12 +228,18 @@ class AlignedST(nn.Module):
             )
         hyp_texts = self.hypothesis.texts(states, mask) if hasattr(self.connector, "fuse") else None
         out, out_mask, ctc_logits, alternatives = self._connect(self._speech_states(states), mask)
-        x, x_mask = out, out_mask
+        x, x_mask, texts = out, out_mask, None
         if hyp_texts is not None:
             q, x_mask = self._text_embeddings(hyp_texts, out_mask.device)  # the cascade's MT input (B, L, D_m)
             x = self.connector.fuse(q.to(out.dtype), x_mask, out, out_mask)
         elif self.compression is not None and self.ctc_head.TEXT:
-            x, x_mask = self._pieces_to_embeddings(ctc_logits, out_mask, alternatives)  # (B, S', D_m)
+            # Hard compression through text: the transcript read off the head -> MT source tokens -> their
+            # embedding rows, exactly what the MT's own text path embeds (same tokenizer, same EOS), so ECED's MT
+            # encoder reads input from its training distribution. No gradient passes a search over text.
+            with torch.no_grad():
+                texts = self._read_ctc(ctc_logits, out_mask, alternatives)
+                x, x_mask = self._text_embeddings(texts, out_mask.device)  # (B, S', D_m)
+            x = x.to(ctc_logits.dtype)
         elif self.compression is not None:
             x, x_mask = compress(
                 out,
@@ -247,7 +257,7 @@ class AlignedST(nn.Module):
             memory = self.translator.encode_embeddings(x, x_mask)
         else:
             memory = x
-        return BridgeOutput(memory, x_mask, out, out_mask, ctc_logits, alternatives)
+        return BridgeOutput(memory, x_mask, out, out_mask, ctc_logits, alternatives, texts)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, BridgeOutput]:
         """Teacher-forced: -> logits (B, L, V) over target tokens, and the bridge output."""
@@ -293,16 +303,19 @@ class AlignedST(nn.Module):
 
     @torch.no_grad()
     def translate_and_transcribe(
-        self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150
+        self, states: torch.Tensor, mask: torch.Tensor, *, beam: int = 4, max_len: int = 150, length_penalty: float = 1.0
     ) -> tuple[list[str], list[str]]:
-        """``translate_states`` and ``ctc_transcribe`` from one connector pass (what dev evaluation needs)."""
+        """``translate_states`` and ``ctc_transcribe`` from one connector pass (what dev evaluation and
+        ``translate_segments(sources=True)`` need). Where the MT translates a transcript (a text head with
+        compression) that transcript is the one returned: the posteriors are searched once, not twice."""
         if self.ctc_head is None:
             raise ValueError("translate_and_transcribe needs a CTC head: build the model with a ctc_head")
         bridged = self.bridge(states, mask)
-        ids = self._search(bridged, beam=beam, max_len=max_len)
-        return self.translator.detokenize(ids), self._read_ctc(
-            bridged.ctc_logits, bridged.connector_mask, bridged.ctc_alternatives
-        )
+        ids = self._search(bridged, beam=beam, max_len=max_len, length_penalty=length_penalty)
+        heard = bridged.texts
+        if heard is None:
+            heard = self._read_ctc(bridged.ctc_logits, bridged.connector_mask, bridged.ctc_alternatives)
+        return self.translator.detokenize(ids), heard
 
     def _connect(
         self, states: torch.Tensor, mask: torch.Tensor
@@ -344,20 +357,6 @@ class AlignedST(nn.Module):
 
         readings = [texts] + [self.ctc_head.read_logits(a, out_mask, self.translator) for a in alternatives]
         return (vote_transcripts if self.member_combine == "vote" else medoid_transcripts)(readings)
-
-    @torch.no_grad()
-    def _pieces_to_embeddings(
-        self, ctc_logits: torch.Tensor, out_mask: torch.Tensor, alternatives: list[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hard compression through text: greedy piece (or phone) transcript -> written text -> MT source
-        tokens -> their embedding rows.
-
-        ctc_logits (B, S, P+1), out_mask (B, S) -> x (B, L, D_m), x_mask (B, L): exactly what the MT's own
-        text path embeds for the transcript (same tokenizer, same EOS), so ECED's MT encoder reads input
-        from its training distribution. No gradient: use it for inference and dev evaluation.
-        """
-        x, x_mask = self._text_embeddings(self._read_ctc(ctc_logits, out_mask, alternatives), out_mask.device)
-        return x.to(ctc_logits.dtype), x_mask
 
     def _speech_states(self, states: torch.Tensor) -> torch.Tensor:
         """What the connector sees: the states without the hypothesis token channels, if they carry them."""

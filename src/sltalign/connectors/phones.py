@@ -14,7 +14,7 @@ are rare words it heard too few times to learn (docs/RESULTS.md, "error analysis
    entry is within one phone. Text is cheap, so the lexicon knows words no clip ever said.
 
 The written transcript reaches the MT through its own tokenizer (hard compression through text, as for the
-word-pieces head: ``AlignedST._pieces_to_embeddings``). On the demo's data it more than doubled the tied head's
+word-pieces head: ``AlignedST.bridge``). On the demo's data it more than doubled the tied head's
 BLEU on the synthetic test at equal clips and minutes (figures: docs/RESULTS.md, "Phones in the package"); on real
 voices it is only as good as the training voices are varied.
 
