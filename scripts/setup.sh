@@ -11,9 +11,10 @@ export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 # its tutorial voice), alsa-utils (its speaker-test voice): real English speech for tests and scoring; trans-de-en: English
 # sentences for the synthetic corpus; wordnet-base (WordNet 3.0 licence), fortunes-min + fortunes (BSD): everyday English
 # for the phone read-out's lexicon and word LM; libsndfile1: audio I/O; flite, festival: more TTS voices; chromium, chromium-driver:
-# the headless browser that tests the server's web page.
+# the headless browser that tests the server's web page; flight-of-the-amazon-queen (freeware, free redistribution;
+# 35 MB, pulls in the scummvm engine it is packaged for): the voiced dialogue of its cast, people's voices to train on.
 apt_need=""
-for p in espeak-ng pocketsphinx-testdata asterisk-core-sounds-en-wav warzone2100-data alsa-utils trans-de-en wordnet-base fortunes-min fortunes libsndfile1 flite festival festvox-kallpc16k chromium chromium-driver; do
+for p in espeak-ng pocketsphinx-testdata asterisk-core-sounds-en-wav warzone2100-data alsa-utils trans-de-en wordnet-base fortunes-min fortunes libsndfile1 flite festival festvox-kallpc16k chromium chromium-driver flight-of-the-amazon-queen; do
   dpkg -s "$p" >/dev/null 2>&1 || apt_need="$apt_need $p"
 done
 if [ -n "$apt_need" ]; then

@@ -56,6 +56,14 @@ def test_missing_checkpoint_fails_fast_in_a_fresh_process():
             ["train", "{tmp}/c.yaml", "data.dev={tmp}/ok.jsonl", "data.watch={{a: {tmp}/ok.jsonl, b: {tmp}/b.jsonl}}"],
             "manifest not found: {tmp}/b.jsonl",
         ),
+        (
+            ["train", "{tmp}/c.yaml", "data.dev={tmp}/ok.jsonl", "data.more_train.acted={tmp}/acted.jsonl"],
+            "manifest not found: {tmp}/acted.jsonl",
+        ),
+        (
+            ["train", "{tmp}/c.yaml", "data.dev={tmp}/ok.jsonl", "data.more_train={{a: {tmp}/ok.jsonl, b: {tmp}/b.jsonl}}"],
+            "manifest not found: {tmp}/b.jsonl",
+        ),
         (["train", "{tmp}/nope.yaml"], "config file {tmp}/nope.yaml does not exist"),
         (["data", "synth", "--sentences", "{tmp}/en.txt", "--out", "{tmp}/o"], "sentences file not found: {tmp}/en.txt"),
         (["data", "kaldi", "{tmp}/kaldi", "--out", "{tmp}/o"], "Kaldi data directory not found: {tmp}/kaldi"),

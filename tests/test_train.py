@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import socket
 from pathlib import Path
@@ -728,3 +729,64 @@ def test_metrics_log_truncates_to_the_saved_rows_or_steps(tmp_path):
     assert [k[0] for k in _metric_keys(tmp_path)] == ["1", "1", "2", "2"]
     again.write(3, 0.3, "train", {"loss": 0.3})
     assert MetricsLog(tmp_path / "metrics.csv", True).truncate(-1, step=2) == 1  # unknown rows: by step
+
+
+#: one CTC stage: training reads transcripts only (the people set has no translations)
+CTC_ONLY = {"stages": "[{name: ctc, steps: 2, lr: 0.003, warmup: 1, objectives: {ctc: 1.0}, evaluate: false}]"}
+
+
+def test_more_train_sets_join_the_training_data(tmp_path, tiny_whisper_dir, sharp_marian_dir):
+    """data.more_train adds manifests after data.train (people's voices beside a synthetic corpus), each repeated
+    more_train_repeat times under other ids; a clash of ids, an empty set or a repeat for no set is refused by
+    name."""
+    from sltalign.train import select_utterances
+
+    extra = tmp_path / "people"
+    extra.mkdir()
+    utts = []
+    for i in range(3):
+        wav = speechlike(1.2 + 0.1 * i, seed=50 + i)  # longer than every clip of the corpus
+        sf.write(extra / f"p{i}.wav", wav, 16000)
+        utts.append(Utterance(id=f"p{i}", audio=str(extra / f"p{i}.wav"), duration=len(wav) / 16000, transcript=TEXTS[i][0]))
+    people = write_manifest(extra / "manifest.jsonl", utts)
+    cfg = config(
+        tmp_path,
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run",
+        **{"data.more_train": f"{{people: {people}}}", "data.more_train_repeat": "{people: 2}"},
+        **CTC_ONLY,
+    )
+    train_utts, _ = select_utterances(cfg)
+    ids = [u.id for u in train_utts]
+    assert ids == [f"u{i}" for i in range(8)] + ["p0", "p1", "p2", "p0~1", "p1~1", "p2~1"]
+    assert [u.audio for u in train_utts[-3:]] == [u.audio for u in train_utts[-6:-3]]  # the same clips again
+    summary = train(cfg, progress=False)  # CTC-only: the people set needs transcripts, not translations
+    assert summary["steps"] == 2
+    index = (Path(cfg.data.cache_dir) / "index.jsonl").read_text().splitlines()
+    assert len({json.loads(line)["k"] for line in index}) == len(index) == 11  # 8 + 3 clips: repeats encoded once
+
+    clash = write_manifest(tmp_path / "clash.jsonl", [dataclasses.replace(utts[0], id="u1")])
+    bad = config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run2", **{"data.more_train": f"{{people: {clash}}}"}, **CTC_ONLY)
+    with pytest.raises(ValueError, match=r"data.more_train.people: .*clash.jsonl: utterance id 'u1' is also in .*train.jsonl"):
+        select_utterances(bad)
+    short = config(
+        tmp_path,
+        tiny_whisper_dir,
+        sharp_marian_dir,
+        "run3",
+        **{"data.more_train": f"{{people: {people}}}", "data.max_duration": "1.0"},
+        **CTC_ONLY,
+    )
+    with pytest.raises(ValueError, match=r"data.more_train.people: .*manifest.jsonl has no utterance"):
+        select_utterances(short)
+    with pytest.raises(Exception, match=r"data.more_train_repeat.others: no data.more_train set"):
+        config(tmp_path, tiny_whisper_dir, sharp_marian_dir, "run4", **{"data.more_train_repeat": "{others: 2}"})
+    with pytest.raises(Exception, match=r"data.more_train_repeat.people: expected a whole number >= 1, got 0"):
+        config(
+            tmp_path,
+            tiny_whisper_dir,
+            sharp_marian_dir,
+            "run5",
+            **{"data.more_train": f"{{people: {people}}}", "data.more_train_repeat": "{people: 0}"},
+        )

@@ -146,6 +146,18 @@ def _add_data_sources(data: ArgumentParser) -> None:
         help="test (default), or dev: disjoint recordings for checkpoint selection, never training audio",
     )
     dsub.add_subcommand("realspeech", real, help="the project's real recordings (121 test, 31 dev) with human pt-BR references")
+    acted = ArgumentParser(
+        description="People's voices to train on: the voiced dialogue of the freeware game Flight of the Amazon Queen "
+        "(Debian flight-of-the-amazon-queen: 6,745 lines, 278 min, its cast of voice actors), transcribed by Whisper "
+        "and filtered by Whisper's confidence. Training data only (pseudo-labels), never scoring references. Resumable."
+    )
+    acted.add_argument("--out", type=str, required=True, help="directory for manifest.jsonl, labels.jsonl and audio/")
+    acted.add_argument("--clips", type=int, default=2000, help="how many clips to label (a seeded random choice)")
+    acted.add_argument("--seed", type=int, default=0, help="which clips: the choice's seed")
+    acted.add_argument("--asr", type=str, default="packaged:whisper-base", help="the recogniser that transcribes them")
+    acted.add_argument("--min_logprob", type=float, default=-0.7, help="drop transcripts Whisper is less sure of than this")
+    acted.add_argument("--table", type=str, default=None, help="the game's queen.1c (default: where Debian installs it)")
+    dsub.add_subcommand("acted", acted, help="people's voices to train on: a voiced game's dialogue, transcribed by Whisper")
     gt = ArgumentParser(
         description="English -> target pairs from installed gettext catalogs (software UI strings, human translations)."
     )

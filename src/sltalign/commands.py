@@ -51,6 +51,21 @@ def data(source: str, args: Any) -> int:
 
         print(build_realspeech_manifest(out, subsets=args.subsets, split=getattr(args, "split", "test")))
         return 0
+    if source == "acted":
+        from .data.acted import QUEEN_TABLE, LabelFilter, build_acted_manifest
+
+        if args.clips < 1:
+            raise ValueError(f"--clips: expected a number of clips >= 1, got {args.clips}")
+        manifest = build_acted_manifest(
+            out,
+            clips=args.clips,
+            seed=args.seed,
+            asr=args.asr,
+            table=args.table or QUEEN_TABLE,
+            label_filter=LabelFilter(min_logprob=args.min_logprob),
+        )
+        print(manifest)
+        return 0
     if source == "gettext":
         from .data.gettext_corpus import gettext_pairs, write_parallel
 

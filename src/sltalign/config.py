@@ -109,6 +109,12 @@ class DataConfig:
     #: and logged under their own name in metrics.csv and training.png: watched only, unless ``select`` names
     #: one to choose the checkpoint and stop early by. Same duration limits and ``max_dev`` as data.dev.
     watch: dict[str, str] = field(default_factory=dict)
+    #: more training manifests, name -> manifest (e.g. ``{acted: acted/manifest.jsonl}``, people's voices beside a
+    #: synthetic corpus), read after ``train`` with the same limits and required fields
+    more_train: dict[str, str] = field(default_factory=dict)
+    #: how many times each ``more_train`` set's clips are drawn per epoch (name -> count, default 1): the
+    #: weight of a small set of real voices against a large synthetic corpus
+    more_train_repeat: dict[str, int] = field(default_factory=dict)
     #: clips the frozen encoder takes at once while the cache is built (larger on a GPU, e.g. 64)
     encode_batch_size: int = 8
     #: processes that collate training batches ahead of the step (0: in the training process; on a GPU, 2-4
@@ -522,6 +528,16 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"data.watch: expected names of letters, digits, '_', '.' or '-' other than 'train' and 'dev', got {name!r}"
             )
+    for name in cfg.data.more_train:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(f"data.more_train: expected names of letters, digits, '_', '.' or '-', got {name!r}")
+    for name, count in cfg.data.more_train_repeat.items():
+        if name not in cfg.data.more_train:
+            raise ConfigError(
+                f"data.more_train_repeat.{name}: no data.more_train set of that name (sets: {sorted(cfg.data.more_train)})"
+            )
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"data.more_train_repeat.{name}: expected a whole number >= 1, got {count!r}")
     split, _, metric = cfg.select.rpartition(".")
     if split not in ("dev", *cfg.data.watch) or metric not in SELECT_METRICS:
         raise ConfigError(

@@ -6,7 +6,7 @@ foundations ~10 s on a 2-core machine), and every command used to do it before l
 (same exception types, same one-line messages), so only the waiting changes. It imports nothing heavy
 (pathlib, yaml): keep it that way.
 
-What is checked: connector checkpoint directories (--model), manifests (--manifest, train's data.train and
+What is checked: connector checkpoint directories (--model), manifests (--manifest, train's data.train, data.more_train and
 data.dev), audio arguments (translate), the train config file, and the inputs of ``data`` sources. Everything
 deeper (a manifest's lines, a checkpoint's fields) is still checked where it is read.
 """
@@ -88,9 +88,9 @@ def _get(ns: Any, name: str) -> Any:
 
 
 def _train_manifests(config: str, overrides: list[str]) -> list[str]:
-    """data.train, data.dev and the data.watch manifests as config.load_config would see them (the YAML file,
-    then key=value overrides); anything this light reading cannot make sense of is left to load_config, which
-    names it."""
+    """data.train, data.dev and the data.watch and data.more_train manifests as config.load_config would see
+    them (the YAML file, then key=value overrides); anything this light reading cannot make sense of is left to
+    load_config, which names it."""
     import yaml
 
     p = Path(config)
@@ -101,23 +101,30 @@ def _train_manifests(config: str, overrides: list[str]) -> list[str]:
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return []
     data = tree.get("data") if isinstance(tree, dict) else None
-    found = {k: data.get(k) for k in ("train", "dev", "watch")} if isinstance(data, dict) else {}
+    found = {k: data.get(k) for k in ("train", "dev", *_NAMED_SETS)} if isinstance(data, dict) else {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if sep and (key in ("data.train", "data.dev", "data.watch") or key.startswith("data.watch.")):
+        named = next((n for n in _NAMED_SETS if key.startswith(f"data.{n}.")), None)
+        if sep and (key in ("data.train", "data.dev", *(f"data.{n}" for n in _NAMED_SETS)) or named):
             try:
                 value = yaml.safe_load(raw) if raw.strip() else None
             except yaml.YAMLError:
                 return []
-            if key.startswith("data.watch."):  # one watch set: data.watch.NAME=PATH
-                watch = found.get("watch")
-                found["watch"] = {**(watch if isinstance(watch, dict) else {}), key[len("data.watch.") :]: value}
+            if named:  # one named set: data.watch.NAME=PATH, data.more_train.NAME=PATH
+                sets = found.get(named)
+                found[named] = {**(sets if isinstance(sets, dict) else {}), key[len(f"data.{named}.") :]: value}
             else:
                 found[key[5:]] = value
-    watch = found.pop("watch", None)
+    named_sets = [found.pop(n, None) for n in _NAMED_SETS]
     paths = [v for v in found.values() if isinstance(v, str) and v]
-    return paths + ([v for v in watch.values() if isinstance(v, str) and v] if isinstance(watch, dict) else [])
+    for sets in named_sets:
+        paths += [v for v in sets.values() if isinstance(v, str) and v] if isinstance(sets, dict) else []
+    return paths
+
+
+#: data fields that map names to manifests
+_NAMED_SETS = ("watch", "more_train")
 
 
 def check_command_paths(command: str, ns: Any) -> None:

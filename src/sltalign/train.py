@@ -30,7 +30,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,20 @@ def select_utterances(cfg: TrainConfig) -> tuple[list[Utterance], list[Utterance
     dev_utts = _dev_utterances(cfg, cfg.data.dev) if cfg.data.dev else []
     if not train_utts:
         raise ValueError(f"{cfg.data.train}: no utterance between {cfg.data.min_duration} and {cfg.data.max_duration} s")
+    where = dict.fromkeys((u.id for u in train_utts), cfg.data.train)
+    for name, path in cfg.data.more_train.items():
+        more = filter_utterances(read_manifest(path, require=train_require), cfg, need_transcript=needs_transcripts(cfg))
+        if not more:
+            raise ValueError(
+                f"data.more_train.{name}: {path} has no utterance between {cfg.data.min_duration} and {cfg.data.max_duration} s"
+            )
+        for u in more:
+            if u.id in where:
+                raise ValueError(f"data.more_train.{name}: {path}: utterance id {u.id!r} is also in {where[u.id]}")
+            where[u.id] = path
+        repeat = cfg.data.more_train_repeat.get(name, 1)
+        # repeats are the same clips under other ids: the cache stores their states once (same audio, same key)
+        train_utts += more + [replace(u, id=f"{u.id}~{r}") for r in range(1, repeat) for u in more]
     return train_utts, dev_utts
 
 
