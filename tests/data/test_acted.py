@@ -157,9 +157,31 @@ def test_filter_rules():
         assert not rule.keeps(bad)
 
 
+def test_shipped_labels_parse_and_round_trip(tmp_path):
+    from sltalign.data.acted import Label, read_shipped_labels, write_shipped_labels
+
+    shipped = read_shipped_labels()
+    assert len(shipped) >= 1000 and all(k.startswith("fotaq-") for k in shipped)
+    labs = [Label("fotaq-A", 1.0, "Hello there.", -0.25, 0.01, 0.9), Label("fotaq-B", 2.0, "", -99.0, 1.0, 0.0)]
+    path = write_shipped_labels(tmp_path / "l.tsv", labs, ["made here"])
+    assert path.read_text().startswith("# made here\n")
+    with pytest.raises(ValueError, match="fotaq-C: a transcript with a tab"):
+        write_shipped_labels(tmp_path / "m.tsv", [Label("fotaq-C", 1.0, "a\tb", -0.1, 0.0, 1.0)], [])
+
+
 @pytest.mark.skipif(not QUEEN_TABLE.exists(), reason="flight-of-the-amazon-queen not installed (scripts/setup.sh installs it)")
-def test_the_installed_game_table():
+def test_the_installed_game_table_and_the_shipped_labels(tmp_path, monkeypatch):
+    from sltalign.data import acted
+    from sltalign.data.acted import _read_labels, read_shipped_labels
+
     speech = speech_entries(read_queen_table())
     assert len(speech) == 6745
     wav = decode_clip(QUEEN_TABLE, speech[0])
     assert 0.2 < len(wav) / 16000 < 30 and np.abs(wav).max() > 0.01
+    # the seed-0 choice with Whisper base: its first clips read their shipped labels, nothing is recognised
+    shipped = read_shipped_labels()
+    monkeypatch.setattr(acted, "whisper_labeller", lambda *a, **k: pytest.fail("recognised a clip with a shipped label"))
+    manifest = build_acted_manifest(tmp_path, clips=12, progress=False)
+    labels = _read_labels(tmp_path / "labels.jsonl")
+    assert len(labels) == 12 and all(lab.transcript == shipped[i][0] for i, lab in labels.items())
+    assert {u.id for u in read_manifest(manifest, require=("transcript",))} == {i for i, lab in labels.items() if lab.kept}

@@ -23,10 +23,16 @@ refused by name).
 The build is resumable: every labelled clip is appended to OUT/labels.jsonl (kept or not, with its
 confidence) as it is made, and a rerun continues where it stopped; OUT/manifest.jsonl (the kept clips) is
 rewritten atomically as it grows.
+
+Whisper needs about a second of CPU per clip on 2 cores, so the labels of the first clips of the seed-0
+choice ship with the package (acted_labels.tsv: Whisper base's output with its confidence, made by this
+module); with that recogniser and seed they are read instead of recognised again, and only clips beyond them
+cost recognition.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -34,6 +40,7 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +51,7 @@ from .manifest import Utterance, write_manifest
 __all__ = [
     "PACKAGE",
     "QUEEN_TABLE",
+    "SHIPPED_ASR",
     "ActedSpeechUnavailable",
     "Label",
     "LabelFilter",
@@ -51,8 +59,10 @@ __all__ = [
     "build_acted_manifest",
     "decode_clip",
     "read_queen_table",
+    "read_shipped_labels",
     "speech_entries",
     "whisper_labeller",
+    "write_shipped_labels",
 ]
 
 #: the Debian package that ships the game's data
@@ -65,6 +75,9 @@ _ENTRY = 21  # name 12 + bundle 1 + offset 4 + size 4
 _MP3 = 1
 #: the log-probability recorded when Whisper returns no segment at all (JSON has no infinity)
 NO_LOGPROB = -99.0
+#: the recogniser and seed whose labels ship with the package (acted_labels.tsv)
+SHIPPED_ASR, SHIPPED_SEED = "packaged:whisper-base", 0
+_SHIPPED_COLUMNS = ("id", "avg_logprob", "no_speech", "compression", "transcript")
 
 
 class ActedSpeechUnavailable(FileNotFoundError):
@@ -195,6 +208,32 @@ def whisper_labeller(asr: str = "packaged:whisper-base", *, threads: int = 2) ->
     return label
 
 
+def read_shipped_labels() -> dict[str, tuple[str, float, float, float]]:
+    """The labels that ship with the package: clip id -> (transcript, avg_logprob, no_speech, compression), as
+    ``whisper_labeller(SHIPPED_ASR)`` gives them. Lines starting with "#" say where they come from."""
+    text = resources.files("sltalign.data").joinpath("acted_labels.tsv").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    rows = list(csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+    out = {}
+    for i, row in enumerate(rows, start=2):
+        if None in row or any(row.get(k) is None for k in _SHIPPED_COLUMNS):
+            raise ValueError(f"acted_labels.tsv: data line {i}: expected the columns {list(_SHIPPED_COLUMNS)}, got {row}")
+        out[row["id"]] = (row["transcript"], float(row["avg_logprob"]), float(row["no_speech"]), float(row["compression"]))
+    return out
+
+
+def write_shipped_labels(path: str | os.PathLike, labels: list[Label], header: list[str]) -> Path:
+    """Write labels in acted_labels.tsv's format (``header``: the "#" lines that say where they come from)."""
+    p = Path(path)
+    rows = ["\t".join(_SHIPPED_COLUMNS)]
+    for lab in labels:
+        if "\t" in lab.transcript or "\n" in lab.transcript:
+            raise ValueError(f"{lab.id}: a transcript with a tab or newline cannot be written as TSV")
+        rows.append(f"{lab.id}\t{lab.avg_logprob:.4f}\t{lab.no_speech:.4f}\t{lab.compression:.4f}\t{lab.transcript}")
+    p.write_text("".join(f"# {h}\n" for h in header) + "\n".join(rows) + "\n", encoding="utf-8")
+    return p
+
+
 def _read_labels(path: Path) -> dict[str, Label]:
     """Labels written so far. A torn last line (a run killed mid-write) is cut off the file, so the next
     append starts on a line of its own, and that clip is labelled again."""
@@ -242,7 +281,9 @@ def build_acted_manifest(
     duration limits) and write OUT/manifest.jsonl with the kept ones; returns its path.
 
     Resumable: clips already in OUT/labels.jsonl are not labelled again. ``labeller`` defaults to
-    ``whisper_labeller(asr)``; the audio goes to OUT/audio/<id>.flac (16 kHz)."""
+    ``whisper_labeller(asr)``, made only when a clip has no shipped label (``read_shipped_labels``: used when
+    ``asr`` and ``seed`` are those they were made with and no ``labeller`` is given); the audio goes to
+    OUT/audio/<id>.flac (16 kHz)."""
     from ..progress import progress_bar
 
     out = Path(out)
@@ -251,7 +292,7 @@ def build_acted_manifest(
     entries = speech_entries(read_queen_table(table))
     if not entries:
         raise ValueError(f"{table}: no speech entries (*.SB) in the table")
-    order = list(entries)
+    order = sorted(entries, key=lambda e: e.name)  # by name, so the choice does not hang on the table's order
     random.Random(seed).shuffle(order)
     labels_path = out / "labels.jsonl"
     labels = _read_labels(labels_path)
@@ -259,7 +300,8 @@ def build_acted_manifest(
     done = len(labels)
     if done >= target:
         return _write_kept(out, labels)
-    label = labeller or whisper_labeller(asr)
+    shipped = read_shipped_labels() if labeller is None and (asr, seed) == (SHIPPED_ASR, SHIPPED_SEED) else {}
+    label = labeller
     bar = progress_bar(total=target, initial=min(done, target), enabled=progress, desc="acted speech: labelling", unit="clip")
     written_since = 0
     with open(labels_path, "a", encoding="utf-8") as log:
@@ -272,7 +314,11 @@ def build_acted_manifest(
             seconds = len(wav) / SAMPLE_RATE
             if not rule.min_seconds <= seconds <= rule.max_seconds:
                 continue  # not counted: the choice is among clips of usable length
-            text, logprob, no_speech, compression = label(wav)
+            if entry.clip_id in shipped:
+                text, logprob, no_speech, compression = shipped[entry.clip_id]
+            else:
+                label = label or whisper_labeller(asr)  # loaded only when a clip needs recognising
+                text, logprob, no_speech, compression = label(wav)
             lab = Label(entry.clip_id, round(seconds, 6), text, float(logprob), float(no_speech), float(compression))
             lab.kept = rule.keeps(lab)
             if lab.kept:
