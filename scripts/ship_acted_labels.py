@@ -3,7 +3,7 @@
     sltalign data acted --out runs/acted --clips 2200        # Whisper base, seed 0: ~1 s of CPU per clip
     python3 scripts/ship_acted_labels.py runs/acted
 
-The labels ship so that the demo (and anyone taking the seed-0 choice with Whisper base) reads them instead of
+The labels ship so that anyone taking the seed-0 choice with Whisper base reads them instead of
 recognising every clip again. All labelled clips are written, kept or not, so that another filter needs no
 new recognition.
 """

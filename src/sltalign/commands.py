@@ -52,7 +52,7 @@ def data(source: str, args: Any) -> int:
         print(build_realspeech_manifest(out, subsets=args.subsets, split=getattr(args, "split", "test")))
         return 0
     if source == "acted":
-        from .data.acted import QUEEN_TABLE, LabelFilter, build_acted_manifest
+        from .data.acted import LabelFilter, build_acted_manifest
 
         if args.clips < 1:
             raise ValueError(f"--clips: expected a number of clips >= 1, got {args.clips}")
@@ -61,7 +61,7 @@ def data(source: str, args: Any) -> int:
             clips=args.clips,
             seed=args.seed,
             asr=args.asr,
-            table=args.table or QUEEN_TABLE,
+            table=args.table,
             label_filter=LabelFilter(min_logprob=args.min_logprob),
         )
         print(manifest)

@@ -270,7 +270,7 @@ def build_acted_manifest(
     *,
     clips: int = 2000,
     seed: int = 0,
-    table: str | os.PathLike = QUEEN_TABLE,
+    table: str | os.PathLike | None = None,
     label_filter: LabelFilter | None = None,
     labeller: Labeller | None = None,
     asr: str = "packaged:whisper-base",
@@ -283,13 +283,14 @@ def build_acted_manifest(
     Resumable: clips already in OUT/labels.jsonl are not labelled again. ``labeller`` defaults to
     ``whisper_labeller(asr)``, made only when a clip has no shipped label (``read_shipped_labels``: used when
     ``asr`` and ``seed`` are those they were made with and no ``labeller`` is given); the audio goes to
-    OUT/audio/<id>.flac (16 kHz)."""
+    OUT/audio/<id>.flac (16 kHz). ``table``: the game's queen.1c (default ``QUEEN_TABLE``)."""
     from ..progress import progress_bar
 
     out = Path(out)
+    table = Path(table) if table is not None else QUEEN_TABLE  # looked up now: where Debian installs it
+    entries = speech_entries(read_queen_table(table))  # a missing game fails before anything is written
     (out / "audio").mkdir(parents=True, exist_ok=True)
     rule = label_filter or LabelFilter()
-    entries = speech_entries(read_queen_table(table))
     if not entries:
         raise ValueError(f"{table}: no speech entries (*.SB) in the table")
     order = sorted(entries, key=lambda e: e.name)  # by name, so the choice does not hang on the table's order
