@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -139,6 +139,16 @@ def whisper_ct2_dir(asr: str, *, cache_root: str | os.PathLike[str] | None = Non
     return asr.removeprefix("hf:")
 
 
+def whisper_segments(whisper: Any, wav: np.ndarray, *, beam: int = 1, language: str = "en") -> list[Any]:
+    """How the cascade runs faster-whisper on one clip (no VAD, no conditioning on earlier text, no
+    timestamps): its segments, each with its text and confidence (avg_logprob, no_speech_prob,
+    compression_ratio). Also what labels training clips (``data.acted``), so labels are what the cascade hears."""
+    segments, _ = whisper.transcribe(
+        wav, beam_size=beam, language=language, vad_filter=False, condition_on_previous_text=False, without_timestamps=True
+    )
+    return list(segments)  # lazy: this runs the model
+
+
 class Cascade:
     """Whisper ASR -> text MT, with the time each stage takes.
 
@@ -214,15 +224,8 @@ class Cascade:
 
     # --- ASR -----------------------------------------------------------------------------------
     def _recognise(self, wav: np.ndarray) -> str:
-        segments, _ = self.whisper.transcribe(
-            wav,
-            beam_size=self.asr_beam,
-            language=self.language,
-            vad_filter=False,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-        )
-        return " ".join(s.text.strip() for s in segments).strip()  # segments is lazy: this runs the model
+        segments = whisper_segments(self.whisper, wav, beam=self.asr_beam, language=self.language)
+        return " ".join(s.text.strip() for s in segments).strip()
 
     def _pieces(self, wav: np.ndarray) -> list[np.ndarray]:
         if wav.size == 0:

@@ -182,19 +182,16 @@ def decode_clip(path: str | os.PathLike, entry: TableEntry) -> np.ndarray:
     return resample(wav.mean(axis=1), sr, SAMPLE_RATE).astype(np.float32)
 
 
-def whisper_labeller(asr: str = "packaged:whisper-base", *, threads: int = 2) -> Labeller:
+def whisper_labeller(asr: str = SHIPPED_ASR, *, threads: int = 2) -> Labeller:
     """The cascade's recogniser (faster-whisper, CTranslate2 int8, greedy, no timestamps) as a labeller."""
     from faster_whisper import WhisperModel
 
-    from ..cascade import whisper_ct2_dir
+    from ..cascade import whisper_ct2_dir, whisper_segments
 
     model = WhisperModel(whisper_ct2_dir(asr), device="cpu", compute_type="int8", cpu_threads=threads)
 
     def label(wav: np.ndarray) -> tuple[str, float, float, float]:
-        segments, _ = model.transcribe(
-            wav, beam_size=1, language="en", vad_filter=False, condition_on_previous_text=False, without_timestamps=True
-        )
-        segments = list(segments)  # lazy: this runs the model
+        segments = whisper_segments(model, wav)
         if not segments:
             return "", NO_LOGPROB, 1.0, 0.0
         text = " ".join(s.text.strip() for s in segments).strip()
@@ -273,7 +270,7 @@ def build_acted_manifest(
     table: str | os.PathLike | None = None,
     label_filter: LabelFilter | None = None,
     labeller: Labeller | None = None,
-    asr: str = "packaged:whisper-base",
+    asr: str = SHIPPED_ASR,
     progress: bool = True,
     flush_every: int = 100,
 ) -> Path:
